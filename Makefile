@@ -1,0 +1,42 @@
+# Quick start: `make run` (demo) and `make test` (the whole suite). Both create .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+.PHONY: run test lint typecheck unit integration e2e bench clean serve
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/activate
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
+	$(PY) -m pip install -q -e '.[dev,demo]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/jml demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check jml connectors tests bench
+	$(BIN)/mypy jml connectors
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check jml connectors tests bench
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy jml connectors
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_sync.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,353 @@
+"""Configuration: YAML validated by pydantic. Unknown keys are errors.
+
+Secrets are never in the YAML: every `*_env` key names an environment variable and its
+`*_file` twin a file (re-read when it changes, for rotation). `load()` turns every
+problem into one ConfigError naming the key path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from jml.errors import ConfigError
+from jml.redact import register_secret
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> dt.timedelta:
+    """'90s', '5m', '1h', '30d' or a number of seconds."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=float(value))
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h, 30d)")
+    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SecretFile:
+    """A secret read from a file, re-read when its mtime changes (rotation)."""
+
+    _cache: dict[Path, tuple[float, str]] = {}
+
+    @classmethod
+    def read(cls, path: Path, key: str) -> str:
+        try:
+            mtime = path.stat().st_mtime
+            cached = cls._cache.get(path)
+            if cached and cached[0] == mtime:
+                return cached[1]
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read secret file {path}: {e.strerror}", key) from None
+        cls._cache[path] = (mtime, value)
+        register_secret(value)
+        return value
+
+
+def resolve_secret(model: BaseModel, name: str, path: str, *, required: bool = True) -> str | None:
+    """The value of secret `name` of `model` (from `name_env` or `name_file`).
+
+    `path` is the model's key path, for the error message.
+    """
+    env_key = getattr(model, f"{name}_env", None)
+    file_key = getattr(model, f"{name}_file", None)
+    if file_key:
+        return _SecretFile.read(Path(file_key), f"{path}.{name}_file")
+    if env_key:
+        value = os.environ.get(env_key)
+        if not value:
+            raise ConfigError(f"environment variable {env_key} is not set", f"{path}.{name}_env")
+        register_secret(value)
+        return value
+    if required:
+        raise ConfigError(f"missing secret: set {name}_env or {name}_file", path)
+    return None
+
+
+class StateConfig(_Strict):
+    url: str = "sqlite:///jml.db"
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    admin_token_env: str | None = None
+    admin_token_file: str | None = None
+    max_body_bytes: int = 1_048_576
+    shutdown_grace: Duration = dt.timedelta(seconds=20)
+
+
+class SourceAuth(_Strict):
+    type: Literal["basic", "bearer"]
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+
+
+class HrisSource(_Strict):
+    location: str
+    format: Literal["csv", "json", "jsonl"] | None = None  # None: from the file name
+    profile: str = "generic"
+    columns: dict[str, str] | None = None
+    status_values: dict[str, str] | None = None  # raw HR status -> Active|Leave|Terminated|Pre-hire
+    poll_interval: Duration = dt.timedelta(minutes=5)
+    timezone: str = "UTC"
+    auth: SourceAuth | None = None
+    endpoint_url: str | None = None
+    full_export: bool = True  # a full export: people absent from it are counted as missing
+    stale_after: Duration | None = None  # default: 3 poll intervals
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class OktaSource(_Strict):
+    secret_env: str | None = None
+    secret_file: str | None = None
+    match: str = "work_email"
+
+
+class WebhookSource(_Strict):
+    secret_env: str | None = None
+    secret_file: str | None = None
+    tolerance: Duration = dt.timedelta(minutes=5)
+
+
+class SourcesConfig(_Strict):
+    hris: HrisSource | None = None
+    okta: OktaSource | None = None
+    webhook: WebhookSource | None = None
+
+
+class LifecycleConfig(_Strict):
+    prehire_days: int = Field(3, ge=0)
+    delete_after: Duration | None = dt.timedelta(days=30)
+    leave_of_absence: Literal["keep", "suspend"] = "keep"
+    missing_after: int = Field(2, ge=1)
+    termination_time: str = "23:59"
+
+    @field_validator("termination_time")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        try:
+            dt.time.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"not a time of day: {v!r} (use HH:MM)") from None
+        return v
+
+    @property
+    def termination_clock(self) -> dt.time:
+        return dt.time.fromisoformat(self.termination_time)
+
+
+class SlaConfig(_Strict):
+    deprovision: Duration = dt.timedelta(minutes=10)
+
+
+class GuardConfig(_Strict):
+    max_deprovision_percent: float = Field(5, ge=0)
+    max_deprovision_count: int = Field(100, ge=0)
+    max_shrink_percent: float = Field(10, ge=0)
+    max_event_leavers_per_hour: int = Field(1000, ge=0)
+
+
+class GuardOverride(_Strict):
+    max_deprovision_percent: float | None = Field(None, ge=0)
+    max_deprovision_count: int | None = Field(None, ge=0)
+
+
+class ReconcileConfig(_Strict):
+    schedule: Duration = dt.timedelta(hours=1)
+    delete_orphans: bool = False
+
+
+class Rule(_Strict):
+    name: str
+    when: dict[str, str | list[str]] = Field(default_factory=dict)
+    grant: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class PolicyConfig(_Strict):
+    username: str = "{work_email}"
+    protected: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class _ConnectorBase(_Strict):
+    rate_limit: float | None = Field(None, gt=0)  # writes per second; None = connector default
+    burst: int | None = Field(None, ge=1)
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout: Duration = dt.timedelta(seconds=30)
+    max_attempts: int = Field(6, ge=1)
+    retry_budget: Duration = dt.timedelta(minutes=5)  # total time retries may take
+    sla: Duration | None = None
+    guard: GuardOverride | None = None
+    username: str | None = None  # per-connector username template
+
+
+class ScimConnectorConfig(_ConnectorBase):
+    type: Literal["scim"]
+    url: str
+    token_env: str | None = None
+    token_file: str | None = None
+    enterprise_extension: bool | None = None  # None: use it when the server's schemas list it
+
+
+class AwsConnectorConfig(_ConnectorBase):
+    type: Literal["aws_identity_center"]
+    scim_url: str
+    token_env: str | None = None
+    token_file: str | None = None
+    instance_arn: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    assignment_concurrency: int = Field(10, ge=1, le=10)
+
+
+class GithubConnectorConfig(_ConnectorBase):
+    type: Literal["github"]
+    mode: Literal["org", "emu"] = "org"
+    org: str | None = None
+    enterprise: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    api_url: str = "https://api.github.com"
+    username_attribute: str = "github_username"
+    provisions_per_hour: int | None = Field(None, ge=1)
+
+
+class SlackConnectorConfig(_ConnectorBase):
+    type: Literal["slack"]
+    scim_url: str = "https://api.slack.com/scim/v2/"
+    token_env: str | None = None
+    token_file: str | None = None
+
+
+ConnectorConfig = Annotated[
+    ScimConnectorConfig | AwsConnectorConfig | GithubConnectorConfig | SlackConnectorConfig,
+    Field(discriminator="type"),
+]
+
+
+class Config(_Strict):
+    state: StateConfig = StateConfig()
+    server: ServerConfig = ServerConfig()
+    sources: SourcesConfig = SourcesConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    sla: SlaConfig = SlaConfig()
+    guard: GuardConfig = GuardConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
+    policy: PolicyConfig = PolicyConfig()
+    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+
+    # Where the file was read from: relative paths in it are relative to this folder.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @property
+    def timezone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.sources.hris.timezone if self.sources.hris else "UTC")
+
+    def connector_sla(self, name: str) -> dt.timedelta:
+        c = self.connectors.get(name)
+        return c.sla if c is not None and c.sla is not None else self.sla.deprovision
+
+    def resolve_path(self, value: str) -> str:
+        """A local path from the config, relative to the config file's folder."""
+        if "://" in value:
+            return value
+        p = Path(value)
+        return str(p if p.is_absolute() else (self.base_dir / p))
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    # pydantic puts the discriminator tag in the location of union members: drop it.
+    parts = [str(p) for p in loc if p not in ("scim", "aws_identity_center", "github", "slack")]
+    return ".".join(parts)
+
+
+def _friendly(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return "unknown connector type (use scim, aws_identity_center, github or slack)"
+    if kind == "union_tag_not_found":
+        return "missing `type` (scim, aws_identity_center, github or slack)"
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ")
+
+
+def from_dict(data: Any, base_dir: Path = Path(".")) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a YAML mapping")
+    try:
+        cfg = Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ConfigError(_friendly(dict(first)), _key_path(first["loc"]) or "(top level)") from None
+    _check_references(cfg)
+    return cfg
+
+
+def _check_references(cfg: Config) -> None:
+    for i, rule in enumerate(cfg.policy.rules):
+        for target in rule.grant:
+            if target not in cfg.connectors:
+                raise ConfigError(
+                    f"rule {rule.name!r} grants access in unknown connector {target!r}",
+                    f"policy.rules.{i}.grant.{target}",
+                )
+    for name, c in cfg.connectors.items():
+        if isinstance(c, GithubConnectorConfig):
+            if c.mode == "org" and not c.org:
+                raise ConfigError("mode org needs `org`", f"connectors.{name}.org")
+            if c.mode == "emu" and not c.enterprise:
+                raise ConfigError("mode emu needs `enterprise`", f"connectors.{name}.enterprise")
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the config file: `path`, else $JML_CONFIG, else ./jml.yaml."""
+    chosen = Path(path or os.environ.get("JML_CONFIG") or "jml.yaml")
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {chosen} not found (use --config or $JML_CONFIG)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {chosen}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{chosen}: not valid YAML{where}") from None
+    return from_dict(data, chosen.resolve().parent)
