@@ -1,7 +1,143 @@
-"""Command line (skeleton; filled in by the core engine work)."""
+"""`jml [--config FILE] COMMAND` — DESIGN's command-line contract.
+
+Exit codes: 0 done; 1 an operation failed or was dead-lettered, or `check` found a
+problem; 2 usage, config or input error (one line on stderr, never a traceback);
+3 safety stop (plan held or export rejected, also under --dry-run).
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from jml import config as config_mod
+from jml import logs
+from jml.errors import ExportRejected, GuardHeld, JMLError, UsageError
+from jml.redact import redact
+
+log = logging.getLogger("jml.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SAFETY = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="jml", description="Joiner-Mover-Leaver provisioning daemon.")
+    ap.add_argument("--config", help="config file (default: $JML_CONFIG, then ./jml.yaml)")
+    ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the daemon")
+    p = sub.add_parser("sync", help="one cycle: fetch, plan, apply, wait")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--timeout", type=float, default=None, help="give up waiting after N seconds")
+    p = sub.add_parser("plan", help="what a sync would do")
+    p.add_argument("--json", action="store_true")
+    for name in ("approve", "discard"):
+        p = sub.add_parser(name, help=f"{name} a held plan")
+        p.add_argument("plan_id")
+    p = sub.add_parser("offboard", help="HR's leaver now")
+    p.add_argument("employee_id")
+    p.add_argument("--reason", default="")
+    p.add_argument("--at", help="ISO 8601 effective time (default: now)")
+    p.add_argument("--undo", action="store_true")
+    p = sub.add_parser("retry", help="re-queue dead-lettered operations")
+    p.add_argument("operation_id", nargs="?", type=int)
+    p.add_argument("--all", action="store_true")
+    p = sub.add_parser("status")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("pause", help="pause a connector (its work waits)")
+    p.add_argument("connector")
+    p = sub.add_parser("resume", help="resume a paused connector")
+    p.add_argument("connector")
+    p = sub.add_parser("audit")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    e = asub.add_parser("export")
+    e.add_argument("--since")
+    v = asub.add_parser("verify")
+    v.add_argument("file", nargs="?")
+    p = sub.add_parser("report")
+    rsub = p.add_subparsers(dest="report_command", required=True)
+    r = rsub.add_parser("access")
+    r.add_argument("--format", choices=["csv", "json"], default="csv")
+    r.add_argument("--changes-since")
+    r = rsub.add_parser("sla")
+    r.add_argument("--month")
+    sub.add_parser("check", help="validate config and reach every connector")
+    p = sub.add_parser("demo", help="zero-setup run on local stand-ins")
+    p.add_argument("--once", action="store_true", help="one sync, then exit (no daemon)")
+    p.add_argument("--port", type=int, default=8080)
+    return ap
+
+
+def parse_time(value: str, what: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{what}: not an ISO 8601 time: {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
 
 def main(argv: list[str] | None = None) -> int:
-    return 0
+    args = _parser().parse_args(argv)
+    logs.setup(args.log_level.upper(), json_lines=args.log_json)
+    try:
+        if args.command == "demo":
+            from jml.demo import run_demo
+
+            return run_demo(args)
+        cfg = config_mod.load(args.config)
+        return _run(_dispatch(args, cfg))
+    except GuardHeld as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_SAFETY
+    except ExportRejected as e:
+        print(f"export rejected: {e}", file=sys.stderr)
+        return EXIT_SAFETY
+    except JMLError as e:
+        print(f"jml: {e}", file=sys.stderr)
+        return e.exit_code if e.exit_code in (1, 2, 3) else EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # never a traceback for the user; the log has it
+        log.debug("unexpected error", exc_info=True)
+        print(f"jml: unexpected error: {type(e).__name__}: {redact(str(e))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
+def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any, Any, int]:
+    from jml import commands
+
+    table: dict[str, Callable[[argparse.Namespace, config_mod.Config], Coroutine[Any, Any, int]]] = {
+        "serve": commands.serve,
+        "sync": commands.sync,
+        "plan": commands.plan,
+        "approve": commands.approve,
+        "discard": commands.discard,
+        "offboard": commands.offboard,
+        "retry": commands.retry,
+        "status": commands.status,
+        "pause": commands.pause,
+        "resume": commands.resume,
+        "audit": commands.audit,
+        "report": commands.report,
+        "check": commands.check,
+    }
+    return table[args.command](args, cfg)
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -149,6 +149,9 @@ class ConnectorTraits:
     can_delete: bool = True
     # A pre-hire gets an inactive account; targets that cannot hold one wait for the hire date.
     supports_inactive_create: bool = True
+    # A person without this HR attribute has no account here (GitHub: github_username).
+    required_attribute: str | None = None
+    username_template: str | None = None  # per-connector override of policy.username
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,7 @@ class DesiredAccount:
     delete: bool = False
     leaver: bool = False
     protected: bool = False
+    create: bool = True  # False: only act on an account that already exists (leavers, not-yet hires)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +226,15 @@ class Operation:
     priority: Priority = Priority.NORMAL
 
     def key(self) -> tuple[int, str, str, int, str]:
+        # A conversion (an update taking over a predecessor's account) must precede the
+        # person's other steps, which address the account under its new owner.
+        step = -1 if "previous_employee_id" in self.detail else _ACTION_ORDER[self.action]
         return (
             int(self.priority),
             self.connector,
             self.employee_id,
-            _ACTION_ORDER[self.action],
-            str(self.detail.get("group", "")),
+            step,
+            str(self.detail.get("group", self.detail.get("grant", ""))),
         )
 
 
@@ -260,3 +267,28 @@ class RemoteAccount:
     attributes: Mapping[str, str] = field(default_factory=dict)
     groups: frozenset[str] = frozenset()  # grant names it holds (group:NAME, team:SLUG, PS@ACCT)
     pending_invitation: bool = False
+
+
+def person_to_dict(p: Person) -> dict[str, Any]:
+    """A Person as JSON-able values (dates as ISO strings)."""
+    out: dict[str, Any] = {}
+    for name in _PERSON_FIELDS:
+        value = getattr(p, name)
+        if isinstance(value, dt.date):
+            value = value.isoformat()
+        elif isinstance(value, Status):
+            value = value.value
+        if value not in ("", None):
+            out[name] = value
+    if p.extra:
+        out["extra"] = dict(p.extra)
+    return out
+
+
+def person_from_dict(d: Mapping[str, Any]) -> Person:
+    kw: dict[str, Any] = {k: v for k, v in d.items() if k in _PERSON_FIELDS}
+    kw["status"] = Status(kw.get("status", Status.ACTIVE.value))
+    for k in ("hire_date", "termination_date"):
+        if kw.get(k):
+            kw[k] = dt.date.fromisoformat(kw[k])
+    return Person(**kw, extra=dict(d.get("extra") or {}))

@@ -1,0 +1,379 @@
+"""The generic SCIM 2.0 connector (`type: scim`), and the base of the vendor SCIM connectors.
+
+Real apps speak their own SCIM dialects, so nothing a 2xx says is trusted where it
+matters: filter results are checked to really match, and a user write is read back; if
+the server ignored it, the other form (PATCH <-> PUT) is tried once and remembered in
+`self.dialect`. Idempotent by construction: create = find by externalId, then userName ->
+adopt, else POST (a 409 -> find and adopt); a 404 on delete is success.
+
+Hooks for vendor subclasses (override, never fork the engine):
+  base_url(cfg)                   where the SCIM root is (`url`, or a vendor's `scim_url`)
+  default_rate / default_burst    the vendor's documented write rate (TokenBucket)
+  user_payload(...)               desired User (scim2-models) from jml's attributes
+  find_user_filters(eid, name)    [(attribute, value)] tried in order (AWS: eq on two only)
+  set_active(user, active)        deactivate/reactivate; default PATCH active, PUT fallback
+                                  (Slack: DELETE deactivates)
+  delete_user(remote_id)          irreversible delete (GitHub EMU: DELETE, 404 = done)
+  add_member_ops(ids) / remove_member_ops(ids)   PatchOp bodies for group membership
+                                  (GitHub EMU: remove by value list, no filtered path)
+  max_members_per_patch           batch size for member changes (AWS: 100)
+  paginate(endpoint, filter)      index paging (RFC 7644 §3.4.2.4) or cursors (RFC 9865)
+  page_size                       `count` per page (AWS: <= 100)
+  classify(status, body, retry_after)   vendor error bodies -> jml.errors
+  group_grant(display_name)       the grant name a group is reported under
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from connectors.base import ApplyResult, CheckFinding, ConnectorContext, connector_defaults, traits_for
+from connectors.scim import protocol as p
+from connectors.scim.membership import MembershipMixin
+from connectors.scim.transport import ScimTransport, default_classify
+from jml.config import _ConnectorBase
+from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError
+from jml.model import AccountRecord, Action, Operation, RemoteAccount
+
+log = logging.getLogger(__name__)
+
+User = Mapping[str, Any]
+
+
+class ScimConnector(MembershipMixin):
+    users_endpoint = "Users"
+    groups_endpoint = "Groups"
+    page_size = 100
+    default_rate: float | None = None
+    default_burst: int | None = None
+
+    def __init__(self, name: str, cfg: _ConnectorBase, ctx: ConnectorContext) -> None:
+        super().__init__()
+        self.name, self.cfg, self.ctx = name, cfg, ctx
+        self.traits = traits_for(name, cfg)
+        self.bucket = connector_defaults(cfg, self.default_rate, self.default_burst)
+        self.transport = ScimTransport(
+            name, self.base_url(cfg), lambda: ctx.secret("token"), timeout=cfg.timeout.total_seconds(),
+            bucket=self.bucket, classify=self.classify, observe=ctx.observe,
+        )
+        self.caps: p.Capabilities | None = None
+        # What this server turned out to support, learnt at run time (logged when it changes).
+        self.dialect: dict[str, Any] = {}
+        self._manager_refs: dict[str, str] = {}
+
+    # ---- hooks ----------------------------------------------------------------------
+    @classmethod
+    def base_url(cls, cfg: Any) -> str:
+        return str(getattr(cfg, "url", None) or cfg.scim_url)
+
+    def classify(self, status: int, body: Any, retry_after: float | None) -> ConnectorError:
+        return default_classify(self.name, status, body, retry_after)
+
+    def find_user_filters(self, employee_id: str, username: str) -> list[tuple[str, str]]:
+        # DESIGN: a person is matched by externalId (= employee_id), then by userName.
+        return [(a, v) for a, v in (("externalId", employee_id), ("userName", username)) if v]
+
+    def user_payload(self, employee_id: str, username: str, active: bool, attributes: Mapping[str, str],
+                     manager_ref: str | None) -> Any:
+        return p.build_user(username, employee_id, active, attributes, enterprise=self.enterprise,
+                            manager_ref=manager_ref)
+
+    async def paginate(self, endpoint: str, filter_: str | None = None, *,
+                       excluded: str | None = None) -> AsyncIterator[User]:
+        caps = await self.capabilities()
+        if caps.cursor:
+            cursor = ""
+            while True:  # RFC 9865 §2: follow nextCursor until it is absent
+                body = (await self.transport.send(p.search(endpoint, filter_, count=self.page_size, cursor=cursor,
+                                                           excluded=excluded))).body
+                for r in p.resources_of(body):
+                    yield r
+                next_cursor = body.get("nextCursor") if isinstance(body, Mapping) else None
+                if not next_cursor:
+                    return
+                cursor = str(next_cursor)
+        start = 1
+        while True:  # RFC 7644 §3.4.2.4: 1-based startIndex; stop on an empty page or past the total
+            body = (await self.transport.send(p.search(endpoint, filter_, count=self.page_size, start_index=start,
+                                                       excluded=excluded))).body
+            page = p.resources_of(body)
+            for r in page:
+                yield r
+            total = body.get("totalResults") if isinstance(body, Mapping) else None
+            start += len(page)
+            if not page or (isinstance(total, int) and start > total):
+                return
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def open(self) -> None:
+        await self.transport.open()
+        try:
+            await self.capabilities()
+        except ConnectorError as e:  # not fatal: read again on first use
+            log.warning("%s: cannot read ServiceProviderConfig yet: %s", self.name, e)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def capabilities(self) -> p.Capabilities:
+        if self.caps is None:
+            spc = await self._optional(p.get("ServiceProviderConfig"))
+            rtypes = await self._optional(p.get("ResourceTypes"))
+            schemas = await self._optional(p.get("Schemas"))
+            self.caps = p.capabilities(spc, rtypes, schemas)
+            log.info("%s: server capabilities %s", self.name, self.caps)
+        return self.caps
+
+    async def _optional(self, req: p.ScimRequest) -> Any:
+        try:
+            return (await self.transport.send(req)).body
+        except (NotFoundError, PermanentError) as e:
+            if e.status in (401, 403):
+                raise
+            return None  # RFC 7644 §4 discovery endpoints are optional in practice
+
+    @property
+    def enterprise(self) -> bool:
+        configured = getattr(self.cfg, "enterprise_extension", None)
+        if configured is not None:
+            return bool(configured)
+        return bool(self.caps and self.caps.enterprise)
+
+    def learn(self, key: str, value: Any, why: str) -> None:
+        if self.dialect.get(key) != value:
+            log.warning("%s: server dialect: %s = %s (%s)", self.name, key, value, why)
+            self.dialect[key] = value
+
+    # ---- apply ----------------------------------------------------------------------
+    async def apply(self, op: Operation, account: AccountRecord | None) -> ApplyResult:
+        await self.capabilities()
+        d = op.detail
+        username = str(d.get("username") or (account.username if account else ""))
+        known = account.remote_id if account else None
+        if op.action == Action.CREATE:
+            return await self._create(op.employee_id, username, bool(d.get("active", True)),
+                                      dict(d.get("attributes") or {}), known)
+        if op.action == Action.CREATE_GROUP:
+            await self.group_id(p.group_name_of(str(d["group"])), create=True)
+            return ApplyResult()
+        user = await self.find_user(op.employee_id, username, known,
+                                    old_username=account.username if account else None)
+        if op.action in (Action.ADD_MEMBER, Action.REMOVE_MEMBER):
+            return await self.change_membership(user, str(d["group"]), op.action == Action.ADD_MEMBER)
+        if op.action == Action.DELETE:
+            if user is not None:
+                await self.delete_user(str(user["id"]))
+            return ApplyResult(note="" if user else "already gone")
+        if user is None:
+            if op.action == Action.DEACTIVATE:
+                return ApplyResult(note="no such account: nothing to deactivate")
+            raise NotFoundError(self.name, f"no account for {op.employee_id} to {op.action}")
+        rid = str(user["id"])
+        if op.action in (Action.DEACTIVATE, Action.REACTIVATE):
+            await self.set_active(user, op.action == Action.REACTIVATE)
+        elif op.action == Action.UPDATE:
+            changed = dict(d.get("attributes") or {})
+            full = {**dict(d.get("all_attributes") or {}), **changed}
+            await self.update_user(user, op.employee_id, username, None, full, list(changed))
+        else:
+            raise PermanentError(self.name, f"action {op.action} is not supported by SCIM")
+        return ApplyResult(remote_id=rid)
+
+    async def _create(self, employee_id: str, username: str, active: bool, attrs: dict[str, str],
+                      known: str | None) -> ApplyResult:
+        user = await self.find_user(employee_id, username, known)
+        if user is None:
+            ref = await self.manager_ref(attrs)
+            payload = p.creation_payload(self.user_payload(employee_id, username, active, attrs, ref))
+            try:
+                body = (await self.transport.send(p.post(self.users_endpoint, payload))).body
+            except ConflictError:
+                # A crash between push and record, or an account made by hand: adopt it.
+                user = await self.find_user(employee_id, username, None)
+                if user is None:
+                    raise
+            else:
+                if isinstance(body, Mapping) and body.get("id"):
+                    return ApplyResult(remote_id=str(body["id"]))
+                user = await self.find_user(employee_id, username, None)
+                if user is None:
+                    raise PermanentError(self.name, "create answered 2xx but the account cannot be found")
+                return ApplyResult(remote_id=str(user["id"]))
+        await self.update_user(user, employee_id, username, active, attrs, list(attrs))
+        return ApplyResult(remote_id=str(user["id"]), adopted=known is None or known != user["id"])
+
+    # ---- users ----------------------------------------------------------------------
+    def user_path(self, remote_id: str) -> str:
+        return f"{self.users_endpoint}/{quote(remote_id, safe='')}"
+
+    async def get_user(self, remote_id: str) -> User | None:
+        try:
+            body = (await self.transport.send(p.get(self.user_path(remote_id)))).body
+        except NotFoundError:
+            return None
+        return body if isinstance(body, Mapping) and body.get("id") else None
+
+    async def find_user(self, employee_id: str, username: str, remote_id: str | None = None, *,
+                        old_username: str | None = None) -> User | None:
+        if remote_id:
+            user = await self.get_user(remote_id)
+            if user is not None:
+                return user
+        tried = self.find_user_filters(employee_id, username)
+        if old_username and old_username != username:
+            tried += self.find_user_filters("", old_username)  # a rename still in flight
+        for attribute, value in tried:
+            found = await self.search_one(self.users_endpoint, attribute, value)
+            if found is not None:
+                return found
+        return None
+
+    async def search_one(self, endpoint: str, attribute: str, value: str) -> User | None:
+        """The resource whose `attribute` equals `value`, by filter; the answer is checked,
+        since some servers ignore a filter they do not support and return everything."""
+        key = f"filter:{endpoint}:{attribute}"
+        if self.dialect.get(key) is False:
+            return None
+        try:
+            body = (await self.transport.send(p.search(endpoint, p.eq_filter(attribute, value), count=10))).body
+        except PermanentError as e:
+            if e.status != 400:
+                raise
+            self.learn(key, False, f"filter rejected: {e.vendor_message}")
+            return None
+        resources = p.resources_of(body)
+        # userName and displayName are caseExact=false (RFC 7643 §4.1.1, §4.2); ids are exact.
+        exact = attribute in ("externalId", "id")
+        for r in resources:
+            have = str(r.get(attribute) or "")
+            if have == value or (not exact and have.casefold() == value.casefold()):
+                return r
+        if len(resources) > 1:
+            self.learn(key, False, "filter ignored: results do not match")
+        return None
+
+    async def manager_ref(self, attrs: Mapping[str, str]) -> str | None:
+        """The manager's remote id, found by externalId (= their employee_id), else None."""
+        manager = attrs.get("manager_id")
+        if not manager or not self.enterprise:
+            return None
+        if manager not in self._manager_refs:
+            found = await self.search_one(self.users_endpoint, "externalId", manager)
+            if found is None:
+                return None
+            self._manager_refs[manager] = str(found["id"])
+        return self._manager_refs[manager]
+
+    async def update_user(self, user: User, employee_id: str, username: str, active: bool | None,
+                          attrs: Mapping[str, str], keys: Sequence[str]) -> None:
+        """Make `user` carry these values: write the differences, read back, and if the
+        server ignored them, try the other form once and remember it."""
+        have = p.user_attributes(user)
+        changes: dict[str, Any] = {k: attrs.get(k, "") for k in keys if (attrs.get(k) or "") != (have.get(k) or "")}
+        if "manager_id" in keys and self.enterprise:
+            changes["manager_id"] = attrs.get("manager_id", "")
+        if username and user.get("userName") != username:
+            changes["username"] = username
+        if employee_id and user.get("externalId") != employee_id:
+            changes["external_id"] = employee_id
+        if active is not None and p.is_active(user) != active:
+            changes["active"] = active
+        if changes:
+            await self.write_verified(user, changes, attrs, "update")
+
+    async def set_active(self, user: User, active: bool) -> None:
+        if p.is_active(user) != active:
+            await self.write_verified(user, {"active": active}, {}, "active")
+
+    async def write_verified(self, user: User, changes: Mapping[str, Any], attrs: Mapping[str, str],
+                             kind: str) -> None:
+        caps = await self.capabilities()
+        form = self.dialect.get(kind) or ("patch" if caps.patch else "put")
+        await self._write(form, user, changes, attrs)
+        after = await self.get_user(str(user["id"]))
+        if after is None or not self._diverges(after, changes):
+            return
+        other = "put" if form == "patch" else "patch"
+        if other == "patch" and not caps.patch:
+            raise PermanentError(self.name, f"the server accepted but ignored a change to {sorted(changes)}")
+        await self._write(other, after, changes, attrs)
+        final = await self.get_user(str(user["id"]))
+        if final is not None and self._diverges(final, changes):
+            raise PermanentError(self.name, f"the server ignores changes to {sorted(changes)} by PATCH and PUT")
+        self.learn(kind, other, f"{form.upper()} was accepted but ignored")
+
+    def _diverges(self, user: User, changes: Mapping[str, Any]) -> bool:
+        attrs = {k: str(v) for k, v in changes.items() if k not in ("active", "username", "external_id")}
+        if "active" in changes and p.is_active(user) != changes["active"]:
+            return True
+        if "username" in changes and str(user.get("userName", "")).casefold() != changes["username"].casefold():
+            return True
+        return bool(p.mismatches(user, attrs, enterprise=self.enterprise))
+
+    async def _write(self, form: str, user: User, changes: Mapping[str, Any], attrs: Mapping[str, str]) -> None:
+        ref = await self.manager_ref(attrs)
+        rid = str(user["id"])
+        etag = self._version(user)
+        if form == "patch":
+            body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=ref)
+            await self.transport.send(p.patch(self.user_path(rid), body, if_match=etag))
+            return
+        have = p.user_attributes(user)
+        merged = {**have, **{k: v for k, v in attrs.items() if k in changes}}
+        username = str(changes.get("username") or user.get("userName") or "")
+        active = bool(changes["active"]) if "active" in changes else p.is_active(user)
+        ext = str(changes.get("external_id") or user.get("externalId") or "")
+        desired = self.user_payload(ext, username, active, {k: v for k, v in merged.items() if v}, ref)
+        removed = [k for k, v in changes.items() if v == ""]
+        await self.transport.send(p.put(self.user_path(rid), p.replacement_payload(user, desired, removed),
+                                        if_match=etag))
+
+    def _version(self, resource: User) -> str | None:
+        meta = resource.get("meta")
+        if self.caps and self.caps.etag and isinstance(meta, Mapping) and meta.get("version"):
+            return str(meta["version"])
+        return None
+
+    async def delete_user(self, remote_id: str) -> None:
+        with contextlib.suppress(NotFoundError):  # RFC 7644 §3.6: already gone is what a delete wants
+            await self.transport.send(p.delete(self.user_path(remote_id)))
+
+    # ---- reading --------------------------------------------------------------------
+    async def read_account(self, employee_id: str, username: str, remote_id: str | None) -> RemoteAccount | None:
+        await self.capabilities()
+        user = await self.find_user(employee_id, username, remote_id)
+        if user is None:
+            return None
+        return self.to_remote(user, await self.groups_of(user))
+
+    def to_remote(self, user: User, groups: frozenset[str]) -> RemoteAccount:
+        ext = user.get("externalId")
+        return RemoteAccount(remote_id=str(user["id"]), username=str(user.get("userName") or ""),
+                             active=p.is_active(user), external_id=str(ext) if ext else None,
+                             attributes=p.user_attributes(user), groups=groups)
+
+    async def list_accounts(self) -> AsyncIterator[RemoteAccount]:
+        await self.capabilities()
+        memberships = await self.all_memberships()
+        async for user in self.paginate(self.users_endpoint):
+            if user.get("id"):
+                yield self.to_remote(user, frozenset(memberships.get(str(user["id"]), set())))
+
+    async def check(self) -> list[CheckFinding]:
+        findings: list[CheckFinding] = []
+        base = self.transport.base_url
+        for what, req in (("ServiceProviderConfig", p.get("ServiceProviderConfig")),
+                          ("Users", p.search(self.users_endpoint, count=1))):
+            try:
+                await self.transport.send(req)
+            except ConnectorError as e:
+                findings.append(CheckFinding(False, f"{self.name}: cannot read {base}{what}: {e.message}"))
+                if e.status in (401, 403):
+                    break
+            else:
+                findings.append(CheckFinding(True, f"{self.name}: read {base}{what}"))
+        return findings

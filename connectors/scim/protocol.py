@@ -1,0 +1,387 @@
+"""SCIM 2.0 requests and responses, without I/O (scim2-client style: prepare, then check).
+
+Everything sent is built with scim2-models (User, EnterpriseUser, Group, PatchOp), so a
+payload that RFC 7643 would reject never leaves jml. Responses are read leniently: real
+apps add their own extension schemas and non-RFC fields (Slack's profile extension, AWS's
+string `status`), which the strict models refuse, so `parse_model` drops unknown top-level
+keys and user/group bodies are read as plain mappings by the small readers below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pydantic
+from scim2_models import (
+    Address,
+    Context,
+    Email,
+    EnterpriseUser,
+    Group,
+    Manager,
+    Name,
+    PatchOp,
+    PatchOperation,
+    ServiceProviderConfig,
+    User,
+)
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+FullUser = User[EnterpriseUser]
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+# jml attribute key -> where it lives in a SCIM User (RFC 7643 §4.1, §4.3). `location` and
+# `country` go into the work address; `employment_type` is userType.
+CORE_PATHS: dict[str, str] = {
+    "given_name": "name.givenName",
+    "family_name": "name.familyName",
+    "display_name": "displayName",
+    "title": "title",
+    "employment_type": "userType",
+}
+ENTERPRISE_KEYS: dict[str, str] = {
+    "department": "department",
+    "cost_center": "costCenter",
+    "employee_number": "employeeNumber",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScimRequest:
+    """One prepared request: `path` is relative to the connector's base URL."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    payload: Mapping[str, Any] | None = None
+    expected: frozenset[int] = frozenset({200})
+    write: bool = False  # writes take a rate-limit token first
+    if_match: str | None = None  # RFC 7644 §3.14 versioning
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the ServiceProviderConfig (RFC 7643 §5) and ResourceTypes announce."""
+
+    patch: bool = True
+    etag: bool = False
+    filter: bool = True
+    max_results: int | None = None
+    cursor: bool = False
+    enterprise: bool = False
+
+
+# ---- filters (RFC 7644 §3.4.2.2) ---------------------------------------------------
+
+def escape_filter_value(value: str) -> str:
+    """A filter string literal is JSON-like: escape the backslash first, then the quote."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def eq_filter(attribute: str, value: str) -> str:
+    return f'{attribute} eq "{escape_filter_value(value)}"'
+
+
+# ---- lenient parsing ----------------------------------------------------------------
+
+def parse_model(cls: type[M], body: Any) -> M | None:
+    """Validate `body` as `cls`, dropping top-level keys the model does not know."""
+    if not isinstance(body, Mapping):
+        return None
+    data = dict(body)
+    for _ in range(3):
+        try:
+            return cls.model_validate(data)
+        except pydantic.ValidationError as e:
+            extra = {str(err["loc"][0]) for err in e.errors() if err["type"] == "extra_forbidden" and err["loc"]}
+            if not extra:
+                return None
+            data = {k: v for k, v in data.items() if k not in extra}
+    return None
+
+
+def capabilities(spc_body: Any, resource_types: Any, schemas: Any) -> Capabilities:
+    spc = parse_model(ServiceProviderConfig, spc_body)
+    enterprise = ENTERPRISE in _schema_ids(resource_types, schemas)
+    if spc is None:
+        return Capabilities(enterprise=enterprise)
+    pag = spc.pagination
+    return Capabilities(
+        patch=bool(spc.patch and spc.patch.supported),
+        etag=bool(spc.etag and spc.etag.supported),
+        filter=not (spc.filter is not None and spc.filter.supported is False),
+        max_results=spc.filter.max_results if spc.filter else None,
+        # RFC 9865: prefer cursors only when the server says index paging is off or not the default.
+        cursor=bool(pag and pag.cursor and (pag.index is False or pag.default_pagination_method == "cursor")),
+        enterprise=enterprise,
+    )
+
+
+def _schema_ids(resource_types: Any, schemas: Any) -> set[str]:
+    found: set[str] = set()
+    for rt in resources_of(resource_types):
+        if rt.get("name") == "User" or rt.get("id") == "User":
+            found.update(str(e.get("schema")) for e in rt.get("schemaExtensions") or [] if isinstance(e, Mapping))
+    found.update(str(s.get("id")) for s in resources_of(schemas))
+    return found
+
+
+def resources_of(body: Any) -> list[Mapping[str, Any]]:
+    """The `Resources` of a ListResponse (RFC 7644 §3.4.2); a bare list is accepted too."""
+    items = body.get("Resources") if isinstance(body, Mapping) else body
+    return [r for r in items or [] if isinstance(r, Mapping)] if isinstance(items, list) else []
+
+
+def error_message(body: Any) -> str:
+    """The vendor's own words: RFC 7644 §3.12 `detail`, Slack legacy `Errors.description`,
+    GitHub/REST `message`, or a plain-text body."""
+    if isinstance(body, str):
+        return body.strip()[:500]
+    if not isinstance(body, Mapping):
+        return ""
+    errors = body.get("Errors")
+    if isinstance(errors, Mapping):
+        return str(errors.get("description") or errors.get("code") or "")
+    parts = [str(body[k]) for k in ("scimType", "detail", "message") if body.get(k)]
+    return ": ".join(parts)
+
+
+# ---- users --------------------------------------------------------------------------
+
+def build_user(
+    username: str,
+    external_id: str | None,
+    active: bool,
+    attributes: Mapping[str, str],
+    *,
+    enterprise: bool,
+    manager_ref: str | None = None,
+) -> User[Any]:
+    """The full desired User. Empty attributes are left out (not sent as empty strings)."""
+    a = {k: v for k, v in attributes.items() if v}
+    name = None
+    if a.get("given_name") or a.get("family_name"):
+        name = Name(given_name=a.get("given_name"), family_name=a.get("family_name"))
+    address = None
+    if a.get("location") or a.get("country"):
+        address = [Address(type="work", locality=a.get("location"), country=a.get("country"), primary=True)]
+    cls = FullUser if enterprise else User
+    user: User[Any] = cls(
+        user_name=username,
+        external_id=external_id or None,
+        active=active,
+        name=name,
+        display_name=a.get("display_name"),
+        title=a.get("title"),
+        user_type=a.get("employment_type"),
+        emails=[Email(value=a["email"], type="work", primary=True)] if a.get("email") else None,
+        addresses=address,
+    )
+    if enterprise:
+        ext = EnterpriseUser(
+            employee_number=a.get("employee_number"),
+            cost_center=a.get("cost_center"),
+            department=a.get("department"),
+            manager=Manager(value=manager_ref) if manager_ref else None,
+        )
+        if ext.model_dump(exclude_none=True):
+            user[EnterpriseUser] = ext
+    return user
+
+
+def creation_payload(user: User[Any]) -> dict[str, Any]:
+    return user.model_dump(scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+
+
+def replacement_payload(current: Mapping[str, Any], desired: User[Any], removed: Iterable[str] = ()) -> dict[str, Any]:
+    """PUT body (RFC 7644 §3.5.1): the read-back resource with our attributes laid over it,
+    so attributes jml does not manage survive the full replace; `removed` jml keys are dropped."""
+    ours = desired.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
+    merged = {k: v for k, v in current.items() if k not in ("id", "meta", "groups")}
+    for key in removed:
+        _drop(merged, key)
+    for key, value in ours.items():
+        if key == "schemas":
+            merged[key] = sorted(set(current.get("schemas") or []) | set(value))
+        elif key == ENTERPRISE and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _drop(resource: dict[str, Any], key: str) -> None:
+    path = CORE_PATHS.get(key) or {"email": "emails", "location": "addresses", "country": "addresses"}.get(key)
+    if path is None and key in ENTERPRISE_KEYS and isinstance(resource.get(ENTERPRISE), Mapping):
+        resource[ENTERPRISE] = {k: v for k, v in resource[ENTERPRISE].items() if k != ENTERPRISE_KEYS[key]}
+    elif path and "." in path:
+        head, tail = path.split(".", 1)
+        if isinstance(resource.get(head), Mapping):
+            resource[head] = {k: v for k, v in resource[head].items() if k != tail}
+    elif path:
+        resource.pop(path, None)
+
+
+def user_patch(changes: Mapping[str, str | bool], *, enterprise: bool, manager_ref: str | None) -> dict[str, Any]:
+    """PATCH replace/remove per changed attribute (RFC 7644 §3.5.2). `changes` holds jml keys
+    plus `username` and `active`; an empty value removes the attribute."""
+    cls = FullUser if enterprise else User
+    ops: list[PatchOperation[Any]] = []
+
+    def put(path: str, value: Any) -> None:
+        if value in ("", None):
+            ops.append(PatchOperation[cls](op="remove", path=path))  # type: ignore[valid-type]
+        else:
+            ops.append(PatchOperation[cls](op="replace", path=path, value=value))  # type: ignore[valid-type]
+
+    for key, value in changes.items():
+        if key == "username":
+            put("userName", value)
+        elif key == "external_id":
+            put("externalId", value)
+        elif key == "active":
+            put("active", bool(value))
+        elif key in CORE_PATHS:
+            put(CORE_PATHS[key], value)
+        elif key == "email":
+            put("emails", [{"value": value, "type": "work", "primary": True}] if value else None)
+        elif key in ("location", "country"):
+            continue  # handled together below: one work address
+        elif enterprise and key in ENTERPRISE_KEYS:
+            put(f"{ENTERPRISE}:{ENTERPRISE_KEYS[key]}", value)
+        elif enterprise and key == "manager_id":
+            put(f"{ENTERPRISE}:manager", {"value": manager_ref} if manager_ref else None)
+    if "location" in changes or "country" in changes:
+        addr = {"type": "work", "primary": True, "locality": changes.get("location") or None,
+                "country": changes.get("country") or None}
+        put("addresses", [{k: v for k, v in addr.items() if v is not None}])
+    return PatchOp[cls](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)  # type: ignore[valid-type]
+
+
+def user_attributes(body: Mapping[str, Any]) -> dict[str, str]:
+    """jml attribute keys from a User resource as the server returned it."""
+    out: dict[str, str] = {}
+    raw_name = body.get("name")
+    name: Mapping[str, Any] = raw_name if isinstance(raw_name, Mapping) else {}
+    _set(out, "given_name", name.get("givenName"))
+    _set(out, "family_name", name.get("familyName"))
+    _set(out, "display_name", body.get("displayName"))
+    _set(out, "title", body.get("title"))
+    _set(out, "employment_type", body.get("userType"))
+    emails = [e for e in body.get("emails") or [] if isinstance(e, Mapping)]
+    primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+    _set(out, "email", primary.get("value") if primary else None)
+    addresses = [a for a in body.get("addresses") or [] if isinstance(a, Mapping)]
+    work = next((a for a in addresses if a.get("type") == "work"), addresses[0] if addresses else None)
+    if work:
+        _set(out, "location", work.get("locality"))
+        _set(out, "country", work.get("country"))
+    ext = body.get(ENTERPRISE)
+    if isinstance(ext, Mapping):
+        for key, attr in ENTERPRISE_KEYS.items():
+            _set(out, key, ext.get(attr))
+    return out
+
+
+def _set(out: dict[str, str], key: str, value: Any) -> None:
+    if value not in (None, ""):
+        out[key] = str(value)
+
+
+def is_active(body: Mapping[str, Any]) -> bool:
+    # RFC 7643 §4.1.1 leaves `active` optional; a server that omits it has no disabled state.
+    value = body.get("active", True)
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def mismatches(body: Mapping[str, Any], wanted: Mapping[str, str], *, enterprise: bool) -> list[str]:
+    """The jml keys of `wanted` that the read-back resource does not carry. Keys the
+    mapping cannot express on this server (enterprise off, manager, github) are skipped."""
+    have = user_attributes(body)
+    skip = {"manager_id", "github_username"} | (set() if enterprise else set(ENTERPRISE_KEYS))
+    return [k for k, v in wanted.items() if k not in skip and (have.get(k) or "") != (v or "")]
+
+
+# ---- groups -------------------------------------------------------------------------
+
+def group_payload(display_name: str) -> dict[str, Any]:
+    return Group(display_name=display_name).model_dump(scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+
+
+def add_members_patch(member_ids: Iterable[str]) -> dict[str, Any]:
+    op = PatchOperation[Group](op="add", path="members", value=[{"value": m} for m in member_ids])
+    return PatchOp[Group](operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+def remove_members_filtered(member_ids: Iterable[str]) -> dict[str, Any]:
+    """RFC 7644 §3.5.2.2: remove with a value filter in the path, one op per member."""
+    ops = [PatchOperation[Group](op="remove", path=f"members[{eq_filter('value', m)}]") for m in member_ids]
+    return PatchOp[Group](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+def remove_members_by_value(member_ids: Iterable[str]) -> dict[str, Any]:
+    """The Azure AD / GitHub EMU form: `path: members` plus a value list (no filter)."""
+    op = PatchOperation[Group](op="remove", path="members", value=[{"value": m} for m in member_ids])
+    return PatchOp[Group](operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+def member_ids(group: Mapping[str, Any]) -> set[str]:
+    return {str(m["value"]) for m in group.get("members") or [] if isinstance(m, Mapping) and m.get("value")}
+
+
+def group_name_of(grant: str) -> str:
+    """`group:NAME` or a bare NAME (type scim) -> NAME."""
+    return grant.removeprefix("group:")
+
+
+def group_replacement(group: Mapping[str, Any], members: Iterable[str]) -> dict[str, Any]:
+    """PUT body for a group when PATCH is unavailable: same group, this member list."""
+    g = Group(display_name=str(group.get("displayName") or ""), external_id=group.get("externalId"),
+              members=[{"value": m} for m in sorted(members)])
+    return g.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
+
+
+# ---- requests (RFC 7644 §3.2 endpoints, §3.4.2 query, §3.5 modify, §3.6 delete) -------
+
+def get(path: str, **params: str) -> ScimRequest:
+    return ScimRequest("GET", path, params=params)
+
+
+def search(endpoint: str, filter_: str | None = None, *, count: int | None = None, start_index: int | None = None,
+           cursor: str | None = None, attributes: str | None = None,
+           excluded: str | None = None) -> ScimRequest:
+    params: dict[str, str] = {}
+    if filter_:
+        params["filter"] = filter_  # aiohttp URL-encodes the whole value
+    if count is not None:
+        params["count"] = str(count)
+    if start_index is not None:
+        params["startIndex"] = str(start_index)
+    if cursor is not None:
+        params["cursor"] = cursor  # RFC 9865 §2; an empty cursor asks for the first page
+    if attributes:
+        params["attributes"] = attributes
+    if excluded:
+        params["excludedAttributes"] = excluded
+    return ScimRequest("GET", endpoint, params=params)
+
+
+def post(endpoint: str, payload: Mapping[str, Any]) -> ScimRequest:
+    return ScimRequest("POST", endpoint, payload=payload, expected=frozenset({200, 201}), write=True)
+
+
+def put(path: str, payload: Mapping[str, Any], if_match: str | None = None) -> ScimRequest:
+    return ScimRequest("PUT", path, payload=payload, expected=frozenset({200, 204}), write=True, if_match=if_match)
+
+
+def patch(path: str, payload: Mapping[str, Any], if_match: str | None = None) -> ScimRequest:
+    # 200 with the resource or 204 without it (RFC 7644 §3.5.2)
+    return ScimRequest("PATCH", path, payload=payload, expected=frozenset({200, 204}), write=True,
+                       if_match=if_match)
+
+
+def delete(path: str) -> ScimRequest:
+    return ScimRequest("DELETE", path, expected=frozenset({200, 204}), write=True)

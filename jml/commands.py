@@ -1,0 +1,291 @@
+"""The CLI's commands, each an async function (args, config) -> exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from jml.cli import EXIT_FAILED, EXIT_OK, EXIT_SAFETY, EXIT_USAGE, parse_time, print_json
+from jml.config import Config
+from jml.errors import JMLError, UsageError
+from jml.runtime import Runtime
+from jml.sync import PlanOutcome, plan_cycle, plan_json
+
+
+async def work(rt: Runtime, plan_id: str | None, timeout: float | None = None) -> None:
+    """Run the outbox if no daemon holds the workers' lease; else wait for it to finish our plan."""
+    import datetime as dt
+
+    ttl = dt.timedelta(minutes=2)
+    if rt.outbox.acquire_lease(rt.holder, rt.clock(), ttl):
+        try:
+            await rt.open_connectors()
+            engine = rt.engine()
+            engine.recover()
+            renew = asyncio.create_task(_renew(rt, ttl))
+            try:
+                await engine.run_until_idle(timeout=timeout)
+            finally:
+                renew.cancel()
+        finally:
+            rt.outbox.release_lease(rt.holder)
+            await rt.close()
+        return
+    print("a running jml daemon holds the workers' lease: waiting for it to apply the plan", file=sys.stderr)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while rt.outbox.open_count(plan_id) and (timeout is None or loop.time() - start < timeout):
+        await asyncio.sleep(0.5)
+
+
+async def _renew(rt: Runtime, ttl: Any) -> None:
+    while True:
+        await asyncio.sleep(ttl.total_seconds() / 3)
+        rt.outbox.acquire_lease(rt.holder, rt.clock(), ttl)
+
+
+def _print_outcome(o: PlanOutcome) -> None:
+    if o.unchanged:
+        print("export unchanged since the last read")
+    if o.rows:
+        print(f"export: {o.rows} rows, {len(o.quarantined)} quarantined, {len(o.missing)} missing")
+    for q in o.quarantined[:20]:
+        print(f"  quarantined: {q}", file=sys.stderr)
+    if len(o.quarantined) > 20:
+        print(f"  … and {len(o.quarantined) - 20} more quarantined rows", file=sys.stderr)
+    if o.missing:
+        shown = ", ".join(o.missing[:10]) + (" …" if len(o.missing) > 10 else "")
+        print(f"  missing from this export (not leavers yet): {shown}", file=sys.stderr)
+    for s in o.skipped:
+        print(f"  skipped: {s}", file=sys.stderr)
+    summary = ", ".join(f"{k} {v}" for k, v in o.summary().items()) or "nothing to do"
+    print(f"plan {o.plan_id or '-'}: {summary}")
+    if o.held:
+        print(f"plan {o.plan_id} HELD by the guard:")
+        for r in o.reasons:
+            print(f"  - {r}")
+        print(f"review it, then `jml approve {o.plan_id}` or `jml discard {o.plan_id}`")
+
+
+async def sync(args: argparse.Namespace, cfg: Config) -> int:
+    rt = Runtime(cfg)
+    outcome = await plan_cycle(rt, dry_run=args.dry_run)
+    _print_outcome(outcome)
+    if outcome.held:
+        return EXIT_SAFETY
+    if args.dry_run:
+        return EXIT_OK
+    await work(rt, outcome.plan_id, args.timeout)
+    return _report_plan(rt, outcome.plan_id)
+
+
+def _report_plan(rt: Runtime, plan_id: str | None) -> int:
+    if plan_id is None:
+        dead = rt.outbox.ops(["dead"], limit=1)
+        return EXIT_FAILED if dead else EXIT_OK
+    counts = rt.outbox.plan_state_counts(plan_id)
+    print("result: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if counts.get("dead"):
+        for q in rt.outbox.ops(["dead"], plan_id=plan_id, limit=20):
+            print(f"  dead #{q.id} {q.op.connector} {q.op.action.value} {q.op.employee_id}: {q.last_error}",
+                  file=sys.stderr)
+        return EXIT_FAILED
+    if counts.get("pending") or counts.get("running"):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def plan(args: argparse.Namespace, cfg: Config) -> int:
+    rt = Runtime(cfg)
+    outcome = await plan_cycle(rt, dry_run=True)
+    if args.json:
+        print(json.dumps(plan_json(outcome), ensure_ascii=False, default=str))
+        for q in outcome.quarantined:
+            print(f"quarantined: {q}", file=sys.stderr)
+    else:
+        _print_outcome(outcome)
+        for op in outcome.operations[:200]:
+            target = op.detail.get("group") or op.detail.get("grant") or op.detail.get("username", "")
+            print(f"  {op.connector:12} {op.action.value:14} {op.employee_id:12} {target}")
+        if len(outcome.operations) > 200:
+            print(f"  … {len(outcome.operations) - 200} more")
+    return EXIT_SAFETY if outcome.held else EXIT_OK
+
+
+async def _decide(args: argparse.Namespace, cfg: Config, approve: bool) -> int:
+    rt = Runtime(cfg)
+    now = rt.clock()
+    refusal = rt.outbox.decide(args.plan_id, approve=approve, actor="cli", now=now)
+    if refusal:
+        raise UsageError(refusal)
+    rt.audit.append("approval" if approve else "discard", {"plan_id": args.plan_id}, now=now, actor="cli")
+    if not approve:
+        print(f"plan {args.plan_id} discarded")
+        return EXIT_OK
+    info = rt.outbox.plan(args.plan_id)
+    if info is not None and info.origin == "export":
+        # The held export's people were not recorded; let the next read plan it afresh.
+        last = rt.store.last_export("hris")
+        if last is not None and last.status == "held":
+            rt.store.set_export_status(last.id, "approved")
+    print(f"plan {args.plan_id} approved: applying")
+    await work(rt, args.plan_id)
+    return _report_plan(rt, args.plan_id)
+
+
+async def approve(args: argparse.Namespace, cfg: Config) -> int:
+    return await _decide(args, cfg, True)
+
+
+async def discard(args: argparse.Namespace, cfg: Config) -> int:
+    return await _decide(args, cfg, False)
+
+
+async def retry(args: argparse.Namespace, cfg: Config) -> int:
+    if args.operation_id is None and not args.all:
+        raise UsageError("give an OPERATION_ID or --all")
+    rt = Runtime(cfg)
+    n = rt.outbox.retry(None if args.all else args.operation_id, rt.clock())
+    rt.audit.append("retry", {"operation_id": args.operation_id, "all": args.all, "count": n}, now=rt.clock(),
+                    actor="cli")
+    print(f"{n} operation(s) back in the outbox")
+    if n:
+        await work(rt, None)
+    return _report_plan(rt, None) if n else EXIT_OK
+
+
+async def status(args: argparse.Namespace, cfg: Config) -> int:
+    from jml.status import render_text, snapshot
+
+    rt = Runtime(cfg)
+    doc = snapshot(rt)
+    if args.json:
+        print_json(doc)
+    else:
+        print(render_text(doc))
+    return EXIT_OK
+
+
+async def _pause(args: argparse.Namespace, cfg: Config, paused: bool) -> int:
+    if args.connector not in cfg.connectors:
+        raise UsageError(f"no connector {args.connector!r} (configured: {', '.join(cfg.connectors) or 'none'})")
+    rt = Runtime(cfg)
+    current = set(rt.store.get_setting("paused_connectors", []) or [])
+    current = current | {args.connector} if paused else current - {args.connector}
+    rt.store.set_setting("paused_connectors", sorted(current))
+    rt.audit.append("pause" if paused else "resume", {"connector": args.connector}, now=rt.clock(), actor="cli")
+    print(f"{args.connector} {'paused: its work waits in the outbox' if paused else 'resumed'}")
+    return EXIT_OK
+
+
+async def pause(args: argparse.Namespace, cfg: Config) -> int:
+    return await _pause(args, cfg, True)
+
+
+async def resume(args: argparse.Namespace, cfg: Config) -> int:
+    return await _pause(args, cfg, False)
+
+
+async def audit(args: argparse.Namespace, cfg: Config) -> int:
+    from jml.audit import verify_lines
+
+    if args.audit_command == "verify" and args.file:
+        records: list[dict[str, Any]] = []
+        head: dict[str, Any] | None = None
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        doc = json.loads(line)
+                    except ValueError:
+                        print(f"{args.file}, line {n}: not JSON", file=sys.stderr)
+                        return EXIT_FAILED
+                    if "head" in doc and "seq" not in doc:
+                        head = doc["head"]
+                    else:
+                        records.append(doc)
+        except OSError as e:
+            raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+        result = verify_lines(records, expect_count=head["count"] if head else None,
+                              expect_head=head["hash"] if head else None)
+        if head is None:
+            print("warning: the export has no head line; a cut tail cannot be detected", file=sys.stderr)
+    else:
+        rt = Runtime(cfg)
+        if args.audit_command == "export":
+            since = parse_time(args.since, "--since") if args.since else None
+            for rec in rt.audit.records(since=since):
+                print(json.dumps(rec, ensure_ascii=False, sort_keys=True, default=str))
+            count, head_hash = rt.audit.head()
+            print(json.dumps({"head": {"count": count, "hash": head_hash}}))
+            return EXIT_OK
+        result = rt.audit.verify()
+    if result.ok:
+        print(f"audit trail intact: {result.count} records")
+        return EXIT_OK
+    print(f"audit trail BROKEN: {result.problem}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+async def report(args: argparse.Namespace, cfg: Config) -> int:
+    from jml import reports
+
+    rt = Runtime(cfg)
+    if args.report_command == "access":
+        since = parse_time(args.changes_since, "--changes-since") if args.changes_since else None
+        reports.access(rt, sys.stdout, fmt=args.format, changes_since=since)
+        return EXIT_OK
+    return reports.sla_report(rt, sys.stdout, month=args.month)
+
+
+async def check(args: argparse.Namespace, cfg: Config) -> int:
+    from jml.store.db import ping
+
+    problems = 0
+    rt = Runtime(cfg)
+    print("config: ok")
+    try:
+        ok = ping(rt.store.engine)
+    except JMLError as e:
+        ok = False
+        print(f"state: {e}")
+    print(f"state: {'reachable' if ok else 'NOT reachable'}")
+    problems += 0 if ok else 1
+    for name in cfg.connectors:
+        try:
+            conn = rt.connector(name)
+            await conn.open()
+            findings = await conn.check()
+        except JMLError as e:
+            print(f"{name}: {e}")
+            problems += 1
+            continue
+        except Exception as e:
+            print(f"{name}: cannot reach the app: {type(e).__name__}")
+            problems += 1
+            continue
+        for f in findings:
+            print(f"{name}: {'ok' if f.ok else 'PROBLEM'}: {f.message}")
+            problems += 0 if f.ok else 1
+    await rt.close()
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+async def serve(args: argparse.Namespace, cfg: Config) -> int:
+    from jml.service import serve as run_service
+
+    return await run_service(cfg)
+
+
+async def offboard(args: argparse.Namespace, cfg: Config) -> int:
+    from jml.events import offboard_cli
+
+    return await offboard_cli(args, cfg)
+
+
+__all__ = ["EXIT_USAGE"]

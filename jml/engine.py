@@ -1,0 +1,357 @@
+"""Workers: claim operations from the outbox and push them through connectors.
+
+- One chain per (connector, person): a person's steps run in plan order, different
+  people run in parallel up to the connector's `concurrency`.
+- Leavers first: chains are queued by (priority, first operation id), and the
+  dispatcher re-reads the outbox every tick, so a new leaver overtakes queued bulk work.
+- tenacity retries RetryableError with exponential backoff and jitter, honouring
+  Retry-After; the count and the total time are bounded; then the operation is
+  dead-lettered with its reason (visible in `jml status`, re-queued by `jml retry`).
+- A crash leaves at most the operations in flight as `running`; `recover()` re-queues
+  them and the connectors' find-then-create makes the replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from connectors.base import ApplyResult, Connector
+from jml import metrics
+from jml.audit import AuditLog
+from jml.errors import ConnectorError, RetryableError
+from jml.model import Action, Operation, Priority
+from jml.redact import redact
+from jml.store.outbox import Outbox, QueuedOp
+from jml.store.repo import Store
+
+log = logging.getLogger("jml.engine")
+
+Clock = Callable[[], dt.datetime]
+AfterSuccess = Callable[[QueuedOp, ApplyResult], Awaitable[None]]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    budget: float = 300.0  # seconds all attempts of one operation may take
+    initial: float = 0.5
+    maximum: float = 30.0
+
+
+@dataclass
+class _Lane:
+    """One connector's queue and workers."""
+
+    connector: Connector
+    concurrency: int
+    retry: RetryPolicy
+    timeout: float
+    queue: asyncio.PriorityQueue[tuple[int, int, int, list[QueuedOp]]] = field(default_factory=asyncio.PriorityQueue)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        connectors: Mapping[str, Connector],
+        *,
+        concurrency: Mapping[str, int] | None = None,
+        retry: Mapping[str, RetryPolicy] | None = None,
+        timeouts: Mapping[str, float] | None = None,
+        audit: AuditLog | None = None,
+        clock: Clock = utcnow,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.outbox = Outbox(store)
+        self.audit = audit or AuditLog(store)
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.after_success: list[AfterSuccess] = []
+        self.paused: set[str] = set(store.get_setting("paused_connectors", []) or [])
+        self._lanes = {
+            name: _Lane(c, (concurrency or {}).get(name, 4), (retry or {}).get(name, RetryPolicy()),
+                        (timeouts or {}).get(name, 30.0))
+            for name, c in connectors.items()
+        }
+        self._in_flight: set[tuple[str, str]] = set()  # chains queued or running
+        self._claimed: set[int] = set()
+        self._running: set[int] = set()
+        self._wake = asyncio.Event()
+        self._seq = 0
+        self._stopping = False
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def wake(self) -> None:
+        """New work was queued (a webhook leaver): dispatch now, not at the next tick."""
+        self._wake.set()
+
+    def recover(self) -> int:
+        n = self.outbox.recover(self.clock())
+        if n:
+            log.info("re-queued operations left running by an earlier process", extra={"count": n})
+        return n
+
+    def _start_workers(self) -> None:
+        for name, lane in self._lanes.items():
+            if not lane.workers:
+                lane.workers = [asyncio.create_task(self._worker(name, lane)) for _ in range(lane.concurrency)]
+
+    async def _stop_workers(self, grace: float) -> None:
+        self._stopping = True
+        tasks = [t for lane in self._lanes.values() for t in lane.workers]
+        # Let in-flight chains finish their current operation within the grace period.
+        deadline = time.monotonic() + grace
+        while self._running and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.outbox.release(sorted(self._claimed), self.clock())
+        self._claimed.clear()
+        self._running.clear()
+        self._in_flight.clear()
+        for lane in self._lanes.values():
+            lane.workers = []
+            while not lane.queue.empty():
+                lane.queue.get_nowait()
+
+    async def run_until_idle(self, *, plan_id: str | None = None, timeout: float | None = None) -> None:
+        """Work until nothing is pending or running (for `plan_id`, if given)."""
+        self._stopping = False
+        self._start_workers()
+        start = time.monotonic()
+        try:
+            while True:
+                self.dispatch()
+                if not self._in_flight and self.outbox.open_count(plan_id) == 0:
+                    break
+                if not self._in_flight and self._only_paused_left(plan_id):
+                    break
+                if timeout is not None and time.monotonic() - start > timeout:
+                    break
+                await self._tick()
+        finally:
+            await self._stop_workers(grace=0)
+            self.outbox.finish_plans(self.clock())
+            self.refresh_gauges()
+
+    async def run_forever(self, stop: asyncio.Event, *, grace: float = 20.0) -> None:
+        self._stopping = False
+        self._start_workers()
+        last_gauges = 0.0
+        try:
+            while not stop.is_set():
+                self.dispatch()
+                if time.monotonic() - last_gauges > 5:
+                    self.outbox.finish_plans(self.clock())
+                    self.refresh_gauges()
+                    last_gauges = time.monotonic()
+                await self._tick(stop)
+        finally:
+            await self._stop_workers(grace)
+            self.outbox.finish_plans(self.clock())
+
+    async def _tick(self, stop: asyncio.Event | None = None) -> None:
+        self._wake.clear()
+        waits = [asyncio.create_task(self._wake.wait())]
+        if stop is not None:
+            waits.append(asyncio.create_task(stop.wait()))
+        _, pending = await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+
+    def _only_paused_left(self, plan_id: str | None) -> bool:
+        if not self.paused:
+            return False
+        counts = self.outbox.counts()
+        return all(c in self.paused for (c, s), n in counts.items() if s in ("pending", "running") and n)
+
+    # ---- dispatch ------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Read pending work from the outbox and queue each person's chain once."""
+        if self._stopping:
+            return
+        fresh = self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused)
+        chains: dict[tuple[str, str], list[QueuedOp]] = {}
+        for q in fresh:
+            op = q.op
+            key = (op.connector, op.employee_id or f"#group:{op.detail.get('group', '')}")
+            if key in self._in_flight and key not in chains:
+                continue  # the rest of this chain waits for the running part to finish
+            chains.setdefault(key, []).append(q)
+        for key, ops in chains.items():
+            lane = self._lanes.get(key[0])
+            if lane is None:
+                continue
+            # Ids follow plan order (Operation.key), so id order is the person's step order.
+            ops.sort(key=lambda q: q.id)
+            self._in_flight.add(key)
+            self._claimed.update(q.id for q in ops)
+            self._seq += 1
+            # Group creation comes before the memberships that need it.
+            first = 0 if not key[1] or key[1].startswith("#group:") else 1
+            prio = min(int(q.op.priority) for q in ops)
+            lane.queue.put_nowait((prio, first, ops[0].id, ops))
+
+    # ---- workers -------------------------------------------------------------------
+    async def _worker(self, name: str, lane: _Lane) -> None:
+        while True:
+            _prio, _first, _id, chain = await lane.queue.get()
+            key = (name, chain[0].op.employee_id or f"#group:{chain[0].op.detail.get('group', '')}")
+            try:
+                failed: QueuedOp | None = None
+                for q in chain:
+                    if self._stopping:
+                        break
+                    if failed is not None and q.op.priority != Priority.LEAVER:
+                        # A joiner's grants cannot land on an account that failed to be created.
+                        self._dead(q, f"blocked: operation {failed.id} ({failed.op.action.value}) failed")
+                        continue
+                    ok = await self._execute(lane, q)
+                    if not ok and failed is None:
+                        failed = q
+            finally:
+                for q in chain:
+                    self._claimed.discard(q.id)
+                self._in_flight.discard(key)
+                self._wake.set()
+
+    async def _execute(self, lane: _Lane, q: QueuedOp) -> bool:
+        op = q.op
+        now = self.clock()
+        self.outbox.mark_running([q.id], now)
+        self._running.add(q.id)
+        record = self.store.load_accounts([op.employee_id]).get((op.connector, op.employee_id)) \
+            if op.employee_id else None
+        started = time.monotonic()
+        attempts = 0
+
+        def before_sleep(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            reason = getattr(exc, "reason", "error")
+            metrics.retries.labels(op.connector, reason).inc()
+            metrics.operations.labels(op.connector, op.action.value, "retry").inc()
+            log.info("retrying operation", extra={"operation_id": q.id, "connector": op.connector,
+                                                   "employee_id": op.employee_id, "reason": reason,
+                                                   "error": redact(str(exc))})
+
+        try:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(lane.retry.max_attempts) | stop_after_delay(lane.retry.budget),
+                wait=_wait(lane.retry),
+                retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
+                before_sleep=before_sleep,
+                reraise=True,
+            )
+            result = ApplyResult()
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    result = await self._apply_once(lane, op, record)
+        except asyncio.CancelledError:
+            raise
+        except ConnectorError as e:
+            self._running.discard(q.id)
+            self._finish_failed(q, str(e), attempts, started)
+            return False
+        except Exception as e:  # a bug or an unexpected library error: dead-letter, never crash the daemon
+            log.exception("unexpected error applying operation", extra={"operation_id": q.id})
+            self._running.discard(q.id)
+            self._finish_failed(q, f"{op.connector}: unexpected {type(e).__name__}: {redact(str(e))}", attempts,
+                                started)
+            return False
+        self._running.discard(q.id)
+        done_at = self.clock()
+        with self.store.engine.begin() as conn:
+            self.store.record_success(op, result.remote_id, done_at, conn)
+            self.outbox.mark_done(q.id, done_at, conn)
+        elapsed = time.monotonic() - started
+        metrics.operations.labels(op.connector, op.action.value, "success").inc()
+        metrics.operation_duration.labels(op.connector, op.action.value).observe(elapsed)
+        self.audit.append("push", {"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector,
+                                   "action": op.action.value, "detail": _audit_detail(op), "result": "success",
+                                   "adopted": result.adopted, "attempts": attempts, "note": result.note},
+                          now=done_at, subject=op.employee_id or None)
+        log.info("operation done", extra={"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector,
+                                          "employee_id": op.employee_id, "action": op.action.value,
+                                          "adopted": result.adopted})
+        for hook in self.after_success:
+            try:
+                await hook(q, result)
+            except Exception:
+                log.exception("after-success hook failed", extra={"operation_id": q.id})
+        return True
+
+    async def _apply_once(self, lane: _Lane, op: Operation, record: object) -> ApplyResult:
+        try:
+            return await asyncio.wait_for(lane.connector.apply(op, record), lane.timeout)  # type: ignore[arg-type]
+        except TimeoutError:
+            raise RetryableError(op.connector, f"{op.action.value} timed out after {lane.timeout:g}s",
+                                 reason="timeout") from None
+
+    def _finish_failed(self, q: QueuedOp, error: str, attempts: int, started: float) -> None:
+        self._dead(q, error, attempts)
+        metrics.operation_duration.labels(q.op.connector, q.op.action.value).observe(time.monotonic() - started)
+
+    def _dead(self, q: QueuedOp, error: str, attempts: int = 0) -> None:
+        now = self.clock()
+        self.outbox.mark_failed(q.id, error, dead=True, attempts=attempts, now=now)
+        metrics.operations.labels(q.op.connector, q.op.action.value, "dead").inc()
+        self.audit.append("push", {"operation_id": q.id, "plan_id": q.plan_id, "connector": q.op.connector,
+                                   "action": q.op.action.value, "detail": _audit_detail(q.op), "result": "dead",
+                                   "error": error, "attempts": attempts}, now=now, subject=q.op.employee_id or None)
+        log.warning("operation dead-lettered", extra={"operation_id": q.id, "plan_id": q.plan_id,
+                                                      "connector": q.op.connector, "employee_id": q.op.employee_id,
+                                                      "action": q.op.action.value, "error": error})
+
+    def refresh_gauges(self) -> None:
+        counts = self.outbox.counts()
+        for name in self._lanes:
+            metrics.outbox_depth.labels(name).set(counts.get((name, "pending"), 0) + counts.get((name, "running"), 0))
+            metrics.dead_letters.labels(name).set(counts.get((name, "dead"), 0))
+            metrics.connector_paused.labels(name).set(1 if name in self.paused else 0)
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+
+    def wait(rs: RetryCallState) -> float:
+        exc = rs.outcome.exception() if rs.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if isinstance(after, (int, float)):
+            # The vendor said when: wait that long (plus jitter so workers don't stampede).
+            return float(after) + random.uniform(0, 0.1 * max(after, 1.0))
+        return float(backoff(rs))
+
+    return wait
+
+
+def _audit_detail(op: Operation) -> dict[str, object]:
+    d = dict(op.detail)
+    d.pop("all_attributes", None)
+    return d
+
+
+def is_deprovision(op: Operation) -> bool:
+    return op.priority == Priority.LEAVER or op.action in (Action.DEACTIVATE, Action.DELETE)

@@ -1,0 +1,154 @@
+"""Rules: a person's HR attributes and lifecycle phase -> desired accounts and grants. Pure.
+
+A rule's `when` maps attribute -> value or list of values (any of), compared
+case-insensitively; every key must match. A person has an account in a connector when
+some matching rule names that connector (an empty grant list still means "an account").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    when: Mapping[str, tuple[str, ...]]  # attribute -> accepted values (casefolded)
+    grant: Mapping[str, tuple[str, ...]]  # connector -> grant names
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    username: str
+    rules: tuple[Rule, ...]
+    protected: frozenset[str]  # userNames or employee_ids (casefolded)
+
+    @staticmethod
+    def build(username: str, rules: Sequence[tuple[str, Mapping[str, object], Mapping[str, Sequence[str]]]],
+              protected: Sequence[str]) -> Policy:
+        built = []
+        for name, when, grant in rules:
+            norm_when = {
+                k: tuple(str(x).casefold() for x in (v if isinstance(v, (list, tuple)) else [v]))
+                for k, v in when.items()
+            }
+            built.append(Rule(name, norm_when, {c: tuple(g) for c, g in grant.items()}))
+        return Policy(username, tuple(built), frozenset(p.casefold() for p in protected))
+
+    def fingerprint(self) -> str:
+        """A hash of the policy, recorded with every plan for the audit trail."""
+        doc = {
+            "username": self.username,
+            "rules": [{"name": r.name, "when": dict(r.when), "grant": dict(r.grant)} for r in self.rules],
+            "protected": sorted(self.protected),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+class _Attrs(dict[str, str]):
+    def __init__(self, person: Person) -> None:
+        super().__init__()
+        self.person = person
+
+    def __missing__(self, key: str) -> str:
+        return self.person.get(key)
+
+
+def render_username(template: str, person: Person) -> str:
+    return string.Formatter().vformat(template, (), _Attrs(person)).strip()
+
+
+def matches(rule: Rule, person: Person) -> bool:
+    return all(person.get(attr).casefold() in accepted for attr, accepted in rule.when.items())
+
+
+def normalize_grant(grant: str, traits: ConnectorTraits) -> str:
+    """`group:NAME` is membership everywhere; a bare name is a group, except an AWS
+    `PermissionSet@Account` assignment and GitHub's `team:SLUG`."""
+    if ":" in grant.split("@", 1)[0]:
+        return grant
+    if traits.assignment_grants and "@" in grant:
+        return grant
+    return f"group:{grant}"
+
+
+def account_attributes(person: Person) -> dict[str, str]:
+    attrs = {
+        "given_name": person.preferred_name or person.first_name,
+        "family_name": person.last_name,
+        "display_name": person.display_name,
+        "email": person.work_email,
+        "title": person.job_title,
+        "department": person.department,
+        "cost_center": person.cost_center,
+        "employee_number": person.employee_id,
+        "manager_id": person.manager_id,
+        "location": person.location,
+        "country": person.country,
+        "employment_type": person.employment_type,
+        "github_username": person.github_username,
+    }
+    return {k: v for k, v in attrs.items() if v}
+
+
+def grants_for(person: Person, policy: Policy) -> dict[str, dict[str, str]]:
+    """connector -> {grant: rule name} for every matching rule (first rule wins a grant)."""
+    out: dict[str, dict[str, str]] = {}
+    for rule in policy.rules:
+        if not matches(rule, person):
+            continue
+        for connector, names in rule.grant.items():
+            bucket = out.setdefault(connector, {})
+            for g in names:
+                bucket.setdefault(g, rule.name)
+    return out
+
+
+def desired(
+    person: Person,
+    lifecycle: Lifecycle,
+    connectors: Sequence[ConnectorTraits],
+    policy: Policy,
+) -> list[DesiredAccount]:
+    """Desired accounts of one person in every connector, for the planner."""
+    phase = lifecycle.phase
+    by_connector = grants_for(person, policy)
+    leaving = phase in (Phase.LEAVER, Phase.GONE)
+    out: list[DesiredAccount] = []
+    attributes = account_attributes(person)
+    for traits in connectors:
+        granted = by_connector.get(traits.name)
+        # Leavers and not-yet hires are evaluated everywhere: an account jml made must
+        # follow them even if today's rules no longer mention the connector.
+        if granted is None and not leaving and phase is not Phase.NOT_YET:
+            continue
+        if traits.required_attribute and not person.get(traits.required_attribute):
+            continue
+        username = render_username(traits.username_template or policy.username, person)
+        if not username:
+            continue
+        protected = username.casefold() in policy.protected or person.employee_id.casefold() in policy.protected
+        grants = {normalize_grant(g, traits): rule for g, rule in (granted or {}).items()}
+        if phase is Phase.ACTIVE:
+            out.append(DesiredAccount(traits.name, person.employee_id, username, True, attributes, grants,
+                                      protected=protected))
+        elif phase is Phase.SUSPENDED:
+            out.append(DesiredAccount(traits.name, person.employee_id, username, False, attributes, grants,
+                                      protected=protected))
+        elif phase is Phase.PREHIRE:
+            out.append(DesiredAccount(traits.name, person.employee_id, username, False, attributes, {},
+                                      protected=protected, create=traits.supports_inactive_create))
+        elif phase is Phase.NOT_YET:
+            out.append(DesiredAccount(traits.name, person.employee_id, username, False, attributes, {},
+                                      protected=protected, create=False))
+        else:
+            out.append(DesiredAccount(traits.name, person.employee_id, username, False, attributes, {},
+                                      leaver=True, delete=phase is Phase.GONE and traits.can_delete,
+                                      protected=protected, create=False))
+    return out

@@ -1,0 +1,130 @@
+"""Wiring: a Config turned into the store, the policy, the connectors and the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from connectors.base import Connector, ConnectorContext, build, traits_for
+from jml import metrics
+from jml.audit import AuditLog
+from jml.config import Config, resolve_secret
+from jml.engine import Engine, RetryPolicy, utcnow
+from jml.guard import Limits
+from jml.lifecycle import LifecycleRules
+from jml.model import ConnectorTraits
+from jml.policy import Policy
+from jml.store.outbox import Outbox
+from jml.store.repo import Store
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass
+class Runtime:
+    config: Config
+    clock: Clock = utcnow
+    store_override: Store | None = None
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    _connectors: dict[str, Connector] = field(default_factory=dict)
+
+    @cached_property
+    def store(self) -> Store:
+        return self.store_override or Store(self.config.state.url)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.store)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.store)
+
+    @cached_property
+    def policy(self) -> Policy:
+        p = self.config.policy
+        return Policy.build(p.username, [(r.name, r.when, r.grant) for r in p.rules], p.protected)
+
+    @cached_property
+    def rules(self) -> LifecycleRules:
+        lc = self.config.lifecycle
+        return LifecycleRules(
+            timezone=self.config.timezone,
+            prehire_days=lc.prehire_days,
+            delete_after=lc.delete_after,
+            leave_of_absence=lc.leave_of_absence,
+            missing_after=lc.missing_after,
+            termination_time=lc.termination_clock,
+        )
+
+    @cached_property
+    def traits(self) -> dict[str, ConnectorTraits]:
+        out = {}
+        for name, cfg in self.config.connectors.items():
+            t = traits_for(name, cfg)
+            attr = getattr(cfg, "username_attribute", None) if cfg.type == "github" and cfg.mode == "org" else None
+            out[name] = ConnectorTraits(
+                name=t.name, kind=t.kind, assignment_grants=t.assignment_grants, create_action=t.create_action,
+                can_delete=t.can_delete, supports_inactive_create=t.supports_inactive_create,
+                required_attribute=attr or t.required_attribute, username_template=cfg.username)
+        return out
+
+    @cached_property
+    def limits(self) -> Limits:
+        g = self.config.guard
+        return Limits(g.max_deprovision_percent, g.max_deprovision_count, g.max_shrink_percent)
+
+    def connector_limits(self) -> dict[str, Limits]:
+        out = {}
+        for name, cfg in self.config.connectors.items():
+            if cfg.guard is not None:
+                base = self.limits
+                out[name] = Limits(
+                    cfg.guard.max_deprovision_percent if cfg.guard.max_deprovision_percent is not None
+                    else base.max_deprovision_percent,
+                    cfg.guard.max_deprovision_count if cfg.guard.max_deprovision_count is not None
+                    else base.max_deprovision_count,
+                    base.max_shrink_percent)
+        return out
+
+    def secret_getter(self, section: Any, path: str) -> Callable[[str], str | None]:
+        def get(name: str) -> str | None:
+            return resolve_secret(section, name, path, required=False)
+        return get
+
+    def connector(self, name: str) -> Connector:
+        if name not in self._connectors:
+            cfg = self.config.connectors[name]
+            ctx = ConnectorContext(name=name, secret=self.secret_getter(cfg, f"connectors.{name}"),
+                                   observe=lambda c, method, secs, status: metrics.observe_http(c, method, secs,
+                                                                                                status))
+            self._connectors[name] = build(name, cfg, ctx)
+        return self._connectors[name]
+
+    def connectors(self) -> dict[str, Connector]:
+        return {name: self.connector(name) for name in self.config.connectors}
+
+    async def open_connectors(self) -> None:
+        for c in self.connectors().values():
+            await c.open()
+
+    async def close(self) -> None:
+        for c in self._connectors.values():
+            with contextlib.suppress(Exception):  # closing is best effort
+                await c.close()
+        self._connectors.clear()
+
+    def engine(self, poll_interval: float = 0.5) -> Engine:
+        cfgs = self.config.connectors
+        return Engine(
+            self.store, self.connectors(),
+            concurrency={n: c.concurrency for n, c in cfgs.items()},
+            retry={n: RetryPolicy(max_attempts=c.max_attempts, budget=c.retry_budget.total_seconds())
+                   for n, c in cfgs.items()},
+            timeouts={n: c.timeout.total_seconds() for n, c in cfgs.items()},
+            audit=self.audit, clock=self.clock, poll_interval=poll_interval)

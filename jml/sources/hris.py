@@ -1,0 +1,466 @@
+"""Parse an HR export (CSV, JSON, JSON lines) into Person records. Pure: bytes in, values out.
+
+Two kinds of trouble, handled differently (DESIGN "Source health"):
+
+* the export as a whole is unsound (empty, not UTF-8, required columns missing, cut off
+  mid-row, invalid JSON) -> ExportRejected, one message naming the file;
+* one row is bad (no employee_id, unknown status, unreadable date, duplicate id or email,
+  wrong number of fields) -> that row is quarantined with file, row and field, and its
+  employee_id (when known) is reported so nobody is mistaken for a leaver because of it.
+
+Row numbers: CSV rows are numbered as a spreadsheet shows them (the header is row 1, the
+first data row is row 2; a multi-line quoted cell stays one row). JSON rows are the 1-based
+position in the list; JSON lines rows are the line number.
+
+Speed (100,000 rows): csv.reader with column indices, one blake2b per row, and rows whose
+hash the caller already knows are only checked for duplicates, never converted.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import gc
+import hashlib
+import io
+import json
+import operator
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from jml.errors import ExportRejected
+from jml.model import Person, Status
+from jml.sources.profiles import REQUIRED_FIELDS, Profile, resolve_profile
+
+# Bumped when the hash input changes, so stored hashes from older versions never match.
+_HASH_VERSION = b"jml-row-v1"
+_SEP = "\x1f"
+_EMPTY_EXTRA: Mapping[str, str] = MappingProxyType({})
+_DATE_FIELDS = ("hire_date", "termination_date")
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# YYYY-MM-DD, optionally followed by a time (T or blank) or a zone suffix such as Workday's
+# "2020-12-31-08:00"; only the date part counts (the suffix is the ISU's zone, not the worker's).
+_DATE_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ].*|Z|[+-][0-9]{2}:?[0-9]{2})?", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    file: str
+    row: int
+    field: str
+    message: str
+    employee_id: str | None
+
+    def __str__(self) -> str:
+        return f"{self.file}, row {self.row}, field {self.field}: {self.message}"
+
+
+@dataclass(slots=True)
+class ParsedExport:
+    file: str
+    checksum: str  # sha256 hex of the raw bytes
+    columns: tuple[str, ...]  # header as found
+    row_count: int  # data rows read, quarantined included
+    people: list[Person]  # valid rows whose hash is not in known_hashes (all if it is None)
+    row_hashes: dict[str, str]  # employee_id -> content hash, for every valid row
+    unchanged: int  # valid rows skipped because their hash matched known_hashes
+    quarantined: list[Quarantined] = field(default_factory=list)
+    quarantined_ids: set[str] = field(default_factory=set)  # never treated as missing/leavers
+
+
+# _Parser builds Person positionally (a third faster than keywords): fail loudly at import
+# if model.Person's field order ever stops matching that assumption.
+_PERSON_ORDER = list(Person.__dataclass_fields__)
+if _PERSON_ORDER[:2] != ["employee_id", "status"] or _PERSON_ORDER[-1] != "extra":
+    raise ImportError("jml.sources.hris expects Person(employee_id, status, ..., extra)")
+
+
+class _RowError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def parse_export(
+    data: bytes,
+    *,
+    name: str,
+    format: str | None,
+    profile: str = "generic",
+    columns: Mapping[str, str] | None = None,
+    status_values: Mapping[str, str] | None = None,
+    known_hashes: Mapping[str, str] | None = None,
+) -> ParsedExport:
+    """Read one export. `known_hashes` (employee_id -> hash from the last accepted export)
+    lets unchanged rows skip validation and conversion; they still count for duplicates."""
+    # The parse allocates ~20 container objects per row and frees none of them: cyclic GC
+    # passes over the growing heap cost ~15% and find nothing. Process-wide, but only for the
+    # length of one parse; a parse running concurrently in another thread merely re-enables it.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(data, name, format, resolve_profile(profile, columns, status_values), known_hashes)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _parse(
+    data: bytes, name: str, format: str | None, prof: Profile, known_hashes: Mapping[str, str] | None
+) -> ParsedExport:
+    fmt = _format_of(format, name)
+    text = _decode(data, name)
+    if not text.strip():
+        raise ExportRejected("the export is empty", file=name)
+    pre: dict[int, _RowError] = {}
+    if fmt == "csv":
+        # strict: an unterminated quote at the end (a cut file) is an error, not a silent field.
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        header, header_row = _csv_header(reader, name)
+        parser = _Parser(name, header, prof, known_hashes, pre, csv_mode=True)
+        try:
+            result = parser.run(enumerate(reader, header_row + 1))
+        except csv.Error as e:
+            raise ExportRejected(
+                f"malformed CSV near line {reader.line_num}: {e}; the file may be cut off", file=name
+            ) from None
+    else:
+        header, records = _json_records(text, name, fmt, prof, pre)
+        result = _Parser(name, header, prof, known_hashes, pre, csv_mode=False).run(records)
+    result.checksum = hashlib.sha256(data).hexdigest()
+    return result
+
+
+def health_problems(
+    current: ParsedExport,
+    *,
+    last_columns: tuple[str, ...] | None,
+    last_row_count: int | None,
+    max_shrink_percent: float,
+) -> list[str]:
+    """Why this export should not be trusted as a whole compared with the last accepted
+    one (empty list: nothing wrong). The caller decides whether to reject or hold."""
+    problems: list[str] = []
+    if last_columns is not None and set(current.columns) != set(last_columns):
+        added = sorted(set(current.columns) - set(last_columns))
+        removed = sorted(set(last_columns) - set(current.columns))
+        parts = []
+        if added:
+            parts.append("added " + ", ".join(added))
+        if removed:
+            parts.append("removed " + ", ".join(removed))
+        problems.append(f"{current.file}: the column set changed since the last accepted export ({'; '.join(parts)})")
+    if last_row_count:
+        shrink = (last_row_count - current.row_count) * 100.0 / last_row_count
+        if shrink > max_shrink_percent:  # strict, like every guard limit
+            problems.append(
+                f"{current.file}: {current.row_count} rows, {shrink:.1f}% fewer than the last accepted "
+                f"export ({last_row_count} rows); the limit is {max_shrink_percent:g}%"
+            )
+    return problems
+
+
+def parse_date(value: str) -> dt.date | None:
+    """An HR date: YYYY-MM-DD, with an optional time or zone suffix; '' and BambooHR's
+    0000-00-00 mean no date. Anything else (31/12/2020, 2020-13-01) raises ValueError."""
+    s = value.strip()
+    if not s or s.startswith("0000-00-00"):
+        return None
+    if len(s) == 10 and s[4] == "-" and s[7] == "-" and s.isascii():
+        return dt.date.fromisoformat(s)  # the common case, fast
+    m = _DATE_RE.fullmatch(s)
+    if m is None:
+        raise ValueError(value)
+    return dt.date(int(m[1]), int(m[2]), int(m[3]))
+
+
+def _format_of(format: str | None, name: str) -> str:
+    if format is not None:
+        if format not in ("csv", "json", "jsonl"):
+            raise ExportRejected(f"unknown format {format!r} (use csv, json or jsonl)", file=name)
+        return format
+    lowered = name.lower()
+    for ext, fmt in _EXTENSIONS.items():
+        if lowered.endswith(ext):
+            return fmt
+    raise ExportRejected("cannot tell the format from the file name; set sources.hris.format", file=name)
+
+
+def _decode(data: bytes, name: str) -> str:
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = start + e.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise ExportRejected(
+            f"not UTF-8: invalid byte 0x{data[offset]:02x} at byte offset {offset} (line {line})", file=name
+        ) from None
+
+
+def _csv_header(reader: Iterator[list[str]], name: str) -> tuple[list[str], int]:
+    """The header (first non-blank record) and its row number."""
+    rownum = 0
+    try:
+        for header in reader:
+            rownum += 1
+            if header:
+                return [h.strip() for h in header], rownum
+    except csv.Error as e:
+        raise ExportRejected(f"malformed CSV header: {e}", file=name) from None
+    return [], rownum
+
+
+def _json_records(
+    text: str, name: str, fmt: str, prof: Profile, pre: dict[int, _RowError]
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    items: list[tuple[int, Any]] = []
+    if fmt == "jsonl":
+        # Only \n ends a record: str.splitlines would also split on U+2028 or \x1c inside a name.
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                try:
+                    items.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    # A line we cannot read could be anyone: losing them silently would make them
+                    # look like a leaver, so the whole export goes.
+                    raise ExportRejected(f"invalid JSON on line {lineno}: {e.msg}", file=name) from None
+    else:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ExportRejected(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", file=name) from None
+        if isinstance(doc, dict):
+            # Workday RaaS wraps rows in Report_Entry, BambooHR custom reports in employees.
+            for key in ("Report_Entry", "employees"):
+                if isinstance(doc.get(key), list):
+                    doc = doc[key]
+                    break
+        if not isinstance(doc, list):
+            raise ExportRejected(
+                'expected a list of objects, {"Report_Entry": [...]} or {"employees": [...]}', file=name
+            )
+        items = list(enumerate(doc, start=1))
+    header: dict[str, None] = {}  # ordered union: Workday omits keys whose value is empty
+    for _, item in items:
+        if isinstance(item, dict):
+            header.update(dict.fromkeys(item))
+    columns = list(header)
+    mapped = {c: f for f, cands in prof.columns.items() for c in cands}
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        for n, item in items:
+            if not isinstance(item, dict):
+                pre[n] = _RowError("(row)", f"expected an object, found {type(item).__name__}")
+                yield n, [""] * len(columns)
+                continue
+            row = []
+            for c in columns:
+                v = item.get(c)
+                if isinstance(v, str):
+                    row.append(v)
+                elif v is None:
+                    row.append("")
+                elif isinstance(v, bool):
+                    row.append("true" if v else "false")
+                elif isinstance(v, int | float):
+                    row.append(str(v))
+                else:
+                    if c in mapped and n not in pre:
+                        pre[n] = _RowError(mapped[c], f"column {c} holds a {type(v).__name__}, expected text")
+                    row.append(json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+            yield n, row
+
+    return columns, rows()
+
+
+def _find(header: list[str], candidates: tuple[str, ...]) -> int | None:
+    for c in candidates:
+        if c in header:
+            return header.index(c)
+    folded = [h.casefold() for h in header]
+    for c in candidates:
+        if c.casefold() in folded:
+            return folded.index(c.casefold())
+    return None
+
+
+class _Parser:
+    """One export's pass: map the header once, then a tight loop over rows."""
+
+    def __init__(
+        self,
+        name: str,
+        header: list[str],
+        prof: Profile,
+        known: Mapping[str, str] | None,
+        pre: dict[int, _RowError],
+        csv_mode: bool,
+    ) -> None:
+        self.name, self.header, self.prof, self.known = name, header, prof, known
+        self.pre, self.csv_mode = pre, csv_mode
+        if not header:
+            raise ExportRejected("no header row and no data rows", file=name)
+        seen: set[str] = set()
+        for h in header:
+            if h and h in seen:
+                raise ExportRejected(f"column {h!r} appears twice in the header", file=name)
+            seen.add(h)
+        self.index: dict[str, int] = {}
+        missing: list[str] = []
+        for canonical, candidates in prof.columns.items():
+            i = _find(header, candidates)
+            if i is not None:
+                self.index[canonical] = i
+            elif canonical in REQUIRED_FIELDS or canonical in prof.explicit:
+                expected = " or ".join(repr(c) for c in candidates)
+                missing.append(f"{canonical} (expected column {expected})")
+        if missing:
+            raise ExportRejected("missing required columns: " + "; ".join(missing), file=name)
+        used = set(self.index.values())
+        # Person's positional fields after employee_id and status, read in one C call; a field
+        # the export lacks reads the '' appended to each row at index len(header).
+        order = _PERSON_ORDER[2:-1]
+        self.getter = operator.itemgetter(*(self.index.get(f, len(header)) for f in order))
+        self.date_fields = [(order.index(f), f) for f in _DATE_FIELDS]
+        self.extra_fields = [(h, i) for i, h in enumerate(header) if i not in used and h]
+        self.key = hashlib.blake2b(
+            _HASH_VERSION + prof.fingerprint() + _SEP.join(header).encode(), digest_size=64
+        ).digest()
+        self.problems: dict[int, Quarantined] = {}
+
+    def _quarantine(self, row: int, fieldname: str, message: str, eid: str | None) -> None:
+        if row not in self.problems:  # the first problem found names the row
+            self.problems[row] = Quarantined(self.name, row, fieldname, message, eid or None)
+
+    def run(self, records: Iterable[tuple[int, list[str]]]) -> ParsedExport:
+        ncols = len(self.header)
+        id_i, st_i = self.index["employee_id"], self.index["status"]
+        em_i = self.index.get("work_email")
+        vocab, known, pre = self.prof.status_values, self.known, self.pre
+        keyed = hashlib.blake2b(digest_size=16, key=self.key)
+        sep, terminated = _SEP, Status.TERMINATED
+        status_cache: dict[str, Status | None] = {}
+        # Plain lists in the loop; duplicates are looked for once at the end (cheaper than
+        # two dict probes per row, and duplicates are rare).
+        ids: list[str] = []
+        rownums: list[int] = []
+        emails: list[str] = []  # non-terminated rows only (a conversion reuses the address)
+        email_at: list[int] = []  # index into ids/rownums
+        people: list[tuple[int, Person]] = []
+        hashes: dict[str, str] = {}
+        unchanged: list[int] = []
+        short_row = -1
+        for rownum, row in records:
+            if len(row) != ncols:
+                if not row:
+                    continue  # a blank line is no record
+                eid = row[id_i].strip() if id_i < len(row) else ""
+                ids.append(eid)
+                rownums.append(rownum)
+                if len(row) < ncols:
+                    short_row = rownum
+                self._quarantine(rownum, "(row)", f"has {len(row)} fields, the header has {ncols}", eid)
+                continue
+            eid = row[id_i].strip()
+            ids.append(eid)
+            rownums.append(rownum)
+            raw_status = row[st_i]
+            if raw_status in status_cache:
+                status = status_cache[raw_status]
+            else:  # a handful of distinct values per export: normalise each once
+                status = status_cache[raw_status] = vocab.get(raw_status.strip().casefold())
+            if em_i is not None and status is not terminated:
+                email = row[em_i].strip().lower()
+                if email:
+                    emails.append(email)
+                    email_at.append(len(ids) - 1)
+            hasher = keyed.copy()  # cheaper than a new keyed blake2b per row
+            hasher.update(sep.join(row).encode())
+            digest = hasher.hexdigest()
+            if known is not None and known.get(eid) == digest and not (pre and rownum in pre):
+                hashes[eid] = digest
+                unchanged.append(rownum)
+                continue
+            try:
+                if pre and rownum in pre:
+                    raise pre[rownum]
+                people.append((rownum, self._person(row, eid, status, raw_status)))
+                hashes[eid] = digest
+            except _RowError as e:
+                self._quarantine(rownum, e.field, e.message, eid)
+        if not ids:
+            raise ExportRejected("no data rows", file=self.name)
+        if self.csv_mode and short_row == rownums[-1]:
+            raise ExportRejected(
+                f"the last row ({short_row}) has fewer fields than the header: the file looks cut off", file=self.name
+            )
+        self._duplicates(ids, rownums, emails, email_at, hashes)
+        problems = self.problems
+        if problems:
+            people = [p for p in people if p[0] not in problems]
+            unchanged = [r for r in unchanged if r not in problems]
+        quarantined = sorted(problems.values(), key=lambda q: q.row)
+        return ParsedExport(
+            file=self.name,
+            checksum="",
+            columns=tuple(self.header),
+            row_count=len(ids),
+            people=[p for _, p in people],
+            row_hashes=hashes,
+            unchanged=len(unchanged),
+            quarantined=quarantined,
+            quarantined_ids={q.employee_id for q in quarantined if q.employee_id},
+        )
+
+    def _duplicates(
+        self, ids: list[str], rownums: list[int], emails: list[str], email_at: list[int], hashes: dict[str, str]
+    ) -> None:
+        """Quarantine every row sharing an employee_id, and every non-terminated row sharing
+        a work_email; their ids leave `hashes` so nothing downstream treats them as valid."""
+        if len(set(ids)) < len(ids):
+            by_id: dict[str, list[int]] = {}
+            for eid, r in zip(ids, rownums, strict=True):
+                if eid:
+                    by_id.setdefault(eid, []).append(r)
+            for eid, rows in by_id.items():
+                if len(rows) > 1:
+                    listed = ", ".join(map(str, rows))
+                    hashes.pop(eid, None)
+                    for r in rows:
+                        self._quarantine(r, "employee_id", f"employee_id {eid} appears in rows {listed}", eid)
+        if len(set(emails)) < len(emails):
+            by_email: dict[str, list[int]] = {}
+            for email, at in zip(emails, email_at, strict=True):
+                by_email.setdefault(email, []).append(at)
+            for group in by_email.values():
+                if len(group) > 1:
+                    listed = ", ".join(f"{rownums[at]} ({ids[at] or 'no id'})" for at in group)
+                    for at in group:
+                        hashes.pop(ids[at], None)
+                        self._quarantine(
+                            rownums[at], "work_email", f"the same work_email is on rows {listed}, none terminated",
+                            ids[at],
+                        )
+
+    def _person(self, row: list[str], eid: str, status: Status | None, raw_status: str) -> Person:
+        if not eid:
+            raise _RowError("employee_id", "is empty")
+        if status is None:
+            raise _RowError(
+                "status", f"unknown status {raw_status.strip()!r} (map it with sources.hris.status_values)"
+            )
+        row.append("")
+        values: list[Any] = [v.strip() for v in self.getter(row)]
+        for pos, f in self.date_fields:
+            try:
+                values[pos] = parse_date(values[pos])
+            except ValueError:
+                raise _RowError(f, f"not a date: {values[pos]!r} (expected YYYY-MM-DD)") from None
+        extra = {h: v for h, i in self.extra_fields if (v := row[i].strip())} if self.extra_fields else None
+        values.append(extra or _EMPTY_EXTRA)
+        return Person(eid, status, *values)

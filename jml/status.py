@@ -1,0 +1,91 @@
+"""What `jml status`, `/api/v1/status` and the status page show, as one document."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from jml.runtime import Runtime
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
+    now = rt.clock()
+    counts = rt.outbox.counts()
+    connectors: dict[str, dict[str, int]] = {}
+    for name in rt.config.connectors:
+        connectors[name] = {s: counts.get((name, s), 0) for s in ("pending", "running", "dead", "held")}
+    paused = sorted(rt.store.get_setting("paused_connectors", []) or [])
+    held = [
+        {"plan_id": p.id, "created_at": _iso(p.created_at), "reasons": p.reasons, "summary": p.summary}
+        for p in rt.outbox.plans(["held"])
+    ]
+    dead = [
+        {"operation_id": q.id, "plan_id": q.plan_id, "connector": q.op.connector, "action": q.op.action.value,
+         "person": q.op.employee_id, "error": q.last_error, "attempts": q.attempts, "at": _iso(q.updated_at)}
+        for q in rt.outbox.ops(["dead"], limit=dead_limit)
+    ]
+    exports = rt.store.recent_exports(5)
+    last_ok = rt.store.last_export("hris", good=True)
+    src = rt.config.sources.hris
+    stale_after = None
+    if src is not None:
+        stale_after = src.stale_after or src.poll_interval * 3
+    source = {
+        "last_read": _iso(exports[0].read_at) if exports else None,
+        "last_status": exports[0].status if exports else None,
+        "last_reason": exports[0].reason if exports else None,
+        "last_success": _iso(last_ok.read_at) if last_ok else None,
+        "rows": last_ok.row_count if last_ok else None,
+        "stale": bool(stale_after and (last_ok is None or last_ok.read_at is None
+                                       or now - last_ok.read_at > stale_after)),
+    }
+    leavers: list[dict[str, Any]] = []
+    try:
+        from jml import sla
+
+        leavers = sla.in_flight(rt, now)
+    except ImportError:
+        pass
+    return {
+        "now": now.isoformat(),
+        "connectors": connectors,
+        "paused": paused,
+        "held_plans": held,
+        "dead_letters": dead,
+        "leavers_in_flight": leavers,
+        "source": source,
+    }
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    lines = [f"jml status at {doc['now']}"]
+    src = doc["source"]
+    lines.append(f"source: last read {src['last_read'] or 'never'} ({src['last_status'] or '-'})"
+                 f", last good {src['last_success'] or 'never'}, rows {src['rows'] if src['rows'] is not None else '-'}"
+                 + ("  STALE" if src["stale"] else ""))
+    if src.get("last_reason"):
+        lines.append(f"  reason: {src['last_reason']}")
+    lines.append("connectors:")
+    for name, c in doc["connectors"].items():
+        flag = "  PAUSED" if name in doc["paused"] else ""
+        lines.append(f"  {name:16} pending {c['pending']:6}  running {c['running']:4}  dead {c['dead']:4}"
+                     f"  held {c['held']:6}{flag}")
+    if doc["held_plans"]:
+        lines.append("held plans (approve with `jml approve PLAN_ID`):")
+        for p in doc["held_plans"]:
+            lines.append(f"  {p['plan_id']}  {p['created_at']}  {p['summary']}")
+            lines.extend(f"    - {r}" for r in p["reasons"])
+    if doc["leavers_in_flight"]:
+        lines.append("leavers in flight:")
+        for lv in doc["leavers_in_flight"]:
+            lines.append(f"  {lv['person']:12} {lv['connector']:12} deadline {lv['deadline']}  "
+                         f"time left {lv['time_left']}{'  PREDICTED BREACH' if lv.get('predicted_breach') else ''}")
+    if doc["dead_letters"]:
+        lines.append("dead letters (re-queue with `jml retry ID` or `jml retry --all`):")
+        for d in doc["dead_letters"]:
+            lines.append(f"  #{d['operation_id']} {d['connector']} {d['action']} {d['person']}: {d['error']}")
+    return "\n".join(lines)

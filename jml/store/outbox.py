@@ -1,0 +1,243 @@
+"""Plans and the durable outbox of operations, and the workers' lease.
+
+A plan's operations are written in one transaction before anything is pushed. A held
+plan's operations are stored as `held` (never claimable) until approved. Workers take
+operations `pending -> running -> done | dead`; a crash leaves `running` rows, which the
+next lease holder puts back to `pending` (connectors are idempotent, so re-applying is safe).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+
+from jml.model import Action, Operation, Priority
+from jml.store.db import utc
+from jml.store.repo import Store
+from jml.store.tables import LeaseRow, OperationRow, PlanRow
+
+O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
+PL = PlanRow.__table__  # type: ignore[attr-defined]
+L = LeaseRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedOp:
+    id: int
+    plan_id: str
+    op: Operation
+    attempts: int
+    state: str
+    last_error: str | None = None
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInfo:
+    id: str
+    state: str
+    origin: str
+    reasons: list[str]
+    summary: dict[str, int]
+    created_at: dt.datetime | None
+    policy_hash: str | None
+    decided_by: str | None
+
+
+def _op_from_row(r: Any) -> QueuedOp:
+    op = Operation(r["connector"], Action(r["action"]), r["employee_id"], dict(r["detail"] or {}),
+                   Priority(r["priority"]))
+    return QueuedOp(r["id"], r["plan_id"], op, r["attempts"], r["state"], r["last_error"], utc(r["updated_at"]))
+
+
+class Outbox:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    # ---- plans -------------------------------------------------------------------
+    def save_plan(self, plan_id: str, ops: Sequence[Operation], *, held: bool, origin: str, reasons: list[str],
+                  summary: dict[str, int], policy_hash: str | None, export_id: int | None, now: dt.datetime) -> None:
+        state = "held" if held else ("queued" if ops else "done")
+        op_state = "held" if held else "pending"
+        rows = [{"plan_id": plan_id, "connector": o.connector, "employee_id": o.employee_id, "action": o.action.value,
+                 "detail": dict(o.detail), "priority": int(o.priority), "state": op_state, "attempts": 0,
+                 "created_at": now, "updated_at": now} for o in ops]
+        with self.engine.begin() as conn:
+            if held and origin == "export":
+                # A newer held plan supersedes an older one (DESIGN: held plans).
+                old = [r[0] for r in conn.execute(select(PL.c.id).where(PL.c.state == "held", PL.c.origin == "export"))]
+                if old:
+                    conn.execute(update(PL).where(PL.c.id.in_(old)).values(state="superseded", decided_at=now))
+                    conn.execute(update(O).where(O.c.plan_id.in_(old)).values(state="cancelled", updated_at=now))
+            conn.execute(PL.insert().values(id=plan_id, created_at=now, state=state, origin=origin, reasons=reasons,
+                                            summary=summary, policy_hash=policy_hash, export_id=export_id))
+            for i in range(0, len(rows), 5000):
+                conn.execute(O.insert(), rows[i : i + 5000])
+
+    def plan(self, plan_id: str) -> PlanInfo | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(PL).where(PL.c.id == plan_id)).mappings().first()
+        return _plan_info(r) if r else None
+
+    def plans(self, states: Iterable[str] | None = None, limit: int = 50) -> list[PlanInfo]:
+        q = select(PL).order_by(PL.c.created_at.desc()).limit(limit)
+        if states is not None:
+            q = q.where(PL.c.state.in_(list(states)))
+        with self.engine.connect() as conn:
+            return [_plan_info(r) for r in conn.execute(q).mappings()]
+
+    def plan_ops(self, plan_id: str) -> list[QueuedOp]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(O).where(O.c.plan_id == plan_id).order_by(O.c.id)).mappings().all()
+        return [_op_from_row(r) for r in rows]
+
+    def decide(self, plan_id: str, *, approve: bool, actor: str, now: dt.datetime) -> str | None:
+        """Approve or discard a held plan. Returns a refusal reason, or None on success."""
+        with self.engine.begin() as conn:
+            r = conn.execute(select(PL).where(PL.c.id == plan_id)).mappings().first()
+            if r is None:
+                return f"no plan {plan_id}"
+            if r["state"] != "held":
+                return f"plan {plan_id} is {r['state']}, not held"
+            if approve:
+                newer = conn.execute(select(func.count()).select_from(PL).where(
+                    PL.c.origin == "export", PL.c.created_at > r["created_at"],
+                    PL.c.state.in_(["queued", "done"]))).scalar_one()
+                if newer:
+                    return f"plan {plan_id} is no longer current: a newer export has been planned since"
+            conn.execute(update(PL).where(PL.c.id == plan_id).values(
+                state="queued" if approve else "discarded", decided_by=actor, decided_at=now))
+            conn.execute(update(O).where(O.c.plan_id == plan_id, O.c.state == "held").values(
+                state="pending" if approve else "cancelled", updated_at=now))
+        return None
+
+    def finish_plans(self, now: dt.datetime) -> list[str]:
+        """Mark queued plans with no open operations as done; returns their ids."""
+        with self.engine.begin() as conn:
+            open_ops = select(O.c.plan_id).where(O.c.state.in_(["pending", "running"])).distinct()
+            ids = [r[0] for r in conn.execute(select(PL.c.id).where(PL.c.state == "queued", PL.c.id.not_in(open_ops)))]
+            if ids:
+                conn.execute(update(PL).where(PL.c.id.in_(ids)).values(state="done", decided_at=func.coalesce(
+                    PL.c.decided_at, now)))
+        return ids
+
+    # ---- operations --------------------------------------------------------------
+    def pending(self, *, limit: int = 5000, exclude: Iterable[int] = (), paused: Iterable[str] = ()) -> list[QueuedOp]:
+        q = select(O).where(O.c.state == "pending")
+        paused = list(paused)
+        if paused:
+            q = q.where(O.c.connector.not_in(paused))
+        ex = list(exclude)
+        if ex and len(ex) < 900:
+            q = q.where(O.c.id.not_in(ex))
+        q = q.order_by(O.c.priority, O.c.id).limit(limit + (len(ex) if len(ex) >= 900 else 0))
+        exs = set(ex)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_op_from_row(r) for r in rows if r["id"] not in exs][:limit]
+
+    def mark_running(self, ids: Sequence[int], now: dt.datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(O).where(O.c.id.in_(list(ids))).values(state="running", updated_at=now))
+
+    def mark_done(self, op_id: int, now: dt.datetime, conn: Any = None) -> None:
+        stmt = update(O).where(O.c.id == op_id).values(state="done", done_at=now, updated_at=now,
+                                                        attempts=O.c.attempts + 1)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.engine.begin() as c:
+            c.execute(stmt)
+
+    def mark_failed(self, op_id: int, error: str, *, dead: bool, attempts: int, now: dt.datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(O).where(O.c.id == op_id).values(
+                state="dead" if dead else "pending", last_error=error[:2000], attempts=O.c.attempts + attempts,
+                updated_at=now))
+
+    def release(self, ids: Sequence[int], now: dt.datetime) -> None:
+        """Put claimed-but-unfinished operations back (graceful shutdown)."""
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(O).where(O.c.id.in_(list(ids)), O.c.state == "running").values(
+                    state="pending", updated_at=now))
+
+    def recover(self, now: dt.datetime) -> int:
+        """After a crash: every `running` row goes back to `pending` (the caller holds the lease)."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(update(O).where(O.c.state == "running").values(state="pending",
+                                                                                    updated_at=now)).rowcount)
+
+    def retry(self, op_id: int | None, now: dt.datetime) -> int:
+        q = update(O).where(O.c.state == "dead")
+        if op_id is not None:
+            q = q.where(O.c.id == op_id)
+        with self.engine.begin() as conn:
+            n = int(conn.execute(q.values(state="pending", updated_at=now)).rowcount)
+            if n:
+                held_plans = select(O.c.plan_id).where(O.c.state == "pending").distinct()
+                conn.execute(update(PL).where(PL.c.state == "done", PL.c.id.in_(held_plans)).values(state="queued"))
+        return n
+
+    def ops(self, states: Iterable[str], limit: int = 200, plan_id: str | None = None) -> list[QueuedOp]:
+        q = select(O).where(O.c.state.in_(list(states)))
+        if plan_id:
+            q = q.where(O.c.plan_id == plan_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(O.c.id.desc()).limit(limit)).mappings().all()
+        return [_op_from_row(r) for r in rows]
+
+    def open_count(self, plan_id: str | None = None) -> int:
+        q = select(func.count()).select_from(O).where(O.c.state.in_(["pending", "running"]))
+        if plan_id:
+            q = q.where(O.c.plan_id == plan_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(connector, state) -> number of operations, for status and metrics."""
+        q = select(O.c.connector, O.c.state, func.count()).where(
+            O.c.state.in_(["pending", "running", "dead", "held"])).group_by(O.c.connector, O.c.state)
+        with self.engine.connect() as conn:
+            return {(c, s): int(n) for c, s, n in conn.execute(q)}
+
+    def plan_state_counts(self, plan_id: str) -> dict[str, int]:
+        q = select(O.c.state, func.count()).where(O.c.plan_id == plan_id).group_by(O.c.state)
+        with self.engine.connect() as conn:
+            return {s: int(n) for s, n in conn.execute(q)}
+
+    def cancel_person(self, employee_id: str, now: dt.datetime) -> int:
+        """Drop a person's queued non-leaver work (an offboard supersedes a pending grant)."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(update(O).where(
+                O.c.employee_id == employee_id, O.c.state == "pending", O.c.priority != int(Priority.LEAVER)
+            ).values(state="cancelled", updated_at=now)).rowcount)
+
+    # ---- lease -------------------------------------------------------------------
+    def acquire_lease(self, holder: str, now: dt.datetime, ttl: dt.timedelta, name: str = "workers") -> bool:
+        """Take or renew the workers' lease; False if another live process holds it."""
+        with self.engine.begin() as conn:
+            expires = now + ttl
+            res = conn.execute(update(L).where(L.c.name == name, or_(L.c.holder == holder, L.c.expires_at < now))
+                               .values(holder=holder, expires_at=expires))
+            if res.rowcount:
+                return True
+            exists = conn.execute(select(L.c.holder).where(L.c.name == name)).first()
+            if exists is None:
+                conn.execute(L.insert().values(name=name, holder=holder, expires_at=expires))
+                return True
+            return False
+
+    def release_lease(self, holder: str, name: str = "workers") -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(L).where(and_(L.c.name == name, L.c.holder == holder)))
+
+
+def _plan_info(r: Any) -> PlanInfo:
+    return PlanInfo(r["id"], r["state"], r["origin"], list(r["reasons"] or []), dict(r["summary"] or {}),
+                    utc(r["created_at"]), r["policy_hash"], r["decided_by"])

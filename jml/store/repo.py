@@ -1,0 +1,319 @@
+"""People, accounts, grants, exports and settings. Sync SQLAlchemy Core for bulk speed.
+
+The same code runs on SQLite and PostgreSQL; `Store(url)` migrates on open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, select, update
+
+from jml import plan as planner
+from jml.model import (
+    AccountRecord,
+    Action,
+    Lifecycle,
+    Operation,
+    Override,
+    OverrideKind,
+    PersonState,
+    person_from_dict,
+    person_to_dict,
+)
+from jml.store.db import make_engine, migrate, upsert, utc
+from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
+
+P = PersonRow.__table__  # type: ignore[attr-defined]
+A = AccountRow.__table__  # type: ignore[attr-defined]
+G = GrantRow.__table__  # type: ignore[attr-defined]
+GR = GroupRow.__table__  # type: ignore[attr-defined]
+E = ExportRow.__table__  # type: ignore[attr-defined]
+S = SettingRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """The cheap per-person facts that decide whether a person needs planning at all."""
+
+    row_hash: str | None
+    next_change_at: dt.datetime | None
+    missing_count: int
+    phase: str | None
+    has_override: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PersonSave:
+    state: PersonState
+    row_hash: str | None
+    lifecycle: Lifecycle | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportInfo:
+    id: int
+    source: str
+    name: str | None
+    checksum: str | None
+    etag: str | None
+    last_modified: str | None
+    columns: tuple[str, ...]
+    row_count: int
+    status: str
+    reason: str | None
+    read_at: dt.datetime | None
+
+
+class Store:
+    def __init__(self, url: str, *, engine: Engine | None = None, migrate_schema: bool = True) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        if migrate_schema:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- people ------------------------------------------------------------------
+    def person_index(self) -> dict[str, IndexEntry]:
+        cols = [P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missing_count, P.c.phase, P.c.override_kind]
+        with self.engine.connect() as conn:
+            return {
+                r[0]: IndexEntry(r[1], utc(r[2]), r[3], r[4], r[5] is not None)
+                for r in conn.execute(select(*cols))
+            }
+
+    def load_states(self, eids: Iterable[str] | None = None) -> dict[str, PersonState]:
+        out: dict[str, PersonState] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(eids):
+                q = select(P)
+                if chunk is not None:
+                    q = q.where(P.c.employee_id.in_(chunk))
+                for r in conn.execute(q).mappings():
+                    out[r["employee_id"]] = _state_from_row(r)
+        return out
+
+    def save_people(self, saves: list[PersonSave], now: dt.datetime) -> None:
+        rows = [_row_from_state(s, now) for s in saves]
+        upsert(self.engine, P, rows, ["employee_id"], [c for c in rows[0] if c != "employee_id"] if rows else [])
+
+    def set_override(self, employee_id: str, override: Override | None, now: dt.datetime) -> None:
+        values = {
+            "override_kind": override.kind.value if override else None,
+            "override_at": override.effective_at if override else None,
+            "override_reason": override.reason if override else None,
+            "override_actor": override.actor if override else None,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            res = conn.execute(update(P).where(P.c.employee_id == employee_id).values(**values))
+            if res.rowcount == 0:
+                conn.execute(P.insert().values(employee_id=employee_id, missing_count=0, **values))
+
+    def due_people(self, now: dt.datetime) -> list[str]:
+        """People whose phase changes by time alone at or before `now` (pre-hire day, termination)."""
+        with self.engine.connect() as conn:
+            q = select(P.c.employee_id).where(P.c.next_change_at.is_not(None), P.c.next_change_at <= now)
+            return [r[0] for r in conn.execute(q)]
+
+    def find_people(self, query: str, limit: int = 25) -> list[PersonState]:
+        """By employee_id, email or name (case-insensitive substring), for the HR view."""
+        q = query.strip().casefold()
+        if not q:
+            return []
+        hits: list[PersonState] = []
+        for state in self.load_states().values():
+            p = state.person
+            hay = [state.employee_id.casefold()]
+            if p is not None:
+                hay += [p.work_email.casefold(), p.display_name.casefold(), f"{p.first_name} {p.last_name}".casefold()]
+            if any(q in h for h in hay):
+                hits.append(state)
+                if len(hits) >= limit:
+                    break
+        return hits
+
+    # ---- accounts ----------------------------------------------------------------
+    def load_accounts(self, eids: Iterable[str] | None = None) -> dict[tuple[str, str], AccountRecord]:
+        grants: dict[tuple[str, str], set[str]] = {}
+        rows: list[Any] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(eids):
+                qa = select(A)
+                qg = select(G.c.connector, G.c.employee_id, G.c.name)
+                if chunk is not None:
+                    qa = qa.where(A.c.employee_id.in_(chunk))
+                    qg = qg.where(G.c.employee_id.in_(chunk))
+                rows.extend(conn.execute(qa).mappings())
+                for c, e, n in conn.execute(qg):
+                    grants.setdefault((c, e), set()).add(n)
+        return {
+            (r["connector"], r["employee_id"]): AccountRecord(
+                r["connector"], r["employee_id"], r["username"], bool(r["active"]), dict(r["attributes"] or {}),
+                frozenset(grants.get((r["connector"], r["employee_id"]), ())), r["remote_id"], bool(r["deleted"]),
+            )
+            for r in rows
+        }
+
+    def grant_details(self, eids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = select(G)
+            if eids is not None:
+                q = q.where(G.c.employee_id.in_(list(eids)))
+            return [dict(r, since=utc(r["since"])) for r in conn.execute(q.order_by(G.c.employee_id)).mappings()]
+
+    def managed_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            q = select(A.c.connector, func.count()).where(A.c.deleted.is_(False)).group_by(A.c.connector)
+            return {c: int(n) for c, n in conn.execute(q)}
+
+    def known_groups(self) -> dict[str, frozenset[str]]:
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for c, n in conn.execute(select(GR.c.connector, GR.c.name)):
+                out.setdefault(c, set()).add(n)
+        return {c: frozenset(v) for c, v in out.items()}
+
+    def record_success(self, op: Operation, remote_id: str | None, now: dt.datetime, conn: Any = None) -> None:
+        """Fold a succeeded operation into the recorded state (plan.apply, persisted)."""
+        if conn is None:
+            with self.engine.begin() as c:
+                self.record_success(op, remote_id, now, c)
+            return
+        if op.action is Action.CREATE_GROUP:
+            upsert_group = {"connector": op.connector, "name": str(op.detail["group"]), "remote_id": remote_id}
+            conn.execute(delete(GR).where(GR.c.connector == op.connector, GR.c.name == upsert_group["name"]))
+            conn.execute(GR.insert().values(**upsert_group))
+            return
+        eids = [op.employee_id]
+        if "previous_employee_id" in op.detail:
+            eids.append(str(op.detail["previous_employee_id"]))
+        before = self._accounts_in(conn, op.connector, eids)
+        after = planner.apply(before, op, remote_id)
+        for key in set(before) - set(after):
+            conn.execute(delete(A).where(A.c.connector == key[0], A.c.employee_id == key[1]))
+            conn.execute(delete(G).where(G.c.connector == key[0], G.c.employee_id == key[1]))
+        for key, rec in after.items():
+            if before.get(key) == rec and key in before:
+                continue
+            values = {"username": rec.username, "active": rec.active, "deleted": rec.deleted,
+                      "attributes": dict(rec.attributes), "remote_id": rec.remote_id, "updated_at": now}
+            res = conn.execute(update(A).where(A.c.connector == key[0], A.c.employee_id == key[1]).values(**values))
+            if res.rowcount == 0:
+                conn.execute(A.insert().values(connector=key[0], employee_id=key[1], created_at=now, **values))
+            old = before.get(key)
+            old_grants = old.grants if old is not None else frozenset()
+            for name in old_grants - rec.grants:
+                conn.execute(delete(G).where(G.c.connector == key[0], G.c.employee_id == key[1], G.c.name == name))
+            for name in rec.grants - old_grants:
+                conn.execute(G.insert().values(connector=key[0], employee_id=key[1], name=name,
+                                               rule=op.detail.get("rule"), since=now))
+        if op.action in (Action.ADD_MEMBER,) and op.detail.get("group"):
+            group = str(op.detail["group"])
+            if not conn.execute(select(GR.c.name).where(GR.c.connector == op.connector, GR.c.name == group)).first():
+                conn.execute(GR.insert().values(connector=op.connector, name=group))
+
+    def _accounts_in(self, conn: Any, connector: str, eids: list[str]) -> dict[tuple[str, str], AccountRecord]:
+        rows = conn.execute(select(A).where(A.c.connector == connector, A.c.employee_id.in_(eids))).mappings().all()
+        grants: dict[str, set[str]] = {}
+        q = select(G.c.employee_id, G.c.name).where(G.c.connector == connector, G.c.employee_id.in_(eids))
+        for e, n in conn.execute(q):
+            grants.setdefault(e, set()).add(n)
+        return {
+            (connector, r["employee_id"]): AccountRecord(
+                connector, r["employee_id"], r["username"], bool(r["active"]), dict(r["attributes"] or {}),
+                frozenset(grants.get(r["employee_id"], ())), r["remote_id"], bool(r["deleted"]))
+            for r in rows
+        }
+
+    # ---- exports -----------------------------------------------------------------
+    def add_export(self, *, source: str, name: str | None, checksum: str | None, etag: str | None,
+                   last_modified: str | None, columns: Iterable[str], row_count: int, quarantined: int,
+                   status: str, reason: str | None, now: dt.datetime) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(E.insert().values(
+                source=source, name=name, checksum=checksum, etag=etag, last_modified=last_modified,
+                columns=list(columns), row_count=row_count, quarantined=quarantined, status=status,
+                reason=reason, read_at=now))
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    def set_export_status(self, export_id: int, status: str, reason: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(E).where(E.c.id == export_id).values(status=status, reason=reason))
+
+    def last_export(self, source: str, *, good: bool = False) -> ExportInfo | None:
+        q = select(E).where(E.c.source == source)
+        if good:
+            q = q.where(E.c.status == "accepted")
+        with self.engine.connect() as conn:
+            r = conn.execute(q.order_by(E.c.id.desc()).limit(1)).mappings().first()
+        if r is None:
+            return None
+        return ExportInfo(r["id"], r["source"], r["name"], r["checksum"], r["etag"], r["last_modified"],
+                          tuple(r["columns"] or ()), r["row_count"], r["status"], r["reason"], utc(r["read_at"]))
+
+    def recent_exports(self, limit: int = 10) -> list[ExportInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(E).order_by(E.c.id.desc()).limit(limit)).mappings().all()
+        return [ExportInfo(r["id"], r["source"], r["name"], r["checksum"], r["etag"], r["last_modified"],
+                           tuple(r["columns"] or ()), r["row_count"], r["status"], r["reason"], utc(r["read_at"]))
+                for r in rows]
+
+    # ---- settings ----------------------------------------------------------------
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(S.c.value).where(S.c.key == key)).first()
+        return default if r is None else r[0]
+
+    def set_setting(self, key: str, value: Any) -> None:
+        upsert(self.engine, S, [{"key": key, "value": value}], ["key"], ["value"])
+
+
+def _chunks(eids: Iterable[str] | None, size: int = 900) -> Iterable[list[str] | None]:
+    # SQLite caps bound parameters; a None chunk means "everyone".
+    if eids is None:
+        yield None
+        return
+    ids = list(eids)
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _state_from_row(r: Any) -> PersonState:
+    override = None
+    if r["override_kind"]:
+        override = Override(OverrideKind(r["override_kind"]), utc(r["override_at"]) or dt.datetime.now(dt.UTC),
+                            r["override_reason"] or "", r["override_actor"] or "")
+    return PersonState(
+        employee_id=r["employee_id"],
+        person=person_from_dict(r["data"]) if r["data"] else None,
+        first_seen_terminated_at=utc(r["first_seen_terminated_at"]),
+        missing_count=r["missing_count"] or 0,
+        override=override,
+    )
+
+
+def _row_from_state(s: PersonSave, now: dt.datetime) -> dict[str, Any]:
+    st, lc = s.state, s.lifecycle
+    ov = st.override
+    return {
+        "employee_id": st.employee_id,
+        "data": person_to_dict(st.person) if st.person else None,
+        "row_hash": s.row_hash,
+        "status": st.person.status.value if st.person else None,
+        "first_seen_terminated_at": st.first_seen_terminated_at,
+        "missing_count": st.missing_count,
+        "override_kind": ov.kind.value if ov else None,
+        "override_at": ov.effective_at if ov else None,
+        "override_reason": ov.reason if ov else None,
+        "override_actor": ov.actor if ov else None,
+        "phase": lc.phase.value if lc else None,
+        "effective_termination": lc.effective_termination if lc else None,
+        "next_change_at": lc.next_change_at if lc else None,
+        "updated_at": now,
+    }

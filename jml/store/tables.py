@@ -1,0 +1,189 @@
+"""The schema (sqlmodel). Migrations in jml/store/migrations own how it gets there.
+
+JSON columns hold small documents (attributes, op details); everything the engine
+filters on is a real, indexed column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), **kw))
+
+
+class PersonRow(SQLModel, table=True):
+    __tablename__ = "person"
+    employee_id: str = Field(primary_key=True)
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    row_hash: str | None = None
+    status: str | None = None
+    first_seen_terminated_at: dt.datetime | None = _ts()
+    missing_count: int = 0
+    override_kind: str | None = None
+    override_at: dt.datetime | None = _ts()
+    override_reason: str | None = None
+    override_actor: str | None = None
+    phase: str | None = None
+    effective_termination: dt.datetime | None = _ts()
+    next_change_at: dt.datetime | None = _ts(index=True)
+    updated_at: dt.datetime | None = _ts()
+
+
+class AccountRow(SQLModel, table=True):
+    __tablename__ = "account"
+    __table_args__ = (UniqueConstraint("connector", "employee_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    connector: str = Field(index=True)
+    employee_id: str = Field(index=True)
+    remote_id: str | None = None
+    username: str
+    active: bool = True
+    deleted: bool = False
+    attributes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: dt.datetime | None = _ts()
+    updated_at: dt.datetime | None = _ts()
+
+
+class GrantRow(SQLModel, table=True):
+    """A grant jml pushed: which rule granted it and since when (for the access report)."""
+
+    __tablename__ = "grant"
+    connector: str = Field(primary_key=True)
+    employee_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    rule: str | None = None
+    since: dt.datetime | None = _ts()
+
+
+class GroupRow(SQLModel, table=True):
+    __tablename__ = "app_group"
+    connector: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    remote_id: str | None = None
+
+
+class PlanRow(SQLModel, table=True):
+    __tablename__ = "plan"
+    id: str = Field(primary_key=True)
+    created_at: dt.datetime | None = _ts()
+    state: str = Field(index=True)  # held | queued | done | discarded | superseded
+    origin: str = "export"  # export | event | offboard | approve | reconcile
+    reasons: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    summary: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
+    policy_hash: str | None = None
+    export_id: int | None = None
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = _ts()
+
+
+class OperationRow(SQLModel, table=True):
+    """The outbox. A plan's operations are written before anything is pushed."""
+
+    __tablename__ = "operation"
+    __table_args__ = (Index("ix_operation_claim", "state", "connector", "priority", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: str = Field(index=True)
+    connector: str
+    employee_id: str = Field(index=True)
+    action: str
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    priority: int = 10
+    state: str = "pending"  # held | pending | running | done | dead | cancelled
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: dt.datetime | None = _ts()
+    updated_at: dt.datetime | None = _ts()
+    done_at: dt.datetime | None = _ts()
+
+
+class AuditRow(SQLModel, table=True):
+    """Append-only, hash-chained: hash = sha256(prev_hash + canonical record)."""
+
+    __tablename__ = "audit"
+    seq: int = Field(primary_key=True)
+    at: dt.datetime | None = _ts()
+    kind: str
+    actor: str = "jml"
+    subject: str | None = Field(default=None, index=True)
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    prev_hash: str
+    hash: str
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """Head hash and count kept apart, so a deleted tail of the chain is caught."""
+
+    __tablename__ = "audit_head"
+    id: int = Field(default=1, primary_key=True)
+    count: int = 0
+    head_hash: str = ""
+
+
+class ExportRow(SQLModel, table=True):
+    __tablename__ = "export"
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    name: str | None = None
+    checksum: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    columns: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    row_count: int = 0
+    quarantined: int = 0
+    status: str = "accepted"  # accepted | rejected | held | unchanged
+    reason: str | None = None
+    read_at: dt.datetime | None = _ts()
+
+
+class WebhookEventRow(SQLModel, table=True):
+    """The webhook inbox: stored before the 200, processed after it; dedup by id."""
+
+    __tablename__ = "webhook_event"
+    id: str = Field(primary_key=True)  # "<source>:<event id>"
+    source: str
+    received_at: dt.datetime | None = _ts()
+    occurred_at: dt.datetime | None = _ts()
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    processed_at: dt.datetime | None = _ts()
+    outcome: str | None = None
+
+
+class SlaClockRow(SQLModel, table=True):
+    """One leaver in one connector, from effective termination to verified deprovision."""
+
+    __tablename__ = "sla_clock"
+    __table_args__ = (UniqueConstraint("connector", "employee_id", "started_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    connector: str = Field(index=True)
+    employee_id: str = Field(index=True)
+    started_at: dt.datetime | None = _ts()
+    deadline: dt.datetime | None = _ts()
+    verified_at: dt.datetime | None = _ts()
+    breached: bool = False
+    predicted_breach: bool = False
+    last_check: str | None = None
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who runs the workers: SQLite has no SKIP LOCKED, so one process at a time."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: dt.datetime | None = _ts()
+
+
+class SettingRow(SQLModel, table=True):
+    """Small durable facts: server dialects learned, paused connectors, pre-approvals."""
+
+    __tablename__ = "setting"
+    key: str = Field(primary_key=True)
+    value: Any = Field(default=None, sa_column=Column(JSON))

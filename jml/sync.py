@@ -1,0 +1,257 @@
+"""One cycle: fetch the export, judge its health, update people, plan, guard, enqueue.
+
+The shell around the pure core: it reads and writes the store and calls
+lifecycle/policy/plan/guard with plain values. Only people who changed (row hash),
+went missing, came back or reached a dated transition are planned, so a re-read of an
+unchanged 100k-person export costs a parse and a dictionary comparison.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from jml import guard, lifecycle, metrics
+from jml import plan as planner
+from jml.errors import ExportRejected, SourceError
+from jml.model import Lifecycle, Operation, Person, PersonState, Phase
+from jml.policy import desired
+from jml.runtime import Runtime
+from jml.sources.fetch import Fetched, FetchMarker, fetch
+from jml.sources.hris import ParsedExport, health_problems, parse_export
+from jml.store.repo import IndexEntry, PersonSave
+
+log = logging.getLogger("jml.sync")
+
+
+@dataclass
+class PlanOutcome:
+    plan_id: str | None
+    operations: list[Operation] = field(default_factory=list)
+    held: bool = False
+    reasons: list[str] = field(default_factory=list)
+    export_id: int | None = None
+    unchanged: bool = False  # the source said nothing changed: nothing was planned
+    quarantined: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # absent from the export, not (yet) leavers
+    rows: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for op in self.operations:
+            out[op.action.value] = out.get(op.action.value, 0) + 1
+        return dict(sorted(out.items()))
+
+
+SOURCE = "hris"
+
+
+async def read_export(rt: Runtime) -> tuple[Fetched | None, str]:
+    """Fetch the export; (None, why) if it has not changed since the last read."""
+    src = rt.config.sources.hris
+    if src is None:
+        raise SourceError("no HR source configured (sources.hris)")
+    last = rt.store.last_export(SOURCE)
+    marker = FetchMarker(last.checksum, last.etag, last.last_modified) if last and last.status != "approved" else None
+    secret = rt.secret_getter(src.auth, "sources.hris.auth") if src.auth else None
+    fetched = await fetch(src, base_dir=rt.config.base_dir, previous=marker, secret=secret)
+    if fetched is None:
+        return None, "source reports no change"
+    if last is not None and last.status != "approved" and fetched.checksum == last.checksum:
+        return None, "export unchanged (same checksum)"
+    return fetched, ""
+
+
+def _parse(rt: Runtime, fetched: Fetched, known: dict[str, str] | None) -> ParsedExport:
+    src = rt.config.sources.hris
+    assert src is not None
+    return parse_export(fetched.data, name=fetched.name, format=src.format, profile=src.profile,
+                        columns=src.columns, status_values=src.status_values, known_hashes=known)
+
+
+async def plan_cycle(rt: Runtime, *, dry_run: bool = False, origin: str = "export") -> PlanOutcome:
+    """Plan from the HR source (and every dated transition that has come due)."""
+    now = rt.clock()
+    src = rt.config.sources.hris
+    try:
+        fetched, why = await read_export(rt)
+    except SourceError as e:
+        metrics.source_errors.labels(SOURCE, "read").inc()
+        if not dry_run:
+            rt.audit.append("export_failed", {"source": SOURCE, "error": str(e)}, now=now)
+        raise
+    index = rt.store.person_index()
+    if fetched is None:
+        log.info("export unchanged: planning only dated transitions", extra={"reason": why})
+        outcome = _plan_scope(rt, _due(index, now), {}, index, now, None, dry_run=dry_run, origin=origin)
+        outcome.unchanged = True
+        return outcome
+    known = {e: i.row_hash for e, i in index.items() if i.row_hash}
+    last_good = rt.store.last_export(SOURCE, good=True)
+    try:
+        parsed = _parse(rt, fetched, known or None)
+        problems = health_problems(parsed, last_columns=last_good.columns if last_good else None,
+                                   last_row_count=None, max_shrink_percent=rt.config.guard.max_shrink_percent)
+        if problems:
+            raise ExportRejected("; ".join(problems), file=fetched.name)
+    except ExportRejected as e:
+        metrics.source_errors.labels(SOURCE, "rejected").inc()
+        if not dry_run:
+            rt.store.add_export(source=SOURCE, name=fetched.name, checksum=fetched.checksum, etag=fetched.etag,
+                                last_modified=fetched.last_modified, columns=(), row_count=0, quarantined=0,
+                                status="rejected", reason=str(e), now=now)
+            rt.audit.append("export_rejected", {"source": SOURCE, "file": fetched.name, "reason": str(e)}, now=now)
+        raise
+    for q in parsed.quarantined:
+        log.warning("row quarantined", extra={"file": q.file, "row": q.row, "field": q.field, "error": q.message})
+    present = set(parsed.row_hashes) | parsed.quarantined_ids
+    full = src is not None and src.full_export
+    changed = {p.employee_id: p for p in parsed.people}
+    scope: dict[str, tuple[bool, bool]] = {}  # eid -> (in export, count as missing)
+    for eid in changed:
+        scope[eid] = (True, False)
+    missing: list[str] = []
+    for eid, entry in index.items():
+        if eid in changed or eid in parsed.quarantined_ids:
+            continue
+        if eid in present:
+            if entry.missing_count:
+                scope[eid] = (True, False)  # back in the export: no longer missing
+            continue
+        if full and entry.row_hash is not None:
+            scope[eid] = (False, True)
+            missing.append(eid)
+    for eid in _due(index, now):
+        scope.setdefault(eid, (eid in present, False))
+    export_id = None
+    if not dry_run:
+        export_id = rt.store.add_export(
+            source=SOURCE, name=fetched.name, checksum=fetched.checksum, etag=fetched.etag,
+            last_modified=fetched.last_modified, columns=parsed.columns, row_count=parsed.row_count,
+            quarantined=len(parsed.quarantined), status="reading", reason=None, now=now)
+    outcome = _plan_scope(rt, scope, changed, index, now, export_id, dry_run=dry_run, origin=origin,
+                          parsed=parsed, last_good_rows=last_good.row_count if last_good else None)
+    outcome.quarantined = [f"{q.file}, row {q.row}, field {q.field}: {q.message}" for q in parsed.quarantined]
+    outcome.missing = sorted(missing)
+    outcome.rows = parsed.row_count
+    if not dry_run and export_id is not None:
+        rt.store.set_export_status(export_id, "held" if outcome.held else "accepted",
+                                   "; ".join(outcome.reasons) or None)
+        if not outcome.held:
+            metrics.source_last_success.labels(SOURCE).set(now.timestamp())
+            metrics.source_records.labels(SOURCE).set(parsed.row_count)
+        rt.audit.append("export", {"source": SOURCE, "file": fetched.name, "checksum": fetched.checksum,
+                                   "rows": parsed.row_count, "changed": len(changed), "missing": len(missing),
+                                   "quarantined": outcome.quarantined[:1000], "held": outcome.held}, now=now)
+    return outcome
+
+
+def _due(index: dict[str, IndexEntry], now: dt.datetime) -> dict[str, tuple[bool, bool]]:
+    return {eid: (True, False) for eid, e in index.items() if e.next_change_at is not None and e.next_change_at <= now}
+
+
+def _plan_scope(
+    rt: Runtime,
+    scope: dict[str, tuple[bool, bool]],
+    changed: Mapping[str, Person],
+    index: dict[str, IndexEntry],
+    now: dt.datetime,
+    export_id: int | None,
+    *,
+    dry_run: bool,
+    origin: str,
+    parsed: ParsedExport | None = None,
+    last_good_rows: int | None = None,
+) -> PlanOutcome:
+    previous = rt.store.load_states(scope.keys()) if scope else {}
+    saves: list[PersonSave] = []
+    wishes = []
+    transitions: list[tuple[str, object, str | None]] = []
+    for eid, (present, count_missing) in scope.items():
+        prev = previous.get(eid)
+        person = changed.get(eid)
+        if person is None and present and prev is not None:
+            person = prev.person
+        state = lifecycle.observe(prev, person if present else None, now,
+                                  counted_missing=count_missing, employee_id=eid)
+        lc = lifecycle.classify(state, now, rt.rules)
+        row_hash = parsed.row_hashes.get(eid) if parsed is not None and present else (
+            index[eid].row_hash if eid in index else None)
+        saves.append(PersonSave(state, row_hash, lc))
+        old_phase = index[eid].phase if eid in index else None
+        if old_phase != lc.phase.value or eid in changed:
+            transitions.append((eid, _describe(prev, state, lc, old_phase), lc.reason or None))
+        if state.person is not None:
+            wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy))
+    records = rt.store.load_accounts(scope.keys()) if scope else {}
+    result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups())
+    verdict = guard.evaluate(
+        result.operations, managed=rt.store.managed_counts(), limits=rt.limits, per_connector=rt.connector_limits(),
+        export_rows=parsed.row_count if parsed is not None else None, last_good_rows=last_good_rows,
+        pre_approved=frozenset(rt.store.get_setting("pre_approved_leavers", []) or []))
+    plan_id = uuid.uuid4().hex[:12] if result.operations else None
+    outcome = PlanOutcome(plan_id, result.operations, verdict.held, list(verdict.reasons), export_id,
+                          skipped=[f"{s.connector}/{s.employee_id}: {s.reason}" for s in result.skipped])
+    metrics.plan_operations.observe(len(result.operations))
+    if dry_run:
+        return outcome
+    if not verdict.held:
+        # A held plan changes nothing, the people's recorded state included: the next export
+        # is planned against the same state, so no change is lost while the plan waits.
+        rt.store.save_people(saves, now)
+    if plan_id is not None:
+        rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
+                            reasons=list(verdict.reasons), summary=result.summary(),
+                            policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now)
+        if verdict.held:
+            metrics.guard_held_plans.inc()
+    _audit_plan(rt, outcome, transitions, now)
+    return outcome
+
+
+def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_phase: str | None) -> object:
+    kind = "change"
+    if prev is None or prev.person is None:
+        kind = "joiner" if lc.phase is not Phase.NOT_YET else "future_joiner"
+    elif lc.phase in (Phase.LEAVER, Phase.GONE) and old_phase not in ("leaver", "gone"):
+        kind = "leaver"
+    elif old_phase in ("leaver", "gone") and lc.phase not in (Phase.LEAVER, Phase.GONE):
+        kind = "rehire"
+    elif state.missing_count and (prev.missing_count != state.missing_count):
+        kind = "missing"
+    return {"kind": kind, "phase": lc.phase.value, "previous_phase": old_phase,
+            "effective_termination": lc.effective_termination.isoformat() if lc.effective_termination else None}
+
+
+def _audit_plan(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[str, object, str | None]],
+                now: dt.datetime) -> None:
+    records: list[tuple[str, object, str, str | None]] = [
+        ("hr_change", {**(data if isinstance(data, dict) else {}), "reason": reason}, "hr", eid)
+        for eid, data, reason in transitions
+    ]
+    if outcome.plan_id is not None:
+        ops = [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
+                "target": o.detail.get("group") or o.detail.get("grant"), "rule": o.detail.get("rule")}
+               for o in outcome.operations]
+        head = {"plan_id": outcome.plan_id, "held": outcome.held, "reasons": outcome.reasons,
+                "summary": outcome.summary(), "policy_hash": rt.policy.fingerprint(), "operations": len(ops)}
+        records.append(("plan", head, "jml", None))
+        for i in range(0, len(ops), 5000):
+            records.append(("plan_operations", {"plan_id": outcome.plan_id, "offset": i, "operations": ops[i:i + 5000]},
+                            "jml", None))
+    rt.audit.append_many(records, now=now)
+
+
+def plan_json(outcome: PlanOutcome) -> dict[str, object]:
+    """DESIGN's `plan --json` shape."""
+    return {
+        "plan_id": outcome.plan_id,
+        "operations": [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
+                        "detail": dict(o.detail)} for o in outcome.operations],
+        "summary": outcome.summary(),
+        "guard": {"held": outcome.held, "reasons": outcome.reasons},
+    }

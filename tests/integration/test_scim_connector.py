@@ -1,0 +1,247 @@
+"""The generic SCIM connector against a real scim2-server: dialects, escaping, paging,
+the enterprise extension, and group writes under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from connectors.scim import ScimConnector
+from jml.model import Action, Operation
+from tests.integration.contract.target_scim import ERROR, PeerReader, WriteFaultProxy, connector_for
+from tests.peers import ScimPeer, scim2_server
+from tests.vendor_peers.proxy import VendorProxy
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+class NoPatchProxy(VendorProxy):
+    """A server without PATCH: the SPC says so and PATCH answers 501 (RFC 7644 §3.5.2)."""
+
+    async def check(self, request: Any, body: Any) -> Any:
+        if request.method == "PATCH":
+            return aiohttp.web.json_response({"schemas": [ERROR], "status": "501", "detail": "PATCH unsupported"},
+                                             status=501)
+        return None
+
+    async def transform_response(self, method: str, path: str, status: int, body: Any) -> tuple[int, Any]:
+        if path.endswith("/ServiceProviderConfig") and isinstance(body, dict):
+            body = {**body, "patch": {"supported": False}}
+        return status, body
+
+
+class SilentPatchProxy(VendorProxy):
+    """Announces PATCH, answers 204 to PATCH on Users and does nothing: trust no 2xx."""
+
+    async def check(self, request: Any, body: Any) -> Any:
+        if request.method == "PATCH" and "/Users/" in request.path:
+            return aiohttp.web.Response(status=204)
+        return None
+
+
+class ResourceLockProxy(WriteFaultProxy):
+    """A resource is locked while one write to it is in flight; a second write meanwhile gets
+    412 (Slack answers 429 the same way). scim2-server 0.8.3 itself only answers 412 to a stale
+    If-Match, so the window is widened here to make overlapping writes observable."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.busy: set[str] = set()
+
+    async def check(self, request: Any, body: Any) -> Any:
+        if request.method not in ("PATCH", "PUT"):
+            return await super().check(request, body)
+        if request.path in self.busy:
+            return aiohttp.web.json_response({"schemas": [ERROR], "status": "412", "detail": "locked"}, status=412)
+        self.busy.add(request.path)
+        await asyncio.sleep(0.02)
+        return None
+
+    async def transform_response(self, method: str, path: str, status: int, body: Any) -> tuple[int, Any]:
+        self.busy.discard(path)
+        return status, body
+
+
+@pytest.fixture
+def peer() -> Iterator[ScimPeer]:
+    with scim2_server() as p:
+        yield p
+
+
+def _proxied(peer: ScimPeer, proxy: VendorProxy, **cfg: Any) -> ScimConnector:
+    proxy.start()
+    return connector_for(proxy.url + "v2/", peer.token, **cfg)
+
+
+@pytest.fixture
+async def plain(peer: ScimPeer) -> AsyncIterator[tuple[ScimConnector, WriteFaultProxy]]:
+    proxy = WriteFaultProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy)
+    await c.open()
+    yield c, proxy
+    await c.close()
+    proxy.stop()
+
+
+def op(action: Action, employee_id: str, **detail: Any) -> Operation:
+    return Operation("scim", action, employee_id, detail)
+
+
+ATTRS = {"given_name": "Grace", "family_name": "Hopper", "email": "grace@acme.example", "title": "Admiral"}
+
+
+async def test_server_without_patch_gets_put(peer: ScimPeer) -> None:
+    proxy = NoPatchProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy)
+    reader = PeerReader(peer)
+    try:
+        await c.open()
+        assert c.caps is not None and not c.caps.patch
+        res = await c.apply(op(Action.CREATE, "E1", username="grace@acme.example", active=True, attributes=ATTRS), None)
+        await c.apply(op(Action.DEACTIVATE, "E1", username="grace@acme.example"), None)
+        u = await reader.find("E1", "")
+        assert u is not None and u["active"] is False and u["title"] == "Admiral"  # PUT kept the rest
+        await c.apply(op(Action.UPDATE, "E1", username="grace@acme.example", attributes={"title": "Rear Admiral"},
+                         all_attributes={**ATTRS, "title": "Rear Admiral"}), None)
+        await c.apply(op(Action.ADD_MEMBER, "E1", username="grace@acme.example", group="group:navy"), None)
+        await c.apply(op(Action.ADD_MEMBER, "E1", username="grace@acme.example", group="cobol"), None)
+        await c.apply(op(Action.REMOVE_MEMBER, "E1", username="grace@acme.example", group="navy"), None)
+        u = await reader.find("E1", "")
+        assert u is not None and u["title"] == "Rear Admiral" and u["name"]["familyName"] == "Hopper"
+        assert await reader.groups(res.remote_id or "") == {"cobol": 1}
+        assert not [s for s in proxy.seen if s.method == "PATCH"]
+        assert {s.method for s in proxy.writes()} == {"POST", "PUT"}
+    finally:
+        await c.close()
+        proxy.stop()
+
+
+async def test_silently_ignored_patch_falls_back_to_put_and_is_remembered(peer: ScimPeer) -> None:
+    proxy = SilentPatchProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy)
+    reader = PeerReader(peer)
+    try:
+        await c.open()
+        await c.apply(op(Action.CREATE, "E2", username="ann@acme.example", active=True, attributes=ATTRS), None)
+        await c.apply(op(Action.DEACTIVATE, "E2", username="ann@acme.example"), None)
+        u = await reader.find("E2", "")
+        assert u is not None and u["active"] is False
+        assert c.dialect.get("active") == "put"
+        patches = len([s for s in proxy.seen if s.method == "PATCH"])
+        await c.apply(op(Action.REACTIVATE, "E2", username="ann@acme.example"), None)
+        assert len([s for s in proxy.seen if s.method == "PATCH"]) == patches  # straight to PUT now
+        u = await reader.find("E2", "")
+        assert u is not None and u["active"] is True
+    finally:
+        await c.close()
+        proxy.stop()
+
+
+async def test_username_with_quote_and_backslash_round_trips(plain: tuple[ScimConnector, WriteFaultProxy]) -> None:
+    c, proxy = plain
+    tricky = 'o"brien\\x@acme.example'
+    res = await c.apply(op(Action.CREATE, "E3", username=tricky, active=True, attributes={}), None)
+    # found by userName alone (no employee id, no remote id): the filter must be escaped right
+    acct = await c.read_account("", tricky, None)
+    assert acct is not None and acct.remote_id == res.remote_id and acct.username == tricky
+    again = await c.apply(op(Action.CREATE, "E3-other", username=tricky, active=True, attributes={}), None)
+    assert again.adopted and again.remote_id == res.remote_id
+    # the proxy sees the decoded query: backslash escaped first, then the quote (RFC 7644 §3.4.2.2)
+    assert any(s.query.startswith('filter=userName eq "o\\"brien\\\\x@acme.example"') for s in proxy.seen)
+
+
+async def test_pagination_over_several_pages(plain: tuple[ScimConnector, WriteFaultProxy]) -> None:
+    c, proxy = plain
+    c.page_size = 3
+    for i in range(8):
+        await c.apply(op(Action.CREATE, f"P{i}", username=f"page{i}@acme.example", active=True, attributes={}), None)
+    await c.apply(op(Action.ADD_MEMBER, "P5", username="page5@acme.example", group="paged"), None)
+    accounts = [a async for a in c.list_accounts()]
+    assert sorted(a.username for a in accounts) == sorted(f"page{i}@acme.example" for i in range(8))
+    assert next(a for a in accounts if a.external_id == "P5").groups == {"group:paged"}
+    user_pages = [s for s in proxy.seen if s.method == "GET" and s.path.endswith("/Users") and "startIndex" in s.query]
+    assert len(user_pages) >= 3
+
+
+async def test_enterprise_extension_mapping(plain: tuple[ScimConnector, WriteFaultProxy], peer: ScimPeer) -> None:
+    c, _ = plain
+    reader = PeerReader(peer)
+    boss = await c.apply(op(Action.CREATE, "M1", username="boss@acme.example", active=True, attributes={}), None)
+    attrs = {**ATTRS, "department": "Navy", "cost_center": "CC-7", "employee_number": "1906",
+             "manager_id": "M1", "location": "Arlington", "country": "US", "employment_type": "Employee"}
+    await c.apply(op(Action.CREATE, "E4", username="hopper@acme.example", active=True, attributes=attrs), None)
+    u = await reader.find("E4", "")
+    assert u is not None
+    assert u[ENTERPRISE] == {"department": "Navy", "costCenter": "CC-7", "employeeNumber": "1906",
+                             "manager": {"value": boss.remote_id}}
+    assert u["addresses"][0]["locality"] == "Arlington" and u["userType"] == "Employee"
+    await c.apply(op(Action.UPDATE, "E4", username="hopper@acme.example", attributes={"department": "Research"},
+                     all_attributes={**attrs, "department": "Research"}), None)
+    u = await reader.find("E4", "")
+    assert u is not None and u[ENTERPRISE]["department"] == "Research" and u[ENTERPRISE]["costCenter"] == "CC-7"
+
+    off = connector_for(c.transport.base_url, peer.token, enterprise_extension=False)
+    try:
+        await off.apply(op(Action.CREATE, "E5", username="noext@acme.example", active=True, attributes=attrs), None)
+    finally:
+        await off.close()
+    u = await reader.find("E5", "")
+    assert u is not None and ENTERPRISE not in u
+
+
+async def test_concurrent_group_adds_avoid_412(peer: ScimPeer) -> None:
+    proxy = ResourceLockProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy)
+    try:
+        await _concurrent_adds(c, proxy, peer)
+    finally:
+        await c.close()
+        proxy.stop()
+
+
+async def _concurrent_adds(c: ScimConnector, proxy: VendorProxy, peer: ScimPeer) -> None:
+    ids = []
+    for i in range(20):
+        made = await c.apply(op(Action.CREATE, f"C{i}", username=f"crowd{i}@acme.example", active=True,
+                                attributes={}), None)
+        ids.append(made.remote_id)
+    await asyncio.gather(*(
+        c.apply(op(Action.ADD_MEMBER, f"C{i}", username=f"crowd{i}@acme.example", group="group:crowd"), None)
+        for i in range(20)
+    ))
+    async with aiohttp.ClientSession(headers=peer.headers) as s, \
+            s.get(peer.url + "Groups", params={"filter": 'displayName eq "crowd"'}) as r:
+        groups = (await r.json(content_type=None))["Resources"]
+    assert len(groups) == 1, "the group is created once"
+    assert {m["value"] for m in groups[0]["members"]} == set(ids)
+    assert not [s for s in proxy.seen if s.status == 412]
+
+
+async def test_check_names_a_bad_token_without_leaking_it(peer: ScimPeer) -> None:
+    c = connector_for(peer.url, "wrong-token-value-123")
+    try:
+        findings = await c.check()
+    finally:
+        await c.close()
+    # scim2-server serves ServiceProviderConfig without auth (RFC 7644 §4 allows it): /Users tells.
+    bad = [f for f in findings if not f.ok]
+    assert bad and "token was rejected" in bad[0].message and "/Users" in bad[0].message
+    assert all("wrong-token-value-123" not in f.message for f in findings)
+    good = connector_for(peer.url, peer.token)
+    try:
+        assert all(f.ok for f in await good.check())
+    finally:
+        await good.close()
+
+
+async def test_delete_and_missing_targets_are_success(plain: tuple[ScimConnector, WriteFaultProxy]) -> None:
+    c, _ = plain
+    res = await c.apply(op(Action.CREATE, "D1", username="gone@acme.example", active=True, attributes={}), None)
+    await c.apply(op(Action.REMOVE_MEMBER, "D1", username="gone@acme.example", group="never-made"), None)
+    await c.apply(op(Action.DELETE, "D1", username="gone@acme.example"), None)
+    await c.apply(op(Action.DELETE, "D1", username="gone@acme.example"), None)
+    assert await c.read_account("D1", "gone@acme.example", res.remote_id) is None

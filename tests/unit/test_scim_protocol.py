@@ -1,0 +1,113 @@
+"""Pure SCIM request building and response reading (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from scim2_models import PatchOp
+
+from connectors.scim import protocol as p
+from connectors.scim.transport import default_classify
+from jml.errors import ConflictError, NotFoundError, PermanentError, RetryableError
+
+
+@pytest.mark.parametrize(("raw", "escaped"), [
+    ('plain', 'plain'),
+    ('o"brien', 'o\\"brien'),
+    ('back\\slash', 'back\\\\slash'),
+    ('\\"', '\\\\\\"'),  # backslash first, else the quote's escape would be doubled
+])
+def test_filter_value_escaping(raw: str, escaped: str) -> None:
+    assert p.escape_filter_value(raw) == escaped
+    assert p.eq_filter("userName", raw) == f'userName eq "{escaped}"'
+
+
+def test_search_request_carries_filter_and_paging() -> None:
+    req = p.search("Users", p.eq_filter("externalId", "E1"), count=3, start_index=4)
+    assert req.method == "GET" and not req.write
+    assert dict(req.params) == {"filter": 'externalId eq "E1"', "count": "3", "startIndex": "4"}
+
+
+def test_build_user_maps_core_and_enterprise() -> None:
+    attrs = {"given_name": "Ada", "family_name": "Lovelace", "email": "ada@acme.example", "title": "",
+             "department": "R&D", "cost_center": "C1", "employee_number": "42", "location": "London",
+             "country": "GB", "employment_type": "Contractor", "github_username": "ada"}
+    body = p.creation_payload(p.build_user("ada", "E1", False, attrs, enterprise=True, manager_ref="m-1"))
+    assert body["userName"] == "ada" and body["externalId"] == "E1" and body["active"] is False
+    assert body["name"] == {"givenName": "Ada", "familyName": "Lovelace"}
+    assert body["emails"] == [{"value": "ada@acme.example", "type": "work", "primary": True}]
+    assert "title" not in body  # empty values are left out, not sent as ""
+    assert body[p.ENTERPRISE] == {"employeeNumber": "42", "costCenter": "C1", "department": "R&D",
+                                  "manager": {"value": "m-1"}}
+    assert p.ENTERPRISE in body["schemas"]
+    assert p.user_attributes(body) == {k: v for k, v in attrs.items() if v and k != "github_username"}
+
+
+def test_build_user_without_enterprise_drops_extension() -> None:
+    body = p.creation_payload(p.build_user("ada", "E1", True, {"department": "R&D"}, enterprise=False))
+    assert p.ENTERPRISE not in body and body["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:User"]
+
+
+def test_user_patch_replaces_and_removes() -> None:
+    body = p.user_patch({"active": False, "title": "", "department": "Ops", "username": "new"},
+                        enterprise=True, manager_ref=None)
+    PatchOp[p.FullUser].model_validate(body)  # a valid PatchOp message for User+enterprise
+    ops = {(o["op"], o["path"]): o.get("value") for o in body["Operations"]}
+    assert ops == {("replace", "active"): False, ("remove", "title"): None,
+                   ("replace", f"{p.ENTERPRISE}:department"): "Ops", ("replace", "userName"): "new"}
+
+
+def test_replacement_payload_keeps_unmanaged_attributes() -> None:
+    current = {"id": "1", "meta": {"version": 'W/"3"'}, "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+               "userName": "ada", "nickName": "Countess", "title": "Old", "groups": [{"value": "g"}]}
+    desired = p.build_user("ada", "E1", False, {"given_name": "Ada"}, enterprise=False)
+    body = p.replacement_payload(current, desired, removed=["title"])
+    assert body["nickName"] == "Countess" and body["active"] is False and body["name"] == {"givenName": "Ada"}
+    assert "id" not in body and "meta" not in body and "groups" not in body and "title" not in body
+
+
+def test_group_member_patches() -> None:
+    add = p.add_members_patch(["u1", "u2"])
+    assert add["Operations"] == [{"op": "add", "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]}]
+    rm = p.remove_members_filtered(['we"ird'])
+    assert rm["Operations"] == [{"op": "remove", "path": 'members[value eq "we\\"ird"]'}]
+    by_value = p.remove_members_by_value(["u1"])
+    assert by_value["Operations"] == [{"op": "remove", "path": "members", "value": [{"value": "u1"}]}]
+    assert p.group_name_of("group:eng") == p.group_name_of("eng") == "eng"
+
+
+def test_capabilities_from_discovery() -> None:
+    spc = {"patch": {"supported": False}, "etag": {"supported": True}, "filter": {"supported": True, "maxResults": 50},
+           "vendorThing": 1, "pagination": {"cursor": True, "index": False}}
+    rtypes = {"Resources": [{"id": "User", "name": "User", "schemaExtensions": [{"schema": p.ENTERPRISE}]}]}
+    caps = p.capabilities(spc, rtypes, None)
+    assert caps == p.Capabilities(patch=False, etag=True, filter=True, max_results=50, cursor=True, enterprise=True)
+    assert p.capabilities(None, None, None) == p.Capabilities()
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "409", "scimType": "uniqueness",
+      "detail": "taken"}, "uniqueness: taken"),
+    ({"Errors": {"description": "email_taken", "code": 409}}, "email_taken"),  # Slack legacy
+    ({"message": "Bad credentials"}, "Bad credentials"),  # GitHub REST
+    ("upstream exploded", "upstream exploded"),
+])
+def test_error_message_reads_vendor_bodies(body: object, message: str) -> None:
+    assert p.error_message(body) == message
+
+
+def test_default_classification() -> None:
+    assert isinstance(default_classify("x", 409, {"detail": "dup"}, None), ConflictError)
+    assert isinstance(default_classify("x", 404, None, None), NotFoundError)
+    limited = default_classify("x", 429, None, 2.5)
+    assert isinstance(limited, RetryableError) and limited.retry_after == 2.5 and limited.reason == "rate_limited"
+    assert isinstance(default_classify("x", 412, None, None), RetryableError)
+    assert isinstance(default_classify("x", 503, None, None), RetryableError)
+    denied = default_classify("x", 401, {"detail": "Bearer abcdefghijk invalid"}, None)
+    assert isinstance(denied, PermanentError) and "abcdefghijk" not in str(denied)
+
+
+def test_active_and_mismatches_read_leniently() -> None:
+    assert p.is_active({}) and p.is_active({"active": "True"}) and not p.is_active({"active": False})
+    body = {"title": "A", p.ENTERPRISE: {"department": "X"}}
+    assert p.mismatches(body, {"title": "A", "department": "Y", "manager_id": "M"}, enterprise=True) == ["department"]
+    assert p.mismatches(body, {"department": "Y"}, enterprise=False) == []
