@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,33 +19,47 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from jml.redact import redact
-from jml.store.db import utc
+from jml.store.db import RawJSON, bulk_write, utc
 from jml.store.repo import Store
 from jml.store.tables import AuditHeadRow, AuditRow
 
 AU = AuditRow.__table__  # type: ignore[attr-defined]
 AH = AuditHeadRow.__table__  # type: ignore[attr-defined]
 GENESIS = "0" * 64
+Records = Iterable[tuple[str, Any, str, str | None]]
+_COLUMNS = ("seq", "at", "kind", "actor", "subject", "data", "prev_hash", "hash")
 
 
-def canonical(seq: int, at: str, kind: str, actor: str, subject: str | None, data: Any) -> str:
-    return json.dumps({"seq": seq, "at": at, "kind": kind, "actor": actor, "subject": subject, "data": data},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+def dump(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def canonical(seq: int, at: str, kind: str, actor: str, subject: str | None, data: Any,
+              data_json: str | None = None) -> str:
+    """The hashed form of a record: sorted-key compact JSON (data serialised once)."""
+    body = dump(data) if data_json is None else data_json
+    return (f'{{"actor":{dump(actor)},"at":{dump(at)},"data":{body},"kind":{dump(kind)},'
+            f'"seq":{seq},"subject":{dump(subject)}}}')
 
 
 def chain(prev_hash: str, record: str) -> str:
     return hashlib.sha256((prev_hash + record).encode()).hexdigest()
 
 
-def _scrub(value: Any) -> Any:
-    """Secrets never reach the trail, even if a caller passes an error text with one."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v) for v in value]
-    return value
+@dataclass(slots=True)
+class _Head:
+    count: int
+    prev: str
+
+
+def _rows(source: Records, state: _Head, now: dt.datetime, at: str) -> Iterator[tuple[Any, ...]]:
+    for kind, data, actor, subject in source:
+        state.count += 1
+        # Redact the serialised record once (C regex over one string), not field by field.
+        body = redact(dump(data))
+        h = chain(state.prev, canonical(state.count, at, kind, actor, subject, None, body))
+        yield (state.count, now, kind, actor, subject, RawJSON(body), state.prev, h)
+        state.prev = h
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,32 +78,28 @@ class AuditLog:
     def append(self, kind: str, data: Any, *, now: dt.datetime, actor: str = "jml", subject: str | None = None) -> int:
         return self.append_many([(kind, data, actor, subject)], now=now)
 
-    def append_many(self, records: Iterable[tuple[str, Any, str, str | None]], *, now: dt.datetime) -> int:
-        items = [(k, _scrub(d), a, s) for k, d, a, s in records]
-        if not items:
-            return 0
+    def append_many(self, records: Records | Callable[[], Records], *, now: dt.datetime) -> int:
+        """Append records in one transaction. Given a function returning a generator, the
+        records are made as they are written (a 100k-record plan never sits in memory
+        twice) and made again if another process appended first."""
         at = now.astimezone(dt.UTC).isoformat()
+        if not callable(records) and not isinstance(records, (list, tuple)):
+            records = list(records)
         for _attempt in range(10):
+            source = records() if callable(records) else records
             try:
                 with self._lock, self.engine.begin() as conn:
                     head = conn.execute(select(AH).where(AH.c.id == 1).with_for_update()).mappings().first()
-                    count, prev = (head["count"], head["head_hash"]) if head else (0, GENESIS)
-                    rows = []
-                    for kind, data, actor, subject in items:
-                        count += 1
-                        h = chain(prev, canonical(count, at, kind, actor, subject, data))
-                        rows.append({"seq": count, "at": now, "kind": kind, "actor": actor, "subject": subject,
-                                     "data": data, "prev_hash": prev, "hash": h})
-                        prev = h
-                    for i in range(0, len(rows), 5000):
-                        conn.execute(AU.insert(), rows[i : i + 5000])
+                    state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
+                    if not bulk_write(conn, AU, _COLUMNS, _rows(source, state, now, at)):
+                        return state.count
                     if head:
-                        conn.execute(update(AH).where(AH.c.id == 1).values(count=count, head_hash=prev))
+                        conn.execute(update(AH).where(AH.c.id == 1).values(count=state.count, head_hash=state.prev))
                     else:
-                        conn.execute(AH.insert().values(id=1, count=count, head_hash=prev))
-                    return count
+                        conn.execute(AH.insert().values(id=1, count=state.count, head_hash=state.prev))
+                    return state.count
             except IntegrityError:
-                continue  # another process appended at the same time: re-read the head
+                continue  # another process appended at the same time: re-read the head, write again
         raise RuntimeError("could not append to the audit trail")
 
     def records(self, since: dt.datetime | None = None, subject: str | None = None,

@@ -316,6 +316,11 @@ def from_dict(data: Any, base_dir: Path = Path(".")) -> Config:
         first = e.errors()[0]
         raise ConfigError(_friendly(dict(first)), _key_path(first["loc"]) or "(top level)") from None
     _check_references(cfg)
+    url = cfg.state.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        # A relative SQLite path means "next to the config file", not "wherever jml was started".
+        db = Path(url.removeprefix("sqlite:///"))
+        cfg = cfg.model_copy(update={"state": StateConfig(url=f"sqlite:///{(base_dir / db).resolve()}")})
     return cfg
 
 

@@ -124,10 +124,13 @@ class Engine:
         deadline = time.monotonic() + grace
         while self._running and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
             await asyncio.sleep(0.05)
+        # Workers forget their claims as they unwind: note them first, so operations cut
+        # off mid-flight go back to pending rather than staying `running`.
+        claimed = set(self._claimed) | self._running
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.outbox.release(sorted(self._claimed), self.clock())
+        self.outbox.release(sorted(claimed | self._claimed), self.clock())
         self._claimed.clear()
         self._running.clear()
         self._in_flight.clear()

@@ -117,13 +117,20 @@ def _leaver(
         ):
             candidates = [t for t in (term_at, state.first_seen_terminated_at) if t is not None]
             return (min(candidates) if candidates else None), "HR status Terminated"
-        if term_at is not None:
+        if term_at is not None and not _previous_employment(person):
             if term_at <= now:
                 return term_at, f"termination date {person.termination_date} reached"
             upcoming.append(term_at)
     if state.missing_count >= rules.missing_after:
         return None, f"missing from {state.missing_count} consecutive exports"
     return None
+
+
+def _previous_employment(person: Person) -> bool:
+    """A termination date before the hire date ends an earlier employment: a rehire whose
+    row still carries it is not a leaver by date (it would be deleted at once otherwise)."""
+    return (person.termination_date is not None and person.hire_date is not None
+            and person.termination_date < person.hire_date)
 
 
 def _leaver_phase(

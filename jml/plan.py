@@ -58,8 +58,10 @@ def _grant_op(connector: str, eid: str, username: str, grant: str, add: bool, tr
 
 
 def _changed(desired: Mapping[str, str], recorded: Mapping[str, str]) -> dict[str, str]:
-    out = {k: v for k, v in desired.items() if recorded.get(k) != v}
-    out.update({k: "" for k in recorded if k not in desired})
+    # An empty value and an absent one are the same (apply() drops empties), or an update
+    # setting "" would be planned again forever.
+    out = {k: v for k, v in desired.items() if recorded.get(k, "") != v}
+    out.update({k: "" for k, v in recorded.items() if k not in desired and v})
     return out
 
 
@@ -132,8 +134,9 @@ def _plan_account(plan: Plan, d: DesiredAccount, rec: AccountRecord | None, t: C
     if not live:
         if d.create and not d.delete:
             action = Action.INVITE if t.create_action == "invite" else Action.CREATE
+            # The desired attributes are a fresh mapping per person, never mutated: share, don't copy.
             ops.append(Operation(c, action, eid, {"username": d.username, "active": d.active,
-                                                  "attributes": dict(d.attributes)}, prio))
+                                                  "attributes": d.attributes}, prio))
             for g in sorted(d.grants):
                 ops.append(_grant_op(c, eid, d.username, g, True, t, prio, d.grants[g]))
         return
@@ -143,7 +146,7 @@ def _plan_account(plan: Plan, d: DesiredAccount, rec: AccountRecord | None, t: C
             "username": d.username, "attributes": dict(d.attributes), "all_attributes": dict(d.attributes),
             "external_id": eid, "previous_employee_id": converted_from}, prio))
     if rec.active and not d.active:
-        if d.protected and d.leaver:
+        if d.protected:  # never deactivated, whatever HR says (leaver, leave of absence, not-yet)
             plan.skipped.append(Skip(c, eid, "protected account: not deactivated"))
         else:
             ops.append(Operation(c, Action.DEACTIVATE, eid, {"username": rec.username}, prio))

@@ -7,6 +7,7 @@ some matching rule names that connector (an empty grant list still means "an acc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import string
@@ -28,6 +29,8 @@ class Policy:
     username: str
     rules: tuple[Rule, ...]
     protected: frozenset[str]  # userNames or employee_ids (casefolded)
+    # Every attribute some rule looks at: read once per person, not once per rule.
+    attributes: tuple[str, ...] = ()
 
     @staticmethod
     def build(username: str, rules: Sequence[tuple[str, Mapping[str, object], Mapping[str, Sequence[str]]]],
@@ -39,7 +42,8 @@ class Policy:
                 for k, v in when.items()
             }
             built.append(Rule(name, norm_when, {c: tuple(g) for c, g in grant.items()}))
-        return Policy(username, tuple(built), frozenset(p.casefold() for p in protected))
+        attributes = tuple(sorted({a for r in built for a in r.when}))
+        return Policy(username, tuple(built), frozenset(p.casefold() for p in protected), attributes)
 
     def fingerprint(self) -> str:
         """A hash of the policy, recorded with every plan for the audit trail."""
@@ -60,12 +64,28 @@ class _Attrs(dict[str, str]):
         return self.person.get(key)
 
 
+@functools.lru_cache(maxsize=64)
+def _single_field(template: str) -> str | None:
+    """'{work_email}' -> 'work_email': the common template, rendered without str.format."""
+    parts = list(string.Formatter().parse(template))
+    if len(parts) == 1 and parts[0][0] == "" and parts[0][1] and not parts[0][2] and not parts[0][3]:
+        return parts[0][1]
+    return None
+
+
 def render_username(template: str, person: Person) -> str:
-    return string.Formatter().vformat(template, (), _Attrs(person)).strip()
+    field = _single_field(template)
+    if field is not None:
+        return person.get(field).strip()
+    return template.format_map(_Attrs(person)).strip()
 
 
-def matches(rule: Rule, person: Person) -> bool:
-    return all(person.get(attr).casefold() in accepted for attr, accepted in rule.when.items())
+def matches(rule: Rule, person: Person, values: Mapping[str, str] | None = None) -> bool:
+    """Every `when` key matches (a list means any of). `values`: the person's casefolded
+    attributes, precomputed by the caller when many rules are checked."""
+    if values is None:
+        return all(person.get(attr).casefold() in accepted for attr, accepted in rule.when.items())
+    return all(values[attr] in accepted for attr, accepted in rule.when.items())
 
 
 def normalize_grant(grant: str, traits: ConnectorTraits) -> str:
@@ -100,8 +120,10 @@ def account_attributes(person: Person) -> dict[str, str]:
 def grants_for(person: Person, policy: Policy) -> dict[str, dict[str, str]]:
     """connector -> {grant: rule name} for every matching rule (first rule wins a grant)."""
     out: dict[str, dict[str, str]] = {}
+    names = policy.attributes or tuple({a for r in policy.rules for a in r.when})
+    values = {a: person.get(a).casefold() for a in names}
     for rule in policy.rules:
-        if not matches(rule, person):
+        if not matches(rule, person, values):
             continue
         for connector, names in rule.grant.items():
             bucket = out.setdefault(connector, {})
@@ -128,13 +150,17 @@ def desired(
         # follow them even if today's rules no longer mention the connector.
         if granted is None and not leaving and phase is not Phase.NOT_YET:
             continue
-        if traits.required_attribute and not person.get(traits.required_attribute):
+        # A leaver whose row lost the attribute (HR blanks fields on termination) is still
+        # followed: the planner cuts the recorded account off by its recorded username.
+        if traits.required_attribute and not person.get(traits.required_attribute) and not leaving:
             continue
         username = render_username(traits.username_template or policy.username, person)
-        if not username:
+        if not username and not leaving:
             continue
         protected = username.casefold() in policy.protected or person.employee_id.casefold() in policy.protected
-        grants = {normalize_grant(g, traits): rule for g, rule in (granted or {}).items()}
+        grants: dict[str, str] = {}
+        for g, rule in (granted or {}).items():
+            grants.setdefault(normalize_grant(g, traits), rule)  # first rule wins, however spelt
         if phase is Phase.ACTIVE:
             out.append(DesiredAccount(traits.name, person.employee_id, username, True, attributes, grants,
                                       protected=protected))

@@ -120,11 +120,16 @@ class Runtime:
         self._connectors.clear()
 
     def engine(self, poll_interval: float = 0.5) -> Engine:
+        from jml import sla
+
         cfgs = self.config.connectors
-        return Engine(
+        engine = Engine(
             self.store, self.connectors(),
             concurrency={n: c.concurrency for n, c in cfgs.items()},
             retry={n: RetryPolicy(max_attempts=c.max_attempts, budget=c.retry_budget.total_seconds())
                    for n, c in cfgs.items()},
             timeouts={n: c.timeout.total_seconds() for n, c in cfgs.items()},
             audit=self.audit, clock=self.clock, poll_interval=poll_interval)
+        # A leaver's last deprovision in a connector is read back to stop the SLA clock.
+        engine.after_success.append(sla.after_success_hook(self))
+        return engine

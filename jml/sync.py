@@ -9,12 +9,13 @@ unchanged 100k-person export costs a parse and a dictionary comparison.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from jml import guard, lifecycle, metrics
+from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.model import Lifecycle, Operation, Person, PersonState, Phase
@@ -75,6 +76,18 @@ def _parse(rt: Runtime, fetched: Fetched, known: dict[str, str] | None) -> Parse
 
 async def plan_cycle(rt: Runtime, *, dry_run: bool = False, origin: str = "export") -> PlanOutcome:
     """Plan from the HR source (and every dated transition that has come due)."""
+    # Planning 100k people allocates millions of small, long-lived objects; the cyclic
+    # collector would rescan them over and over for nothing (they hold no cycles).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return await _plan_cycle(rt, dry_run=dry_run, origin=origin)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def _plan_cycle(rt: Runtime, *, dry_run: bool, origin: str) -> PlanOutcome:
     now = rt.clock()
     src = rt.config.sources.hris
     try:
@@ -92,6 +105,10 @@ async def plan_cycle(rt: Runtime, *, dry_run: bool = False, origin: str = "expor
         return outcome
     known = {e: i.row_hash for e, i in index.items() if i.row_hash}
     last_good = rt.store.last_export(SOURCE, good=True)
+    # An export an operator approved (`jml approve` of the plan it held) is vouched for:
+    # reading it again must not hold it for its size once more, or approval never takes.
+    last = rt.store.last_export(SOURCE)
+    vouched = last is not None and last.status == "approved" and last.checksum == fetched.checksum
     try:
         parsed = _parse(rt, fetched, known or None)
         problems = health_problems(parsed, last_columns=last_good.columns if last_good else None,
@@ -134,7 +151,7 @@ async def plan_cycle(rt: Runtime, *, dry_run: bool = False, origin: str = "expor
             last_modified=fetched.last_modified, columns=parsed.columns, row_count=parsed.row_count,
             quarantined=len(parsed.quarantined), status="reading", reason=None, now=now)
     outcome = _plan_scope(rt, scope, changed, index, now, export_id, dry_run=dry_run, origin=origin,
-                          parsed=parsed, last_good_rows=last_good.row_count if last_good else None)
+                          parsed=parsed, last_good_rows=last_good.row_count if last_good and not vouched else None)
     outcome.quarantined = [f"{q.file}, row {q.row}, field {q.field}: {q.message}" for q in parsed.quarantined]
     outcome.missing = sorted(missing)
     outcome.rows = parsed.row_count
@@ -166,6 +183,7 @@ def _plan_scope(
     origin: str,
     parsed: ParsedExport | None = None,
     last_good_rows: int | None = None,
+    verdict_for: Callable[[list[Operation]], guard.Verdict] | None = None,
 ) -> PlanOutcome:
     previous = rt.store.load_states(scope.keys()) if scope else {}
     saves: list[PersonSave] = []
@@ -189,11 +207,14 @@ def _plan_scope(
             wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy))
     records = rt.store.load_accounts(scope.keys()) if scope else {}
     result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups())
-    verdict = guard.evaluate(
+    del wishes, records  # the largest intermediate values: free them before the writes
+    verdict = verdict_for(result.operations) if verdict_for is not None else guard.evaluate(
         result.operations, managed=rt.store.managed_counts(), limits=rt.limits, per_connector=rt.connector_limits(),
         export_rows=parsed.row_count if parsed is not None else None, last_good_rows=last_good_rows,
         pre_approved=frozenset(rt.store.get_setting("pre_approved_leavers", []) or []))
-    plan_id = uuid.uuid4().hex[:12] if result.operations else None
+    # A held plan is stored even with no operations (a truncated export changes nobody yet):
+    # it must be listed by `jml status` and approved or discarded like any other.
+    plan_id = uuid.uuid4().hex[:12] if result.operations or verdict.held else None
     outcome = PlanOutcome(plan_id, result.operations, verdict.held, list(verdict.reasons), export_id,
                           skipped=[f"{s.connector}/{s.employee_id}: {s.reason}" for s in result.skipped])
     metrics.plan_operations.observe(len(result.operations))
@@ -209,8 +230,31 @@ def _plan_scope(
                             policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now)
         if verdict.held:
             metrics.guard_held_plans.inc()
-    _audit_plan(rt, outcome, transitions, now)
+        # Leavers' SLA clocks start now (held or not), at their effective termination.
+        sla.start_for_plan(rt, plan_id, now, effective={
+            s.state.employee_id: s.lifecycle.effective_termination for s in saves
+            if s.lifecycle is not None and s.lifecycle.effective_termination is not None})
+    del saves
+    _audit_plan(rt, outcome, transitions, now, result.skipped)
     return outcome
+
+
+def plan_people(
+    rt: Runtime,
+    scope: dict[str, tuple[bool, bool]],
+    changed: Mapping[str, Person],
+    index: dict[str, IndexEntry],
+    now: dt.datetime,
+    *,
+    origin: str,
+    verdict_for: Callable[[list[Operation]], guard.Verdict] | None = None,
+    dry_run: bool = False,
+) -> PlanOutcome:
+    """A person-scoped plan (webhook, offboard): the same pipeline as an export's, for
+    `scope` only; `index` needs entries for the scoped people only. `verdict_for` replaces
+    the export guard (event plans have their own bound, DESIGN: held plans)."""
+    return _plan_scope(rt, scope, changed, index, now, None, dry_run=dry_run, origin=origin,
+                       verdict_for=verdict_for)
 
 
 def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_phase: str | None) -> object:
@@ -228,21 +272,30 @@ def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_p
 
 
 def _audit_plan(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[str, object, str | None]],
-                now: dt.datetime) -> None:
-    records: list[tuple[str, object, str, str | None]] = [
-        ("hr_change", {**(data if isinstance(data, dict) else {}), "reason": reason}, "hr", eid)
-        for eid, data, reason in transitions
-    ]
-    if outcome.plan_id is not None:
-        ops = [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
-                "target": o.detail.get("group") or o.detail.get("grant"), "rule": o.detail.get("rule")}
-               for o in outcome.operations]
-        head = {"plan_id": outcome.plan_id, "held": outcome.held, "reasons": outcome.reasons,
-                "summary": outcome.summary(), "policy_hash": rt.policy.fingerprint(), "operations": len(ops)}
-        records.append(("plan", head, "jml", None))
+                now: dt.datetime, skipped: Iterable[planner.Skip] = ()) -> None:
+    """Every HR change seen, every skip, then the plan: its reasons, the policy hash, and each
+    operation with the rule that granted it (in chunks, generated as they are written)."""
+    skips = list(skipped)
+
+    def records() -> Iterator[tuple[str, object, str, str | None]]:
+        for eid, data, reason in transitions:
+            yield "hr_change", {**(data if isinstance(data, dict) else {}), "reason": reason}, "hr", eid
+        # DESIGN: a protected account is never deactivated or deleted, and every skip is audited.
+        for sk in skips:
+            yield "skip", {"connector": sk.connector, "reason": sk.reason, "plan_id": outcome.plan_id,
+                           "held": outcome.held}, "jml", sk.employee_id
+        if outcome.plan_id is None:
+            return
+        ops = outcome.operations
+        yield "plan", {"plan_id": outcome.plan_id, "held": outcome.held, "reasons": outcome.reasons,
+                       "summary": outcome.summary(), "policy_hash": rt.policy.fingerprint(),
+                       "operations": len(ops)}, "jml", None
         for i in range(0, len(ops), 5000):
-            records.append(("plan_operations", {"plan_id": outcome.plan_id, "offset": i, "operations": ops[i:i + 5000]},
-                            "jml", None))
+            chunk = [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
+                      "target": o.detail.get("group") or o.detail.get("grant"), "rule": o.detail.get("rule")}
+                     for o in ops[i:i + 5000]]
+            yield "plan_operations", {"plan_id": outcome.plan_id, "offset": i, "operations": chunk}, "jml", None
+
     rt.audit.append_many(records, now=now)
 
 

@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from jml.model import Action, Operation, Priority
-from jml.store.db import utc
+from jml.store.db import bulk_write, utc
 from jml.store.repo import Store
 from jml.store.tables import LeaseRow, OperationRow, PlanRow
 
+_OP_COLUMNS = ("plan_id", "connector", "employee_id", "action", "detail", "priority", "state", "attempts",
+               "created_at", "updated_at")
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 PL = PlanRow.__table__  # type: ignore[attr-defined]
 L = LeaseRow.__table__  # type: ignore[attr-defined]
@@ -64,9 +66,8 @@ class Outbox:
                   summary: dict[str, int], policy_hash: str | None, export_id: int | None, now: dt.datetime) -> None:
         state = "held" if held else ("queued" if ops else "done")
         op_state = "held" if held else "pending"
-        rows = [{"plan_id": plan_id, "connector": o.connector, "employee_id": o.employee_id, "action": o.action.value,
-                 "detail": dict(o.detail), "priority": int(o.priority), "state": op_state, "attempts": 0,
-                 "created_at": now, "updated_at": now} for o in ops]
+        rows = ((plan_id, o.connector, o.employee_id, o.action.value, o.detail, int(o.priority), op_state, 0, now, now)
+                for o in ops)
         with self.engine.begin() as conn:
             if held and origin == "export":
                 # A newer held plan supersedes an older one (DESIGN: held plans).
@@ -76,8 +77,7 @@ class Outbox:
                     conn.execute(update(O).where(O.c.plan_id.in_(old)).values(state="cancelled", updated_at=now))
             conn.execute(PL.insert().values(id=plan_id, created_at=now, state=state, origin=origin, reasons=reasons,
                                             summary=summary, policy_hash=policy_hash, export_id=export_id))
-            for i in range(0, len(rows), 5000):
-                conn.execute(O.insert(), rows[i : i + 5000])
+            bulk_write(conn, O, _OP_COLUMNS, rows)
 
     def plan(self, plan_id: str) -> PlanInfo | None:
         with self.engine.connect() as conn:

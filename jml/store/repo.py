@@ -24,7 +24,7 @@ from jml.model import (
     person_from_dict,
     person_to_dict,
 )
-from jml.store.db import make_engine, migrate, upsert, utc
+from jml.store.db import bulk_write, make_engine, migrate, upsert, utc
 from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
 
 P = PersonRow.__table__  # type: ignore[attr-defined]
@@ -99,8 +99,12 @@ class Store:
         return out
 
     def save_people(self, saves: list[PersonSave], now: dt.datetime) -> None:
-        rows = [_row_from_state(s, now) for s in saves]
-        upsert(self.engine, P, rows, ["employee_id"], [c for c in rows[0] if c != "employee_id"] if rows else [])
+        if not saves:
+            return
+        cols = list(_PERSON_COLUMNS)
+        with self.engine.begin() as conn:
+            bulk_write(conn, P, cols, (_row_from_state(s, now) for s in saves), conflict=["employee_id"],
+                       update=cols[1:])
 
     def set_override(self, employee_id: str, override: Override | None, now: dt.datetime) -> None:
         values = {
@@ -298,22 +302,29 @@ def _state_from_row(r: Any) -> PersonState:
     )
 
 
-def _row_from_state(s: PersonSave, now: dt.datetime) -> dict[str, Any]:
+_PERSON_COLUMNS = (
+    "employee_id", "data", "row_hash", "status", "first_seen_terminated_at", "missing_count", "override_kind",
+    "override_at", "override_reason", "override_actor", "phase", "effective_termination", "next_change_at",
+    "updated_at",
+)
+
+
+def _row_from_state(s: PersonSave, now: dt.datetime) -> tuple[Any, ...]:
     st, lc = s.state, s.lifecycle
     ov = st.override
-    return {
-        "employee_id": st.employee_id,
-        "data": person_to_dict(st.person) if st.person else None,
-        "row_hash": s.row_hash,
-        "status": st.person.status.value if st.person else None,
-        "first_seen_terminated_at": st.first_seen_terminated_at,
-        "missing_count": st.missing_count,
-        "override_kind": ov.kind.value if ov else None,
-        "override_at": ov.effective_at if ov else None,
-        "override_reason": ov.reason if ov else None,
-        "override_actor": ov.actor if ov else None,
-        "phase": lc.phase.value if lc else None,
-        "effective_termination": lc.effective_termination if lc else None,
-        "next_change_at": lc.next_change_at if lc else None,
-        "updated_at": now,
-    }
+    return (
+        st.employee_id,
+        person_to_dict(st.person) if st.person else None,
+        s.row_hash,
+        st.person.status.value if st.person else None,
+        st.first_seen_terminated_at,
+        st.missing_count,
+        ov.kind.value if ov else None,
+        ov.effective_at if ov else None,
+        ov.reason if ov else None,
+        ov.actor if ov else None,
+        lc.phase.value if lc else None,
+        lc.effective_termination if lc else None,
+        lc.next_change_at if lc else None,
+        now,
+    )

@@ -9,14 +9,34 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 metadata = SQLModel.metadata
 
 
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware timestamp, always written as UTC. SQLite keeps no offset: without this a
+    Berlin or -05:00 time would be stored as its wall clock and read back as UTC (shifted),
+    and comparisons (`next_change_at <= now`) would compare wall clocks of different zones."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(dt.UTC)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
 def _ts(**kw: Any) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), **kw))
+    return Field(default=None, sa_column=Column(UTCDateTime(), **kw))
 
 
 class PersonRow(SQLModel, table=True):

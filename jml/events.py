@@ -1,0 +1,536 @@
+"""Person events: the webhook inbox, its processing, and HR's "offboard now".
+
+The leaver fast path (DESIGN "Leavers first"): an event changes one person's state (a
+sticky override, an HR record) and plans *only that person* through the same pipeline as
+an export (jml.sync.plan_people), origin "event" or "offboard". The planner marks a
+leaver's operations Priority.LEAVER, so the engine runs them ahead of queued bulk work, on
+every connector's lane in parallel; the person's queued non-leaver work is cancelled.
+Event plans skip the export guard; their own bound is `guard.max_event_leavers_per_hour`
+(distinct people deprovisioned by event/offboard plans in the last hour; beyond it the
+plan is held with that reason).
+
+Okta mapping (reference/VENDORS.md §1): deactivate/suspend -> leaver now (IDP_DEACTIVATE,
+effective at the event's `published`); activate/unsuspend/reactivate -> the override is
+lifted and the person re-evaluated from HR; update_profile -> re-evaluated. The Okta user
+is matched to an HR person by `sources.okta.match` (default work_email) against the
+target's alternateId, case-insensitively; no match -> outcome "unmatched", no change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jml import guard
+from jml.config import Config
+from jml.context import ServiceContext
+from jml.errors import ExportRejected, UsageError
+from jml.model import (
+    CANONICAL_FIELDS,
+    Action,
+    Operation,
+    Override,
+    OverrideKind,
+    Person,
+    PersonState,
+    Status,
+)
+from jml.runtime import Runtime
+from jml.sources.hris import parse_export
+from jml.sources.profiles import resolve_profile
+from jml.store.db import utc
+from jml.store.repo import IndexEntry, Store
+from jml.store.tables import OperationRow, PersonRow, PlanRow, WebhookEventRow
+from jml.sync import PlanOutcome, plan_people
+from jml.webhooks import BadRequest, HrEvent, OktaEvent
+
+log = logging.getLogger("jml.events")
+
+W = WebhookEventRow.__table__  # type: ignore[attr-defined]
+P = PersonRow.__table__  # type: ignore[attr-defined]
+O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
+PL = PlanRow.__table__  # type: ignore[attr-defined]
+
+OKTA_LEAVER = frozenset({"user.lifecycle.deactivate", "user.lifecycle.suspend"})
+OKTA_RETURN = frozenset({"user.lifecycle.activate", "user.lifecycle.unsuspend", "user.lifecycle.reactivate"})
+OKTA_REEVALUATE = frozenset({"user.account.update_profile"})
+_DEPROVISION = (Action.DEACTIVATE.value, Action.DELETE.value)
+EVENT_ORIGINS = ("event", "offboard")
+
+
+# ---- the inbox -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    id: str
+    source: str
+    occurred_at: dt.datetime
+    payload: Mapping[str, Any]
+
+
+class Inbox:
+    """webhook_event rows: stored before the HTTP answer, processed after it."""
+
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        ins: Any = postgresql.insert(W) if self.engine.dialect.name == "postgresql" else sqlite.insert(W)
+        stmt = ins.on_conflict_do_nothing(index_elements=["id"])
+        new = 0
+        with self.engine.begin() as conn:
+            for row in rows:
+                new += int(conn.execute(stmt, row).rowcount or 0)
+        return new
+
+    def add_okta(self, events: Iterable[OktaEvent], now: dt.datetime) -> int:
+        """Store new events (dedup by uuid); returns how many were new."""
+        return self._insert([{"id": f"okta:{e.uuid}", "source": "okta", "received_at": now,
+                              "occurred_at": e.published, "payload": dict(e.raw)} for e in events])
+
+    def add_hr(self, ev: HrEvent, now: dt.datetime) -> bool:
+        return self._insert([{"id": f"hr:{ev.id}", "source": "hr", "received_at": now, "occurred_at": ev.occurred_at,
+                              "payload": {"id": ev.id, "type": ev.type, "occurred_at": ev.occurred_at.isoformat(),
+                                          "person": dict(ev.person)}}]) == 1
+
+    def pending(self, limit: int = 2000) -> list[InboxItem]:
+        q = (select(W.c.id, W.c.source, W.c.occurred_at, W.c.payload).where(W.c.processed_at.is_(None))
+             .order_by(W.c.occurred_at, W.c.received_at, W.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [InboxItem(r[0], r[1], utc(r[2]) or dt.datetime.min.replace(tzinfo=dt.UTC), r[3] or {})
+                    for r in conn.execute(q)]
+
+    def finish(self, outcomes: Mapping[str, str], now: dt.datetime) -> None:
+        with self.engine.begin() as conn:
+            for eid, outcome in outcomes.items():
+                conn.execute(update(W).where(W.c.id == eid).values(processed_at=now, outcome=outcome[:200]))
+
+    def outcomes(self) -> dict[str, str | None]:
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(select(W.c.id, W.c.outcome))}
+
+
+# ---- HR records from a webhook -----------------------------------------------------------
+def map_person(cfg: Config, record: Mapping[str, Any], etype: str) -> tuple[Person, frozenset[str]]:
+    """One webhook `person` through the export's column profile -> (Person, the canonical
+    fields the record actually carried). A record without a status column reads as Active
+    (Terminated for a termination); only supplied fields overwrite the stored record."""
+    src = cfg.sources.hris
+    kw: dict[str, Any] = {"profile": src.profile, "columns": src.columns,
+                          "status_values": src.status_values} if src else {}
+    prof = resolve_profile(kw.get("profile", "generic"), kw.get("columns"), kw.get("status_values"))
+    present = {str(k).casefold() for k in record}
+    supplied = frozenset(f for f, cands in prof.columns.items() if any(c.casefold() in present for c in cands))
+    if "employee_id" not in supplied:
+        raise BadRequest(f"person: no employee_id column (expected {' or '.join(prof.columns['employee_id'])})")
+    row = {str(k): ("" if v is None else v) for k, v in record.items()}
+    if "status" not in supplied:
+        row[prof.columns["status"][0]] = "Terminated" if etype == "termination" else "Active"
+    try:
+        parsed = parse_export(json.dumps([row]).encode(), name="webhook person", format="json", **kw)
+    except ExportRejected as e:
+        raise BadRequest(str(e)) from None
+    if parsed.quarantined or len(parsed.people) != 1:
+        raise BadRequest(str(parsed.quarantined[0]) if parsed.quarantined else "person: cannot be read")
+    return parsed.people[0], supplied
+
+
+def merge_person(old: Person | None, new: Person, supplied: frozenset[str]) -> Person:
+    if old is None:
+        return new
+    fields = {f: getattr(new, f) for f in supplied if f in CANONICAL_FIELDS and f != "employee_id"}
+    return replace(old, **fields, extra={**old.extra, **new.extra})
+
+
+# ---- matching Okta users to people -----------------------------------------------------
+def match_people(store: Store, attribute: str, values: Iterable[str]) -> dict[str, str]:
+    """casefolded attribute value -> employee_id (a non-terminated person wins a tie)."""
+    wanted = sorted({v.casefold() for v in values if v})
+    if not wanted:
+        return {}
+    col: Any
+    if attribute == "employee_id":
+        col = P.c.employee_id
+    elif attribute in CANONICAL_FIELDS:
+        col = P.c.data[attribute].as_string()
+    else:
+        col = P.c.data[("extra", attribute)].as_string()
+    out: dict[str, tuple[bool, str]] = {}
+    with store.engine.connect() as conn:
+        for i in range(0, len(wanted), 500):
+            q = select(P.c.employee_id, func.lower(col), P.c.status).where(func.lower(col).in_(wanted[i:i + 500]))
+            for eid, value, status in conn.execute(q):
+                live = status != Status.TERMINATED.value
+                key = str(value).casefold()
+                if key not in out or (live and not out[key][0]):
+                    out[key] = (live, eid)
+    return {k: v[1] for k, v in out.items()}
+
+
+# ---- planning one person (or a batch of events' people) ---------------------------------
+def index_for(store: Store, eids: Iterable[str]) -> dict[str, IndexEntry]:
+    ids = list(eids)
+    out: dict[str, IndexEntry] = {}
+    cols = [P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missing_count, P.c.phase, P.c.override_kind]
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), 900):
+            for r in conn.execute(select(*cols).where(P.c.employee_id.in_(ids[i:i + 900]))):
+                out[r[0]] = IndexEntry(r[1], utc(r[2]), r[3] or 0, r[4], r[5] is not None)
+    return out
+
+
+def recent_event_leavers(rt: Runtime, now: dt.datetime) -> int:
+    """Distinct people deprovisioned by event/offboard plans released in the last hour."""
+    q = (select(func.count(func.distinct(O.c.employee_id))).select_from(O.join(PL, O.c.plan_id == PL.c.id))
+         .where(PL.c.origin.in_(EVENT_ORIGINS), PL.c.created_at >= now - dt.timedelta(hours=1),
+                PL.c.state.in_(["queued", "done"]), O.c.action.in_(_DEPROVISION), O.c.state != "cancelled"))
+    with rt.store.engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
+def _leavers(ops: Iterable[Operation]) -> list[str]:
+    seen: dict[str, None] = {}
+    for op in ops:
+        if op.action in (Action.DEACTIVATE, Action.DELETE):
+            seen.setdefault(op.employee_id)
+    return list(seen)
+
+
+def plan_event(rt: Runtime, scope: Mapping[str, bool], changed: Mapping[str, Person], now: dt.datetime, *,
+               origin: str, order: Iterable[str] = ()) -> list[PlanOutcome]:
+    """Plan `scope` (employee_id -> carries a new HR record) under the event-leaver bound.
+
+    Within the bound everything goes through; past it, the leavers beyond the allowance
+    (in `order`, earliest first) go into a second, held plan."""
+    cap = rt.config.guard.max_event_leavers_per_hour
+    recent = recent_event_leavers(rt, now)
+    reason = (f"max_event_leavers_per_hour {cap} reached ({recent} event leavers in the last hour)")
+
+    def run(eids: Iterable[str], held: bool) -> PlanOutcome:
+        people = list(eids)
+        return plan_people(
+            rt, {e: (scope[e], False) for e in people}, {e: changed[e] for e in people if e in changed},
+            index_for(rt.store, people), now, origin=origin,
+            verdict_for=lambda _ops: guard.Verdict(True, (reason,)) if held else guard.Verdict(False))
+
+    if recent + len(scope) <= cap:
+        return [run(scope, False)]
+    dry = plan_people(rt, {e: (s, False) for e, s in scope.items()}, changed, index_for(rt.store, scope), now,
+                      origin=origin, dry_run=True)
+    leavers = _leavers(dry.operations)
+    if recent + len(leavers) <= cap:
+        return [run(scope, False)]
+    rank = {e: i for i, e in enumerate(order)}
+    leavers.sort(key=lambda e: rank.get(e, len(rank)))
+    over = set(leavers[max(0, cap - recent):])
+    out = []
+    first = [e for e in scope if e not in over]
+    if first:
+        out.append(run(first, False))
+    out.append(run([e for e in scope if e in over], True))
+    return out
+
+
+def cancel_pending(rt: Runtime, eid: str, now: dt.datetime, *, leaver_too: bool) -> int:
+    """Drop a person's queued work: non-leaver work for a new leaver (outbox.cancel_person),
+    everything for a lifted override (a queued deactivate must not run after a reactivation)."""
+    if not leaver_too:
+        return rt.outbox.cancel_person(eid, now)
+    with rt.store.engine.begin() as conn:
+        res = conn.execute(update(O).where(O.c.employee_id == eid, O.c.state == "pending")
+                           .values(state="cancelled", updated_at=now))
+        return int(res.rowcount or 0)
+
+
+# ---- what each event changes ---------------------------------------------------------------
+@dataclass
+class Applied:
+    outcomes: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, Override | None] = field(default_factory=dict)  # changed ones only
+    new_leavers: list[str] = field(default_factory=list)  # in event order
+    lifted: list[str] = field(default_factory=list)
+    scope: dict[str, bool] = field(default_factory=dict)  # employee_id -> carries a new HR record
+    changed: dict[str, Person] = field(default_factory=dict)
+    audit: list[tuple[str, object, str, str | None]] = field(default_factory=list)
+
+
+def _okta_users(payload: Mapping[str, Any]) -> list[str]:
+    targets = payload.get("target")
+    return [str(t["alternateId"]) for t in targets if isinstance(t, dict) and t.get("type") == "User"
+            and t.get("alternateId")] if isinstance(targets, list) else []
+
+
+def apply_items(rt: Runtime, items: list[InboxItem], now: dt.datetime) -> Applied:
+    """Fold the events, in order, into people's overrides and HR records (in memory; the
+    caller persists). Pure but for two reads: the Okta matches and the people's states."""
+    cfg = rt.config
+    attr = cfg.sources.okta.match if cfg.sources.okta else "work_email"
+    matches = match_people(rt.store, attr, [u for it in items if it.source == "okta"
+                                            for u in _okta_users(it.payload)])
+    mapped: dict[str, tuple[Person, frozenset[str]]] = {}
+    out = Applied()
+    for it in items:
+        if it.source == "hr":
+            try:
+                mapped[it.id] = map_person(cfg, it.payload.get("person") or {}, str(it.payload.get("type")))
+            except BadRequest as e:
+                out.outcomes[it.id] = f"invalid: {e}"
+    states = rt.store.load_states(set(matches.values()) | {p.employee_id for p, _ in mapped.values()})
+    original = {e: s.override for e, s in states.items()}
+    overrides = dict(original)
+    for it in items:
+        if it.id in out.outcomes:
+            continue
+        if it.source == "okta":
+            outcome, eids, actor = _apply_okta(it, matches, overrides, out)
+        elif it.source == "hr" and it.id in mapped:
+            outcome, eids, actor = _apply_hr(rt, it, mapped[it.id], states, overrides, out)
+        else:
+            outcome, eids, actor = "ignored", [], it.source
+        out.outcomes[it.id] = outcome
+        subjects: list[str | None] = list(eids) or [None]
+        for eid in subjects:
+            out.audit.append(("webhook", {"source": it.source, "event_id": it.id.split(":", 1)[1],
+                                          "type": it.payload.get("eventType") or it.payload.get("type"),
+                                          "occurred_at": it.occurred_at.isoformat(), "outcome": outcome},
+                              actor, eid))
+    for eid, final in overrides.items():
+        before = original.get(eid)
+        if final == before:
+            continue
+        out.overrides[eid] = final
+        if final is None:
+            out.lifted.append(eid)
+        elif final.effective_at <= now and before is None:
+            out.new_leavers.append(eid)
+    return out
+
+
+def _apply_okta(it: InboxItem, matches: Mapping[str, str], overrides: dict[str, Override | None],
+                out: Applied) -> tuple[str, list[str], str]:
+    etype = str(it.payload.get("eventType", ""))
+    actor_doc = it.payload.get("actor")
+    actor = f"okta:{actor_doc.get('alternateId', '')}" if isinstance(actor_doc, dict) else "okta"
+    if etype not in OKTA_LEAVER | OKTA_RETURN | OKTA_REEVALUATE:
+        return "ignored", [], actor
+    eids = [matches[u.casefold()] for u in _okta_users(it.payload) if u.casefold() in matches]
+    if not eids:
+        return "unmatched", [], actor
+    outcome = "reevaluated"
+    for eid in eids:
+        out.scope.setdefault(eid, False)
+        cur = overrides.get(eid)
+        if etype in OKTA_LEAVER:
+            if cur is None or cur.effective_at > it.occurred_at:
+                overrides[eid] = Override(OverrideKind.IDP_DEACTIVATE, it.occurred_at, f"Okta {etype}", actor)
+                outcome = "leaver"
+            else:
+                outcome = "already_leaver"
+        # Out-of-order delivery: a reactivation older than the override does not lift it.
+        elif etype in OKTA_RETURN and cur is not None and cur.effective_at <= it.occurred_at:
+            overrides[eid] = None
+            outcome = "lifted"
+    return outcome, eids, actor
+
+
+def _apply_hr(rt: Runtime, it: InboxItem, mapped: tuple[Person, frozenset[str]], states: Mapping[str, PersonState],
+              overrides: dict[str, Override | None], out: Applied) -> tuple[str, list[str], str]:
+    person, supplied = mapped
+    eid = person.employee_id
+    base = out.changed.get(eid) or (states[eid].person if eid in states else None)
+    merged = merge_person(base, person, supplied)
+    etype = str(it.payload.get("type"))
+    if etype == "termination":
+        if "termination_date" not in supplied or merged.termination_date is None:
+            merged = replace(merged, termination_date=it.occurred_at.astimezone(rt.config.timezone).date())
+        cur = overrides.get(eid)
+        if cur is None or cur.effective_at > it.occurred_at:
+            overrides[eid] = Override(OverrideKind.HR_TERMINATION, it.occurred_at, "HR termination webhook",
+                                      "hr-webhook")
+    out.changed[eid] = merged
+    out.scope[eid] = True
+    return etype, [eid], "hr-webhook"
+
+
+# ---- processing the inbox ---------------------------------------------------------------
+@dataclass
+class Batch:
+    """What one pass over the inbox did."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)  # inbox id -> outcome
+    plans: list[PlanOutcome] = field(default_factory=list)
+
+
+async def process_pending(rt: Runtime, *, limit: int = 2000) -> Batch:
+    """Apply every stored, unprocessed event in `published`/`occurred_at` order, then plan
+    the people they touched (one plan per pass: 500 leavers in one Okta delivery are one
+    plan, not 500)."""
+    now = rt.clock()
+    items = Inbox(rt.store).pending(limit)
+    batch = Batch()
+    if not items:
+        return batch
+    applied = apply_items(rt, items, now)
+    batch.outcomes = applied.outcomes
+    for eid, override in applied.overrides.items():
+        rt.store.set_override(eid, override, now)
+    for eid in applied.new_leavers:
+        cancel_pending(rt, eid, now, leaver_too=False)
+    for eid in applied.lifted:
+        cancel_pending(rt, eid, now, leaver_too=True)
+    if applied.scope:
+        batch.plans = plan_event(rt, applied.scope, applied.changed, now, origin="event", order=applied.new_leavers)
+    Inbox(rt.store).finish(batch.outcomes, now)
+    rt.audit.append_many(applied.audit, now=now)
+    return batch
+
+
+async def run_event_processor(ctx: ServiceContext) -> None:
+    """The daemon's task: process the inbox whenever a webhook stored something (and every
+    few seconds, for events stored by another process or left by a crash)."""
+    while not ctx.stopping.is_set():
+        ctx.event_wakeup.clear()
+        try:
+            batch = await process_pending(ctx.rt)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one bad event stop the intake
+            log.exception("event processing failed")
+            batch = Batch()
+        if any(p.plan_id and not p.held for p in batch.plans):
+            ctx.wake()
+        if batch.outcomes:
+            continue
+        waits = [asyncio.ensure_future(ctx.event_wakeup.wait()), asyncio.ensure_future(ctx.stopping.wait())]
+        _, pending = await asyncio.wait(waits, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+
+
+# ---- offboard ----------------------------------------------------------------------------
+class UnknownEmployee(UsageError):
+    pass
+
+
+@dataclass
+class OffboardResult:
+    employee_id: str
+    undo: bool
+    effective_at: dt.datetime | None
+    changed: bool  # False: nothing to lift (undo without an override)
+    plans: list[PlanOutcome] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        return any(p.held for p in self.plans)
+
+    @property
+    def plan_ids(self) -> list[str]:
+        return [p.plan_id for p in self.plans if p.plan_id]
+
+    @property
+    def operations(self) -> list[Operation]:
+        return [op for p in self.plans for op in p.operations]
+
+
+async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.datetime | None = None,
+                   actor: str = "cli", undo: bool = False) -> OffboardResult:
+    """HR's leaver now (or at `at`), sticky until Okta reactivates, HR records a rehire or
+    `undo`; the person alone is planned, ahead of bulk work. Raises UnknownEmployee."""
+    now = rt.clock()
+    state: PersonState | None = rt.store.load_states([employee_id]).get(employee_id)
+    if state is None or state.person is None:
+        raise UnknownEmployee(f"unknown employee {employee_id!r}: not in any accepted HR export")
+    current = state.override
+    if undo:
+        if current is None:
+            return OffboardResult(employee_id, True, None, False)
+        rt.store.set_override(employee_id, None, now)
+        cancel_pending(rt, employee_id, now, leaver_too=True)
+        effective = None
+    else:
+        effective = (at or now).astimezone(dt.UTC)
+        if current is not None and current.effective_at < effective:
+            effective = current.effective_at  # an earlier leaver decision stands
+        rt.store.set_override(employee_id, Override(OverrideKind.OFFBOARD, effective, reason, actor), now)
+        if effective <= now:
+            cancel_pending(rt, employee_id, now, leaver_too=False)
+    rt.audit.append("offboard_undo" if undo else "offboard",
+                    {"reason": reason, "effective_at": effective.isoformat() if effective else None,
+                     "lifted": current.kind.value if undo and current else None},
+                    now=now, actor=actor, subject=employee_id)
+    plans = plan_event(rt, {employee_id: False}, {}, now, origin="offboard", order=[employee_id])
+    return OffboardResult(employee_id, undo, effective, True, plans)
+
+
+async def _push(rt: Runtime, plan_ids: list[str], timeout: float = 300.0) -> None:
+    """Push the plans ourselves when no daemon holds the workers' lease (the engine runs
+    leavers first), else wait for the daemon to (jml.commands.work does both)."""
+    from jml.commands import work
+
+    for pid in plan_ids:
+        await work(rt, pid, timeout)
+
+
+def _report(rt: Runtime, plan_ids: list[str]) -> int:
+    per: dict[str, dict[str, int]] = {}
+    failed = False
+    for pid in plan_ids:
+        for q in rt.outbox.plan_ops(pid):
+            per.setdefault(q.op.connector, {}).setdefault(q.state, 0)
+            per[q.op.connector][q.state] += 1
+            if q.state in ("dead", "pending", "running"):
+                failed = True
+                if q.state == "dead":
+                    print(f"  {q.op.connector}: {q.op.action.value} failed: {q.last_error}", file=sys.stderr)
+    for connector in sorted(per):
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(per[connector].items()))
+        print(f"  {connector}: {counts}")
+    return 1 if failed else 0
+
+
+async def offboard_cli(args: argparse.Namespace, cfg: Config) -> int:
+    """`jml offboard EMPLOYEE_ID [--reason TEXT] [--at ISO8601] [--undo]`."""
+    from jml.cli import EXIT_SAFETY, EXIT_USAGE, parse_time
+
+    rt = Runtime(cfg)
+    at = parse_time(args.at, "--at") if args.at else None
+    if args.undo and at is not None:
+        raise UsageError("--at and --undo do not go together")
+    try:
+        result = await offboard(rt, args.employee_id, reason=args.reason or "", at=at, actor="cli", undo=args.undo)
+    except UnknownEmployee as e:
+        print(f"jml: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not result.changed:
+        print(f"{args.employee_id}: no offboard or IdP deactivation to lift")
+        return 0
+    what = "lifted: re-evaluated from HR" if result.undo else f"leaver from {result.effective_at:%Y-%m-%d %H:%M %Z}"
+    print(f"{args.employee_id}: {what}")
+    for p in result.plans:
+        summary = ", ".join(f"{k} {v}" for k, v in p.summary().items()) or "nothing to do"
+        print(f"plan {p.plan_id or '-'}: {summary}" + (" (HELD: " + "; ".join(p.reasons) + ")" if p.held else ""))
+    if result.held:
+        return EXIT_SAFETY
+    ids = [p.plan_id for p in result.plans if p.plan_id and p.operations]
+    if not ids:
+        return 0
+    await _push(rt, ids)
+    return _report(rt, ids)
+
+
+async def reconcile(ctx: ServiceContext) -> None:
+    """Scheduled job: compare every connector with the recorded state (jml.reconcile)."""
+    from jml.reconcile import run
+
+    await run(ctx.rt)
+    ctx.wake()

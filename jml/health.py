@@ -1,0 +1,99 @@
+"""The open operational endpoints of `jml serve`: /healthz, /readyz and /metrics.
+
+/healthz answers while the event loop runs (a liveness probe, nothing else: restarting a
+process because its database is down does not bring the database back). /readyz says
+whether this process can do its job: the database answers, the config was valid, and the
+HR source has been read recently; a failed read shows here as stale, never as an empty
+export. /metrics is the Prometheus text of jml.metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from jml import metrics
+from jml.context import ServiceContext
+from jml.store.db import ping
+
+SOURCE = "hris"
+
+
+class LeaseState(Protocol):
+    @property
+    def started(self) -> bool: ...  # the first lease attempt has finished
+
+    @property
+    def leader(self) -> bool: ...  # this process holds the workers' lease
+DB_PING_TIMEOUT = 3.0
+
+
+def stale_after(ctx: ServiceContext) -> dt.timedelta | None:
+    src = ctx.rt.config.sources.hris
+    if src is None:
+        return None
+    return src.stale_after or src.poll_interval * 3
+
+
+def source_check(ctx: ServiceContext, *, leader: bool) -> dict[str, Any]:
+    """Whether the HR source was read within its staleness bound (a read that found the
+    export unchanged counts as a read)."""
+    limit = stale_after(ctx)
+    if limit is None:
+        return {"ok": True, "detail": "no HR source configured"}
+    ok_at = ctx.source_ok_at.get(SOURCE)
+    error = ctx.source_error.get(SOURCE)
+    doc: dict[str, Any] = {"last_success": ok_at.isoformat() if ok_at else None, "stale_after": limit.total_seconds()}
+    if error:
+        doc["error"] = error
+    if not leader and ok_at is None:
+        # Only the workers' lease holder polls; a standby is ready to take webhooks.
+        doc.update(ok=True, detail="polled by the process holding the workers' lease")
+        return doc
+    if ok_at is None:
+        doc.update(ok=False, detail="not read yet" if not error else "never read successfully")
+        return doc
+    stale = ctx.now - ok_at > limit
+    doc.update(ok=not stale, stale=stale)
+    return doc
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def readyz_handler(ctx: ServiceContext, lease: LeaseState) -> Callable[[web.Request], Any]:
+    async def readyz(request: web.Request) -> web.Response:
+        try:
+            db_ok = await asyncio.wait_for(asyncio.to_thread(ping, ctx.rt.store.engine), DB_PING_TIMEOUT)
+        except TimeoutError:
+            db_ok = False
+        is_leader = lease.leader
+        checks: dict[str, Any] = {
+            "database": {"ok": db_ok},
+            "config": {"ok": True},
+            "workers": {"ok": lease.started, **({} if lease.started else {"detail": "starting"})},
+            "source": source_check(ctx, leader=is_leader),
+        }
+        ready = all(c["ok"] for c in checks.values()) and not ctx.stopping.is_set()
+        body = {"status": "ready" if ready else "not ready", "checks": checks,
+                "workers": "leader" if is_leader else "standby", "stopping": ctx.stopping.is_set()}
+        return web.json_response(body, status=200 if ready else 503)
+
+    return readyz
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    # prometheus_client's text format 0.0.4; aiohttp wants the charset apart from the type.
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+def add_routes(app: web.Application, ctx: ServiceContext, lease: LeaseState) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz_handler(ctx, lease))
+    app.router.add_get("/metrics", metrics_handler)

@@ -1,0 +1,190 @@
+"""Reconciliation: what each app really holds vs what jml recorded pushing.
+
+- **Drift** (an account jml manages, changed outside jml: enabled again, a managed group
+  added or removed, an attribute edited, the account deleted): the recorded state is set to
+  what the app holds, and the person is re-planned (origin "reconcile", through the export
+  guard), so the planner's ordinary diff pushes the desired state back. Audited.
+- **Orphans** (accounts in the app that no HR person owns): reported in the audit trail, the
+  `jml_orphan_accounts{connector}` gauge and the `reconcile` setting (the status page).
+  Never deleted unless `reconcile.delete_orphans`, and then only through a plan that passes
+  the guard; protected accounts never.
+
+`compare` is pure; `run` does the reading and writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import delete, select, update
+
+from jml import guard, metrics
+from jml.model import AccountRecord, Action, Operation, Priority, RemoteAccount
+from jml.runtime import Runtime
+from jml.store.tables import AccountRow, GrantRow, GroupRow, PersonRow
+
+log = logging.getLogger("jml.reconcile")
+
+A = AccountRow.__table__  # type: ignore[attr-defined]
+G = GrantRow.__table__  # type: ignore[attr-defined]
+GR = GroupRow.__table__  # type: ignore[attr-defined]
+P = PersonRow.__table__  # type: ignore[attr-defined]
+
+orphan_accounts = Gauge("jml_orphan_accounts", "Accounts in an app that no HR person owns (last reconciliation).",
+                        ["connector"], registry=metrics.REGISTRY)
+drift_found = Counter("jml_reconcile_drift", "Managed accounts found changed outside jml.",
+                      ["connector", "kind"], registry=metrics.REGISTRY)
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    record: AccountRecord
+    remote: RemoteAccount | None  # None: the account is gone from the app
+    kinds: tuple[str, ...]  # active | attributes | memberships | missing
+    grants: frozenset[str] = frozenset()  # the managed grants the app holds
+
+
+@dataclass
+class Findings:
+    connector: str
+    accounts: int = 0
+    drift: list[Drift] = field(default_factory=list)
+    orphans: list[RemoteAccount] = field(default_factory=list)
+    error: str | None = None
+
+
+def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterable[RemoteAccount],
+            people: frozenset[str], managed_grants: frozenset[str]) -> Findings:
+    """One connector: recorded accounts (employee_id -> record) vs the app's accounts."""
+    by_remote = {r.remote_id: r for r in records.values() if r.remote_id}
+    by_name = {r.username.casefold(): r for r in records.values()}
+    seen: set[str] = set()
+    out = Findings(connector)
+    for acc in remote:
+        out.accounts += 1
+        rec = (records.get(acc.external_id) if acc.external_id else None) or by_remote.get(acc.remote_id) \
+            or by_name.get(acc.username.casefold())
+        if rec is None:
+            if not (acc.external_id and acc.external_id in people):
+                out.orphans.append(acc)
+            continue
+        seen.add(rec.employee_id)
+        if rec.deleted:
+            continue
+        kinds: list[str] = []
+        if acc.active != rec.active and not acc.pending_invitation:
+            kinds.append("active")
+        if any(k in acc.attributes and acc.attributes[k] != v for k, v in rec.attributes.items()):
+            kinds.append("attributes")
+        if (acc.groups & managed_grants) != (rec.grants & managed_grants):
+            kinds.append("memberships")
+        if kinds:
+            out.drift.append(Drift(rec, acc, tuple(kinds), acc.groups & managed_grants))
+    for rec in records.values():
+        if rec.employee_id not in seen and not rec.deleted:
+            out.drift.append(Drift(rec, None, ("missing",)))
+    return out
+
+
+def _record_remote(rt: Runtime, drift: Iterable[Drift], now: dt.datetime) -> None:
+    """Set the recorded state to what the app holds, so the next plan repairs it."""
+    with rt.store.engine.begin() as conn:
+        for d in drift:
+            rec, acc = d.record, d.remote
+            where = (A.c.connector == rec.connector) & (A.c.employee_id == rec.employee_id)
+            gwhere = (G.c.connector == rec.connector) & (G.c.employee_id == rec.employee_id)
+            if acc is None:
+                conn.execute(update(A).where(where).values(deleted=True, active=False, updated_at=now))
+                conn.execute(delete(G).where(gwhere))
+                continue
+            attrs = {k: acc.attributes.get(k, v) for k, v in rec.attributes.items()}
+            conn.execute(update(A).where(where).values(active=acc.active, attributes=attrs, remote_id=acc.remote_id,
+                                                       updated_at=now))
+            if "memberships" in d.kinds:
+                for name in rec.grants - d.grants:
+                    conn.execute(delete(G).where(gwhere & (G.c.name == name)))
+                for name in d.grants - rec.grants:
+                    conn.execute(G.insert().values(connector=rec.connector, employee_id=rec.employee_id, name=name,
+                                                   rule="(found in the app)", since=now))
+
+
+async def _list(rt: Runtime, name: str) -> list[RemoteAccount] | str:
+    try:
+        return [acc async for acc in rt.connector(name).list_accounts()]
+    except Exception as e:  # one unreachable app must not stop the others' reconciliation
+        log.warning("reconciliation cannot list accounts", extra={"connector": name, "error": str(e)})
+        return f"{type(e).__name__}: {e}"
+
+
+async def run(rt: Runtime) -> list[Findings]:
+    from jml.events import index_for
+    from jml.sync import plan_people
+
+    now = rt.clock()
+    names = list(rt.config.connectors)
+    listed = await asyncio.gather(*(_list(rt, n) for n in names))
+    records = rt.store.load_accounts()
+    with rt.store.engine.connect() as conn:
+        people = frozenset(r[0] for r in conn.execute(select(P.c.employee_id).where(P.c.data.is_not(None))))
+        groups = {(c, n) for c, n in conn.execute(select(GR.c.connector, GR.c.name))}
+    report: list[Findings] = []
+    for name, accounts in zip(names, listed, strict=True):
+        if isinstance(accounts, str):
+            report.append(Findings(name, error=accounts))
+            continue
+        mine = {eid: r for (c, eid), r in records.items() if c == name}
+        managed = frozenset(g for r in mine.values() for g in r.grants) | {n for c, n in groups if c == name}
+        report.append(compare(name, mine, accounts, people, managed))
+    drift = [d for f in report for d in f.drift]
+    audit: list[tuple[str, object, str, str | None]] = []
+    for f in report:
+        orphan_accounts.labels(f.connector).set(len(f.orphans))
+        for d in f.drift:
+            for kind in d.kinds:
+                drift_found.labels(f.connector, kind).inc()
+            audit.append(("drift", {"connector": f.connector, "kinds": list(d.kinds),
+                                    "username": d.record.username}, "reconcile", d.record.employee_id))
+        if f.orphans:
+            audit.append(("orphans", {"connector": f.connector, "count": len(f.orphans),
+                                      "accounts": [o.username for o in f.orphans[:1000]]}, "reconcile", None))
+    if drift:
+        _record_remote(rt, drift, now)
+        eids = sorted({d.record.employee_id for d in drift})
+        plan_people(rt, {e: (False, False) for e in eids}, {}, index_for(rt.store, eids), now, origin="reconcile")
+    if rt.config.reconcile.delete_orphans:
+        _delete_orphans(rt, report, now)
+    rt.audit.append_many(audit, now=now)
+    rt.store.set_setting("reconcile", {
+        "at": now.isoformat(),
+        "connectors": {f.connector: {"accounts": f.accounts, "drift": len(f.drift), "orphans": len(f.orphans),
+                                     "orphan_sample": [o.username for o in f.orphans[:20]], "error": f.error}
+                       for f in report}})
+    return report
+
+
+def _delete_orphans(rt: Runtime, report: list[Findings], now: dt.datetime) -> None:
+    """Orphans go only through a plan the guard judges like any other (held if too many)."""
+    ops = [Operation(f.connector, Action.DELETE, f"orphan:{o.remote_id}",
+                     {"username": o.username, "remote_id": o.remote_id, "orphan": True}, Priority.NORMAL)
+           for f in report for o in f.orphans
+           if o.username.casefold() not in rt.policy.protected
+           and (o.external_id or "").casefold() not in rt.policy.protected]
+    if not ops:
+        return
+    verdict = guard.evaluate(ops, managed=rt.store.managed_counts(), limits=rt.limits,
+                             per_connector=rt.connector_limits())
+    plan_id = uuid.uuid4().hex[:12]
+    summary = {Action.DELETE.value: len(ops)}
+    rt.outbox.save_plan(plan_id, ops, held=verdict.held, origin="reconcile", reasons=list(verdict.reasons),
+                        summary=summary, policy_hash=rt.policy.fingerprint(), export_id=None, now=now)
+    if verdict.held:
+        metrics.guard_held_plans.inc()
+    rt.audit.append("plan", {"plan_id": plan_id, "held": verdict.held, "reasons": list(verdict.reasons),
+                             "summary": summary, "origin": "reconcile", "operations": len(ops)}, now=now,
+                    actor="reconcile")

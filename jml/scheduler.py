@@ -1,0 +1,199 @@
+"""The daemon's clockwork: the workers' lease, source polls and the periodic jobs.
+
+- **Workers' lease.** Only one process pushes to the apps at a time (SQLite has no SKIP
+  LOCKED; on PostgreSQL it keeps per-person ordering simple). The holder renews it every
+  `LEASE_TTL / 6`; a process that dies without releasing it is replaced once the lease
+  expires. A `jml sync` meanwhile only plans and waits (jml.commands.work).
+- **Polls.** One at a time (max_instances=1, coalesced). An unchanged export costs a
+  checksum/ETag compare (jml.sync.read_export); a failed read is recorded as the source's
+  error and retried at the next tick; the source then turns stale, it never reads as
+  "everyone left".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from jml import metrics
+from jml.context import ServiceContext
+from jml.errors import ExportRejected, JMLError
+from jml.sync import SOURCE, plan_cycle
+
+log = logging.getLogger("jml.service")
+
+LEASE_TTL = dt.timedelta(seconds=30)
+SLA_INTERVAL = 15.0
+
+
+class Workers:
+    """Holds (or waits for) the workers' lease and runs the engine while it holds it."""
+
+    def __init__(self, ctx: ServiceContext, *, grace: float, ttl: dt.timedelta = LEASE_TTL) -> None:
+        self.ctx = ctx
+        self.grace = grace
+        self.ttl = ttl
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._opened = False
+        self._lock = asyncio.Lock()
+        self.started = False  # the first lease attempt has finished
+
+    @property
+    def leader(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def tick(self) -> None:
+        """Take or renew the lease; start or halt the engine to match."""
+        async with self._lock:
+            if self.ctx.stopping.is_set():
+                return
+            rt = self.ctx.rt
+            held = rt.outbox.acquire_lease(rt.holder, rt.clock(), self.ttl)
+            if held and not self.leader:
+                try:
+                    await self._start()
+                except Exception as e:  # e.g. an app unreachable at boot: retried next tick
+                    log.error("cannot start the workers: will retry", extra={"error": f"{type(e).__name__}: {e}"})
+                    rt.outbox.release_lease(rt.holder)
+            elif not held and self.leader:
+                # Our lease expired and another process took it (a stall longer than the
+                # TTL): stop pushing at once, it now owns the outbox.
+                log.error("lost the workers' lease to another process: workers stopped")
+                await self._halt(grace=0)
+            self.started = True
+            self._refresh()
+
+    async def _start(self) -> None:
+        rt, engine = self.ctx.rt, self.ctx.engine
+        if not self._opened:
+            await rt.open_connectors()
+            self._opened = True
+        # Whatever an earlier process left `running` is ours to finish now.
+        resumed = engine.recover()
+        pending = rt.outbox.open_count()
+        log.info("took the workers' lease: resuming the outbox", extra={"pending": pending, "recovered": resumed})
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(engine.run_forever(self._stop, grace=self.grace), name="jml-engine")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # e.g. the database went away; the next tick starts the engine again.
+            log.error("workers stopped on an error", exc_info=task.exception())
+
+    async def _halt(self, grace: float) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        self.ctx.engine.wake()
+        try:
+            # run_forever lets running operations finish for `grace`, then cancels and
+            # releases the rest back to pending; the extra seconds cover that cleanup.
+            await asyncio.wait_for(asyncio.shield(task), grace + 5)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        except Exception:  # noqa: S110 - _ended logged it
+            pass
+
+    async def stop(self) -> None:
+        """Graceful shutdown: in-flight operations get `grace`, the rest stays pending."""
+        async with self._lock:
+            was_leader = self._task is not None
+            await self._halt(self.grace)
+            if was_leader:
+                rt = self.ctx.rt
+                pending = rt.outbox.open_count()
+                rt.outbox.release_lease(rt.holder)
+                log.info("workers stopped; released the lease", extra={"pending": pending})
+
+    def _refresh(self) -> None:
+        """Pick up `jml pause/resume` and keep the gauges current on every process."""
+        rt, engine = self.ctx.rt, self.ctx.engine
+        engine.paused = set(rt.store.get_setting("paused_connectors", []) or [])
+        engine.refresh_gauges()
+        metrics.plans_held.set(len(rt.outbox.plans(["held"], limit=1000)))
+
+
+async def poll_sources(ctx: ServiceContext, workers: Workers) -> None:
+    """One read of the HR source, planned and queued; the engine is woken for the plan."""
+    if ctx.stopping.is_set() or not workers.leader:
+        return
+    try:
+        outcome = await plan_cycle(ctx.rt)
+    except asyncio.CancelledError:
+        raise
+    except ExportRejected as e:
+        _source_failed(ctx, f"export rejected: {e}")
+        return
+    except JMLError as e:  # SourceError and anything else jml names: a failed read
+        _source_failed(ctx, str(e))
+        return
+    except Exception as e:  # a bug must not stop the polling either
+        log.exception("source poll failed unexpectedly")
+        _source_failed(ctx, f"unexpected {type(e).__name__}")
+        return
+    now = ctx.now
+    ctx.source_ok_at[SOURCE] = now
+    ctx.source_error.pop(SOURCE, None)
+    # A read that found the export unchanged is still a successful read.
+    metrics.source_last_success.labels(SOURCE).set(now.timestamp())
+    if outcome.held:
+        log.warning("plan held by the guard", extra={"plan_id": outcome.plan_id, "reasons": outcome.reasons})
+    elif outcome.plan_id is not None:
+        log.info("planned from the HR source", extra={"plan_id": outcome.plan_id, "summary": outcome.summary(),
+                                                        "unchanged": outcome.unchanged})
+        ctx.wake()
+
+
+def _source_failed(ctx: ServiceContext, error: str) -> None:
+    ctx.source_error[SOURCE] = error
+    log.warning("HR source read failed: will retry at the next poll", extra={"source": SOURCE, "error": error})
+
+
+def build_scheduler(ctx: ServiceContext, workers: Workers) -> AsyncIOScheduler:
+    """All periodic jobs; one instance of each at a time, missed runs coalesced."""
+    cfg = ctx.rt.config
+    sched = AsyncIOScheduler(timezone=dt.UTC, job_defaults={"max_instances": 1, "coalesce": True,
+                                                            "misfire_grace_time": None})
+    now = dt.datetime.now(dt.UTC)
+    lease_every = max(1.0, workers.ttl.total_seconds() / 6)
+    sched.add_job(workers.tick, "interval", seconds=lease_every, id="lease", next_run_time=now)
+    if cfg.sources.hris is not None:
+        sched.add_job(poll_sources, "interval", args=[ctx, workers], id="poll-hris",
+                      seconds=max(0.2, cfg.sources.hris.poll_interval.total_seconds()),
+                      next_run_time=now + dt.timedelta(milliseconds=200))
+    _add_optional(sched, "sla", "jml.sla", "tick", ctx, workers, SLA_INTERVAL)
+    _add_optional(sched, "reconcile", "jml.events", "reconcile", ctx, workers,
+                  cfg.reconcile.schedule.total_seconds())
+    return sched
+
+
+def _add_optional(sched: AsyncIOScheduler, job_id: str, module: str, attr: str, ctx: ServiceContext,
+                  workers: Workers, every: float) -> None:
+    """Schedule `module.attr(ctx)` on the lease holder, if that module is installed."""
+    try:  # while parts of jml are still being written, the service runs without them
+        fn: Callable[[ServiceContext], Awaitable[Any]] = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        log.warning("scheduled job not available in this build", extra={"job": job_id, "error": str(e)})
+        return
+
+    async def run() -> None:
+        if ctx.stopping.is_set() or not workers.leader:
+            return
+        try:
+            await fn(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scheduled job failed", extra={"job": job_id})
+
+    sched.add_job(run, "interval", seconds=max(1.0, every), id=job_id)

@@ -1,0 +1,120 @@
+"""The two things a signed-in person can change: approve a held plan, offboard someone.
+
+Shared by the HTML forms and the JSON API so both audit and wake the workers the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import importlib
+import re
+from typing import Any
+
+from jml.context import ServiceContext
+from jml.errors import GuardHeld, JMLError
+
+
+class ActionError(Exception):
+    """A refusal with the HTTP status that says why (400, 404, 409, 503)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def approve(ctx: ServiceContext, plan_id: str, actor: str) -> None:
+    rt = ctx.rt
+    now = rt.clock()
+    refusal = rt.outbox.decide(plan_id, approve=True, actor=actor, now=now)
+    if refusal:
+        raise ActionError(404 if refusal.startswith("no plan") else 409, refusal)
+    rt.audit.append("approval", {"plan_id": plan_id}, now=now, actor=actor)
+    info = rt.outbox.plan(plan_id)
+    if info is not None and info.origin == "export":
+        # As `jml approve`: the held export's people were not recorded; the next read plans them afresh.
+        last = rt.store.last_export("hris")
+        if last is not None and last.status == "held":
+            rt.store.set_export_status(last.id, "approved")
+    ctx.wake()
+
+
+async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt.datetime | None, actor: str,
+                   undo: bool) -> dict[str, Any]:
+    try:
+        events = importlib.import_module("jml.events")
+    except ImportError:
+        events = None
+    fn = getattr(events, "offboard", None)
+    if fn is None:
+        raise ActionError(503, "offboarding is not available in this build (jml.events.offboard is missing); "
+                               "use `jml offboard` from the command line")
+    if employee_id not in ctx.rt.store.load_states([employee_id]):
+        raise ActionError(404, f"no person with employee id {employee_id!r}")
+    try:
+        result = await fn(ctx.rt, employee_id, reason=reason, at=at, actor=actor, undo=undo)
+    except GuardHeld as e:
+        raise ActionError(409, str(e)) from None
+    except JMLError as e:
+        raise ActionError(404 if type(e).__name__ == "UnknownEmployee" else 400, str(e)) from None
+    ctx.event_wakeup.set()
+    ctx.wake()
+    return {"employee_id": employee_id, "undo": undo, **summarize(result)}
+
+
+def summarize(result: Any) -> dict[str, Any]:
+    """What events.offboard returned, as a small JSON object (never the people's records)."""
+    if result is None:
+        return {}
+    if isinstance(result, dict):
+        return {str(k): _plain(v) for k, v in result.items()}
+    out: dict[str, Any] = {}
+    for name in ("effective_at", "changed", "held", "plan_ids"):
+        if hasattr(result, name):
+            out[name] = _plain(getattr(result, name))
+    reasons = [r for p in getattr(result, "plans", None) or [] if getattr(p, "held", False)
+               for r in getattr(p, "reasons", [])]
+    if reasons:
+        out["held_reasons"] = [str(r) for r in reasons]
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_plain(x) for x in v]
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
+
+
+# RFC 3339 date-time (what the OpenAPI `format: date-time` promises), read leniently: lowercase t/z,
+# a space instead of T, a leap second clamped to :59. Python's fromisoformat alone rejects some of these.
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def parse_at(value: Any) -> dt.datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("`at` must be an ISO 8601 date-time string, e.g. 2026-11-23T17:00:00+01:00")
+    m = _RFC3339.match(value.strip())
+    if not m:
+        raise ValueError(f"`at` is not an ISO 8601 date-time: {value[:64]!r}")
+    y, mo, d, hh, mi, ss = (int(g) for g in m.groups()[:6])
+    frac = m.group(7) or ""
+    micro = int((frac[1:] + "000000")[:6]) if frac else 0
+    tz_s = m.group(8)
+    try:
+        tz = dt.UTC
+        if tz_s and tz_s not in ("Z", "z"):
+            sign = 1 if tz_s[0] == "+" else -1
+            tz = dt.timezone(sign * dt.timedelta(hours=int(tz_s[1:3]), minutes=int(tz_s[4:6])))
+        return dt.datetime(y, mo, d, hh, mi, min(ss, 59), micro, tzinfo=tz).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"`at` is not a valid date-time: {value[:64]!r}") from None

@@ -1,0 +1,344 @@
+"""GET /api/openapi.json: every route `jml serve` answers, with request schemas and security.
+
+Written as data so the schemas sit beside one another; tests validate it with
+openapi-spec-validator and the service is fuzzed against it with schemathesis, so a limit
+stated here (required, maxLength, pattern) is one the handlers enforce.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+# Text a person types: at least one non-space character and no control characters (newlines
+# are allowed where `multiline`). The handlers apply the same rule (jml.web.state.text_field).
+_CTL = "\\u0000-\\u001f\\u007f"
+_CTL_ML = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f"
+LINE = f"^[^{_CTL}]*[^\\s{_CTL}][^{_CTL}]*$"
+MULTILINE = f"^[^{_CTL_ML}]*[^\\s{_CTL}][^{_CTL_ML}]*$"
+ID = f"^[^\\s{_CTL}/]([^{_CTL}/]*[^\\s{_CTL}/])?$"
+
+HTML = {"text/html": {"schema": {"type": "string"}}}
+TEXT = {"text/plain": {"schema": {"type": "string"}}}
+ANY_JSON: dict[str, Any] = {"application/json": {"schema": {}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(schema)}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json("Error")}
+
+
+def _page(description: str) -> dict[str, Any]:
+    return {"description": description, "content": HTML}
+
+
+REDIRECT = {"description": "Redirect (to /login when not signed in, or to the next page after a form)",
+            "headers": {"Location": {"schema": {"type": "string"}}}}
+SIGNED_IN: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"sessionCookie": []}]
+OPEN: list[dict[str, list[str]]] = []
+CSRF_HEADER = {"name": "X-CSRF-Token", "in": "header", "required": False,
+               "description": "The session's CSRF token: required when authenticated by the session cookie "
+                              "(not with a bearer token).",
+               "schema": {"type": "string", "maxLength": 256}}
+CSRF_FIELD = {"type": "string", "maxLength": 256,
+              "description": "The session's CSRF token (from the page's form); required with the session cookie"}
+
+
+def _id_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID}}
+
+
+def _form(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": _ref(schema)}}}
+
+
+def _webhook_responses() -> dict[str, Any]:
+    return {
+        "200": {"description": "Accepted (stored before the answer; processed after it) or a duplicate",
+                "content": ANY_JSON | TEXT},
+        "202": {"description": "Accepted", "content": ANY_JSON | TEXT},
+        "400": {"description": "Malformed request", "content": ANY_JSON | TEXT},
+        "401": {"description": "Missing or wrong credentials", "content": ANY_JSON | TEXT},
+        "403": {"description": "Signature or authorization refused", "content": ANY_JSON | TEXT},
+        "404": {"description": "This webhook source is not configured", "content": ANY_JSON | TEXT},
+        "409": {"description": "Conflict", "content": ANY_JSON | TEXT},
+        "413": {"description": "Body too large", "content": ANY_JSON | TEXT},
+        "415": {"description": "Not JSON", "content": ANY_JSON | TEXT},
+        "429": {"description": "Rate limited", "content": ANY_JSON | TEXT},
+        "503": {"description": "Not ready (store unavailable or stopping)", "content": ANY_JSON | TEXT},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    nullable_str = {"type": "string", "nullable": True}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "OffboardRequest": {
+            "type": "object", "additionalProperties": False, "required": ["employee_id", "reason"],
+            "properties": {
+                "employee_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": LINE},
+                "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": MULTILINE,
+                           "description": "Why; kept in the audit trail"},
+                "at": {"type": "string", "format": "date-time",
+                       "description": "Effective time (RFC 3339); default now. A future time schedules the leaver."},
+                "undo": {"type": "boolean", "default": False, "description": "Lift an earlier offboard"},
+            },
+        },
+        "OffboardResult": {
+            "type": "object", "required": ["employee_id", "undo", "progress"],
+            "properties": {"employee_id": {"type": "string"}, "undo": {"type": "boolean"},
+                           "progress": {"type": "string", "description": "URL of the progress document"},
+                           "effective_at": {"type": "string", "nullable": True},
+                           "changed": {"type": "boolean", "description": "False: undo with nothing to lift"},
+                           "held": {"type": "boolean", "description": "The guard held the leaver's plan"},
+                           "plan_ids": {"type": "array", "items": {"type": "string"}},
+                           "held_reasons": {"type": "array", "items": {"type": "string"}}},
+        },
+        "ApproveResult": {"type": "object", "required": ["plan_id", "state"],
+                          "properties": {"plan_id": {"type": "string"}, "state": {"type": "string"}}},
+        "Status": {
+            "type": "object",
+            "required": ["now", "connectors", "paused", "held_plans", "dead_letters", "leavers_in_flight", "source"],
+            "properties": {
+                "now": {"type": "string", "format": "date-time"},
+                "connectors": {"type": "object", "additionalProperties": {
+                    "type": "object", "properties": {k: {"type": "integer"} for k in
+                                                     ("pending", "running", "dead", "held")}}},
+                "paused": {"type": "array", "items": {"type": "string"}},
+                "held_plans": {"type": "array", "items": {"type": "object", "properties": {
+                    "plan_id": {"type": "string"}, "created_at": nullable_str,
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                    "summary": {"type": "object", "additionalProperties": {"type": "integer"}}}}},
+                "dead_letters": {"type": "array", "items": {"type": "object", "properties": {
+                    "operation_id": {"type": "integer"}, "plan_id": {"type": "string"},
+                    "connector": {"type": "string"}, "action": {"type": "string"}, "person": {"type": "string"},
+                    "error": nullable_str, "attempts": {"type": "integer"}, "at": nullable_str}}},
+                "leavers_in_flight": {"type": "array", "items": {"type": "object"}},
+                "source": {"type": "object", "properties": {
+                    "last_read": nullable_str, "last_status": nullable_str, "last_reason": nullable_str,
+                    "last_success": nullable_str, "rows": {"type": "integer", "nullable": True},
+                    "stale": {"type": "boolean"}}},
+            },
+        },
+        "Progress": {
+            "type": "object", "required": ["employee_id", "now", "leaver", "connectors", "all_verified"],
+            "properties": {
+                "employee_id": {"type": "string"}, "now": {"type": "string", "format": "date-time"},
+                "leaver": {"type": "boolean"}, "phase": nullable_str, "effective_termination": nullable_str,
+                "all_verified": {"type": "boolean"},
+                "connectors": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["connector", "pending", "done", "verified", "deadline", "seconds_left", "state"],
+                    "properties": {
+                        "connector": {"type": "string"}, "account": nullable_str,
+                        "pending": {"type": "integer"}, "held": {"type": "integer"}, "done": {"type": "integer"},
+                        "dead": {"type": "integer"}, "verified": {"type": "boolean"},
+                        "verified_at": nullable_str, "started_at": nullable_str, "deadline": nullable_str,
+                        "seconds_left": {"type": "number", "nullable": True}, "breached": {"type": "boolean"},
+                        "state": {"type": "string",
+                                  "enum": ["verified", "breached", "in_progress", "not_leaving"]}}}},
+            },
+        },
+        "LoginForm": {
+            "type": "object", "required": ["token", "csrf_token"],
+            "properties": {
+                "token": {"type": "string", "maxLength": 4096, "description": "The admin token"},
+                "csrf_token": {"type": "string", "maxLength": 256,
+                               "description": "Must equal the jml_login cookie set by GET /login"},
+                "next": {"type": "string", "maxLength": 2048, "description": "Local path to go to afterwards"},
+            },
+        },
+        "CsrfForm": {"type": "object", "properties": {"csrf_token": CSRF_FIELD}},
+        "OffboardForm": {
+            "type": "object", "required": ["reason"],
+            "properties": {
+                "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": MULTILINE},
+                "confirm": {"type": "string", "enum": ["yes"],
+                            "description": "Absent: answer a confirmation page. `yes`: offboard."},
+                "undo": {"type": "string", "enum": ["yes"], "description": "Lift an earlier offboard"},
+                "csrf_token": CSRF_FIELD,
+            },
+        },
+        "HrEvent": {
+            "type": "object", "required": ["id", "type", "occurred_at", "person"],
+            "properties": {
+                "id": {"type": "string", "minLength": 1, "maxLength": 200},
+                "type": {"type": "string", "enum": ["hire", "change", "termination"]},
+                "occurred_at": {"type": "string", "format": "date-time"},
+                "person": {"type": "object", "description": "Export columns, as in the HR export",
+                           "additionalProperties": {"type": "string", "nullable": True}},
+            },
+        },
+        "OktaEventHook": {
+            "type": "object", "required": ["data"],
+            "properties": {
+                "eventType": {"type": "string"}, "eventTypeVersion": {"type": "string"},
+                "cloudEventsVersion": {"type": "string"}, "source": {"type": "string"},
+                "eventId": {"type": "string"}, "eventTime": {"type": "string"},
+                "contentType": {"type": "string"},
+                "data": {"type": "object", "required": ["events"], "properties": {"events": {
+                    "type": "array", "maxItems": 1000, "items": {
+                        "type": "object", "required": ["uuid", "eventType"],
+                        "properties": {
+                            "uuid": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "eventType": {"type": "string", "maxLength": 200},
+                            "published": {"type": "string"},
+                            "actor": {"type": "object"},
+                            "target": {"type": "array", "items": {"type": "object"}},
+                            "outcome": {"type": "object"}}}}}},
+            },
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    signed_page = {"security": SIGNED_IN, "tags": ["pages"]}
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness: the process answers", "security": OPEN, "tags": ["ops"],
+                             "responses": {"200": {"description": "Alive", "content": ANY_JSON | TEXT},
+                                           "503": {"description": "Stopping", "content": ANY_JSON | TEXT}}}},
+        "/readyz": {"get": {"summary": "Readiness: store reachable, workers running", "security": OPEN,
+                            "tags": ["ops"],
+                            "responses": {"200": {"description": "Ready", "content": ANY_JSON | TEXT},
+                                          "503": {"description": "Not ready", "content": ANY_JSON | TEXT}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "security": OPEN,
+                             "tags": ["ops"],
+                             "responses": {"200": {"description": "Metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}},
+                                 "application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+        "/api/openapi.json": {"get": {"summary": "This document", "security": OPEN, "tags": ["ops"],
+                                      "responses": {"200": {"description": "OpenAPI 3 document",
+                                                            "content": ANY_JSON}}}},
+        "/webhooks/okta": {
+            "get": {"summary": "Okta event hook one-time verification", "security": [{"oktaAuthorization": []}],
+                    "tags": ["webhooks"],
+                    "parameters": [{"name": "x-okta-verification-challenge", "in": "header", "required": True,
+                                    "schema": {"type": "string", "minLength": 1, "maxLength": 1024}}],
+                    "responses": _webhook_responses()},
+            "post": {"summary": "Okta event hook delivery (deduplicated by data.events[].uuid)",
+                     "security": [{"oktaAuthorization": []}], "tags": ["webhooks"],
+                     "requestBody": {"required": True, "content": _json("OktaEventHook")},
+                     "responses": _webhook_responses()},
+        },
+        "/webhooks/hr": {
+            "post": {"summary": "Signed HR event (hire, change, termination); idempotent by id",
+                     "security": [{"hrSignature": []}], "tags": ["webhooks"],
+                     "requestBody": {"required": True, "content": _json("HrEvent")},
+                     "responses": _webhook_responses()},
+        },
+        "/login": {
+            "get": {"summary": "Sign-in form (sets the jml_login double-submit cookie)", "security": OPEN,
+                    "tags": ["pages"],
+                    "parameters": [{"name": "next", "in": "query", "required": False,
+                                    "schema": {"type": "string", "maxLength": 2048}}],
+                    "responses": {"200": _page("The form"), "303": REDIRECT}},
+            "post": {"summary": "Sign in with the admin token: opens a session (HttpOnly, SameSite=Strict cookie)",
+                     "security": OPEN, "tags": ["pages"], "requestBody": _form("LoginForm"),
+                     "responses": {"303": REDIRECT, "400": _page("Malformed form"), "401": _page("Wrong token"),
+                                   "403": _page("Cross-site or expired form"),
+                                   "413": {"description": "Body too large"},
+                                   "429": _page("Too many failed attempts"),
+                                   "503": _page("No admin token configured")}},
+        },
+        "/logout": {"post": {"summary": "Close the session", "security": OPEN, "tags": ["pages"],
+                             "requestBody": _form("CsrfForm"),
+                             "responses": {"303": REDIRECT, "400": _page("Malformed form"),
+                                           "403": _page("Cross-site or expired form"),
+                                           "413": {"description": "Body too large"}}}},
+        "/": {"get": {**signed_page, "summary": "Status page: leavers in flight with their SLA countdown, breaches, "
+                                                "held plans, dead letters, source freshness, duration plot",
+                      "parameters": [{"name": "approved", "in": "query", "required": False,
+                                      "schema": {"type": "string", "maxLength": 128}}],
+                      "responses": {"200": _page("The status page"), "303": REDIRECT}}},
+        "/people": {"get": {**signed_page, "summary": "HR search by name, email or employee id",
+                            "parameters": [{"name": "q", "in": "query", "required": False,
+                                            "schema": {"type": "string", "maxLength": 200}}],
+                            "responses": {"200": _page("Search form and results"), "303": REDIRECT,
+                                          "400": _page("Malformed query")}}},
+        "/people/{employee_id}": {"get": {
+            **signed_page, "summary": "A person: their access in every connector and the rule granting it",
+            "parameters": [_id_param("employee_id", "HR employee id"),
+                           {"name": "done", "in": "query", "required": False,
+                            "schema": {"type": "string", "maxLength": 32}}],
+            "responses": {"200": _page("The person"), "303": REDIRECT, "404": _page("No such person")}}},
+        "/people/{employee_id}/offboard": {"post": {
+            **signed_page, "summary": "Offboard now (first answers a confirmation page; `confirm=yes` acts)",
+            "parameters": [_id_param("employee_id", "HR employee id")],
+            "requestBody": _form("OffboardForm"),
+            "responses": {"200": _page("Confirmation step"), "303": REDIRECT, "400": _page("Malformed form"),
+                          "403": _page("Cross-site or missing CSRF token"), "404": _page("No such person"),
+                          "409": _page("Held by the guard"), "413": {"description": "Body too large"},
+                          "503": _page("Offboarding unavailable")}}},
+        "/plans/{plan_id}/approve": {"post": {
+            **signed_page, "summary": "Approve a held plan (form)",
+            "parameters": [_id_param("plan_id", "Held plan id")], "requestBody": _form("CsrfForm"),
+            "responses": {"303": REDIRECT, "400": _page("Malformed form"),
+                          "403": _page("Cross-site or missing CSRF token"), "404": _page("No such plan"),
+                          "409": _page("Not held, or no longer current"),
+                          "413": {"description": "Body too large"}}}},
+        "/api/v1/status": {"get": {
+            "summary": "The status document (as `jml status --json`)", "security": SIGNED_IN, "tags": ["api"],
+            "responses": {"200": {"description": "Status", "content": _json("Status")},
+                          "401": _err("Not signed in")}}},
+        "/api/v1/offboard": {"post": {
+            "summary": "Offboard a person now (or at `at`), or lift it with `undo`", "security": SIGNED_IN,
+            "tags": ["api"], "parameters": [CSRF_HEADER],
+            "requestBody": {"required": True, "content": _json("OffboardRequest")},
+            "responses": {"202": {"description": "Recorded; deprovisioning is queued",
+                                  "content": _json("OffboardResult")},
+                          "400": _err("Malformed body"), "401": _err("Not signed in"),
+                          "403": _err("Cookie session without CSRF token, or cross-site"),
+                          "404": _err("No such person"), "409": _err("Held by the guard"),
+                          "413": {"description": "Body too large"},
+                          "503": _err("Offboarding unavailable")}}},
+        "/api/v1/plans/{plan_id}/approve": {"post": {
+            "summary": "Approve a held plan", "security": SIGNED_IN, "tags": ["api"],
+            "parameters": [_id_param("plan_id", "Held plan id"), CSRF_HEADER],
+            "responses": {"200": {"description": "Approved: queued", "content": _json("ApproveResult")},
+                          "401": _err("Not signed in"), "403": _err("Cookie session without CSRF token"),
+                          "404": _err("No such plan"), "409": _err("Not held, or no longer current")}}},
+        "/api/v1/people/{employee_id}/progress": {"get": {
+            "summary": "A leaver's deprovisioning per connector against the SLA", "security": SIGNED_IN,
+            "tags": ["api"], "parameters": [_id_param("employee_id", "HR employee id")],
+            "responses": {"200": {"description": "Progress", "content": _json("Progress")},
+                          "401": _err("Not signed in"), "404": _err("No such person")}}},
+        "/static/style.css": {"get": {"summary": "Stylesheet", "security": OPEN, "tags": ["pages"],
+                                      "responses": {"200": {"description": "CSS", "content": {
+                                          "text/css": {"schema": {"type": "string"}}}}}}},
+        "/static/app.js": {"get": {"summary": "Countdown and live refresh script", "security": OPEN,
+                                   "tags": ["pages"],
+                                   "responses": {"200": {"description": "JavaScript", "content": {
+                                       "text/javascript": {"schema": {"type": "string"}}}}}}},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "jml", "version": "1",
+                 "description": "Joiner-Mover-Leaver provisioning daemon: health, metrics, webhooks, the signed-in "
+                                "pages and the JSON API. Sign in with the admin bearer token, or the browser "
+                                "session it opens at /login."},
+        "servers": [{"url": "/"}],
+        "tags": [{"name": "ops"}, {"name": "webhooks"}, {"name": "pages"}, {"name": "api"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The admin token"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "jml_session",
+                                  "description": "Opened by POST /login; state-changing requests also need the "
+                                                 "session's CSRF token"},
+                "oktaAuthorization": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                      "description": "The value configured in the Okta event hook, compared whole"},
+                "hrSignature": {"type": "apiKey", "in": "header", "name": "X-JML-Signature",
+                                "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + raw body>"},
+            },
+            "schemas": _schemas(),
+        },
+    }

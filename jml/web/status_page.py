@@ -1,0 +1,184 @@
+"""GET / : what an operator needs at a glance, refreshed every few seconds by app.js."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from jml.context import ServiceContext
+from jml.status import snapshot
+from jml.web import data
+from jml.web.auth import Principal
+from jml.web.html import badge, countdown, csrf_input, duration, h, page, table, when
+from jml.web.plot import durations_section
+from jml.web.state import state
+
+
+def _person_link(eid: str, names: dict[str, str]) -> str:
+    name = names.get(eid, eid)
+    label = f"{h(name)} <span class=\"muted\">{h(eid)}</span>" if name != eid else h(eid)
+    return f'<a href="/people/{h(eid)}">{label}</a>'
+
+
+def _when_dt(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _leavers(doc: dict[str, Any], clocks: list[data.Clock], names: dict[str, str], now: dt.datetime) -> str:
+    rows: list[list[str]] = []
+    seen = set()
+    reported = {(str(lv.get("person", "")), str(lv.get("connector", ""))): lv
+                for lv in doc.get("leavers_in_flight") or []}
+    for c in clocks:
+        seen.add((c.employee_id, c.connector))
+        state_ = c.state(now)
+        lv = reported.get((c.employee_id, c.connector), {})
+        predicted = (lv.get("predicted_breach") if lv else c.predicted_breach) and state_ == "in_progress"
+        flag = badge("predicted breach", "warn") if predicted else ""
+        note = h(lv.get("last_check") or "") if state_ != "verified" else ""
+        rows.append([_person_link(c.employee_id, names), h(c.connector), when(c.started_at), when(c.deadline),
+                     countdown(c.deadline, state_, now) + " " + flag, f'<span class="muted">{note}</span>'])
+    # Anything the SLA module reports in flight that has no clock row yet.
+    for lv in doc.get("leavers_in_flight") or []:
+        eid, conn = str(lv.get("person", "")), str(lv.get("connector", ""))
+        if (eid, conn) in seen:
+            continue
+        deadline = _when_dt(lv.get("deadline"))
+        st = "verified" if lv.get("verified") else "in_progress"
+        flag = badge("predicted breach", "warn") if lv.get("predicted_breach") else ""
+        rows.append([_person_link(eid, names), h(conn), when(_when_dt(lv.get("started_at"))), when(deadline),
+                     countdown(deadline, st, now) + " " + flag,
+                     f'<span class="muted">{h(lv.get("last_check") or "")}</span>'])
+    return table(["Person", "Connector", "Effective termination", "Deadline", "Time left", "Note"], rows,
+                 cls="leavers", empty="No leavers in flight.")
+
+
+def _breaches(breaches: list[data.Clock], names: dict[str, str], now: dt.datetime) -> str:
+    rows = []
+    for c in breaches:
+        over = ((c.verified_at or now) - c.deadline).total_seconds() if c.deadline else None
+        rows.append([_person_link(c.employee_id, names), h(c.connector), when(c.deadline),
+                     when(c.verified_at) if c.verified_at else badge("not yet verified", "breach"),
+                     f'<span class="breach">{h(duration(over))} late</span>'])
+    return table(["Person", "Connector", "Deadline", "Verified", "Over by"], rows, cls="breaches",
+                 empty="No missed deadlines in the last 7 days.")
+
+
+def _held(ctx: ServiceContext, doc: dict[str, Any], csrf: str) -> str:
+    if not doc["held_plans"]:
+        return '<p class="empty">No plan is waiting for approval.</p>'
+    out = []
+    for p in doc["held_plans"]:
+        pid = str(p["plan_id"])
+        reasons = "".join(f"<li>{h(r)}</li>" for r in p["reasons"] or [])
+        summary = ", ".join(f"{h(k)} {h(v)}" for k, v in sorted((p["summary"] or {}).items())) or "no operations"
+        ops = ctx.rt.outbox.ops(["held"], limit=25, plan_id=pid)
+        op_rows = [[h(q.op.connector), h(q.op.action.value), h(q.op.employee_id),
+                    h(q.op.detail.get("group") or q.op.detail.get("grant") or q.op.detail.get("username") or "")]
+                   for q in ops]
+        out.append(
+            f'<article class="held" data-plan="{h(pid)}"><header><strong>Plan <code>{h(pid)}</code></strong> '
+            f'<span class="muted">created {h(when(p["created_at"]))}</span></header>'
+            f'<p class="summary">{summary}</p><ul class="reasons">{reasons}</ul>'
+            f'<details><summary>First operations</summary>'
+            f'{table(["Connector", "Action", "Person", "Target"], op_rows, empty="none")}</details>'
+            f'<form method="post" action="/plans/{h(pid)}/approve" class="approve">{csrf_input(csrf)}'
+            f'<button type="submit" class="primary">Approve plan {h(pid)}</button></form></article>')
+    return "".join(out)
+
+
+def _dead(doc: dict[str, Any], names: dict[str, str]) -> str:
+    rows = [[h(f"#{d['operation_id']}"), h(d["connector"]), h(d["action"]), _person_link(str(d["person"]), names),
+             f'<span class="error">{h(d["error"])}</span>', h(d["attempts"]), when(d["at"])]
+            for d in doc["dead_letters"]]
+    return table(["Op", "Connector", "Action", "Person", "Error", "Attempts", "At"], rows, cls="dead",
+                 empty="No dead letters.") + (
+        '<p class="hint">Re-queue with <code>jml retry ID</code> or <code>jml retry --all</code>.</p>'
+        if rows else "")
+
+
+def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
+    src = doc["source"]
+    if ctx.rt.config.sources.hris is None:
+        flag = badge("no HR source configured", "muted")
+    else:
+        flag = badge("STALE", "breach") if src["stale"] else badge("fresh", "ok")
+    rows: list[tuple[str, str]] = [
+        ("HR export", flag), ("Last read", when(src["last_read"])), ("Result", h(src["last_status"] or "—")),
+        ("Last good read", when(src["last_success"])),
+        ("Rows", h(src["rows"] if src["rows"] is not None else "—"))]
+    if src.get("last_reason"):
+        rows.append(("Note", h(src["last_reason"])))
+    for name, err in sorted(ctx.source_error.items()):
+        ok_at = when(ctx.source_ok_at.get(name))
+        rows.append((f"{name}: last error", f'<span class="error">{h(err)}</span> (last good read {ok_at})'))
+    return '<dl class="facts">' + "".join(f"<dt>{h(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def _connectors(doc: dict[str, Any]) -> str:
+    rows = []
+    for name, c in doc["connectors"].items():
+        paused = badge("PAUSED", "warn") if name in doc["paused"] else badge("running", "ok")
+        rows.append([h(name), paused, h(c["pending"]), h(c["running"]), h(c["held"]),
+                     f'<span class="{"error" if c["dead"] else ""}">{h(c["dead"])}</span>'])
+    return table(["Connector", "State", "Pending", "Running", "Held", "Dead"], rows, cls="connectors",
+                 empty="No connectors configured.")
+
+
+def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.datetime]:
+    rt = ctx.rt
+    now = rt.clock()
+    doc = snapshot(rt)
+    clocks = data.leaver_clocks(rt, now)
+    breaches = data.recent_breaches(rt, now)
+    plots = data.durations(rt)
+    eids = {c.employee_id for c in clocks} | {c.employee_id for c in breaches} | {
+        str(d["person"]) for d in doc["dead_letters"]} | {str(lv.get("person")) for lv in doc["leavers_in_flight"]}
+    names = data.display_names(rt, eids)
+    in_flight = sum(1 for c in clocks if c.verified_at is None)
+    cards = [
+        ("Leavers in flight", str(in_flight), "warn" if in_flight else "ok"),
+        ("Missed deadlines (7 days)", str(len(breaches)), "breach" if breaches else "ok"),
+        ("Held plans", str(len(doc["held_plans"])), "warn" if doc["held_plans"] else "ok"),
+        ("Dead letters", str(len(doc["dead_letters"])), "breach" if doc["dead_letters"] else "ok"),
+        ("HR source", "STALE" if doc["source"]["stale"] else "fresh", "breach" if doc["source"]["stale"] else "ok"),
+        ("Paused connectors", ", ".join(doc["paused"]) or "none", "warn" if doc["paused"] else "ok"),
+    ]
+    summary = "".join(f'<div class="stat {k}"><div class="label">{h(t)}</div><div class="value">{h(v)}</div></div>'
+                      for t, v, k in cards)
+    body = (
+        (f'<p class="flash">{h(flash)}</p>' if flash else "")
+        + f'<section class="stats">{summary}</section>'
+        + f'<section class="card" id="leavers"><h2>Leavers in flight</h2>{_leavers(doc, clocks, names, now)}</section>'
+        + f'<section class="card" id="held"><h2>Held plans</h2>{_held(ctx, doc, csrf)}</section>'
+        + '<div class="two">'
+        + f'<section class="card" id="breaches"><h2>Recent breaches</h2>{_breaches(breaches, names, now)}</section>'
+        + f'<section class="card" id="sources"><h2>Source freshness</h2>{_source(ctx, doc)}</section>'
+        + "</div>"
+        + f'<section class="card" id="durations"><h2>Deprovision durations vs SLA</h2>'
+          f'{durations_section(plots, rt.config.connector_sla)}</section>'
+        + '<div class="two">'
+        + f'<section class="card" id="connectors"><h2>Connectors</h2>{_connectors(doc)}</section>'
+        + f'<section class="card" id="dead"><h2>Dead letters</h2>{_dead(doc, names)}</section>'
+        + "</div>"
+    )
+    return body, now
+
+
+async def status_page(request: web.Request, who: Principal) -> web.StreamResponse:
+    ctx = state(request).ctx
+    csrf = who.session.csrf if who.session else ""
+    approved = request.query.get("approved", "")
+    flash = f"Plan {approved[:64]} approved: its operations are queued." if approved else ""
+    body, now = await asyncio.to_thread(render, ctx, csrf, flash)
+    return page("Status", body, now=now, csrf=csrf, active="status", refresh=5)

@@ -1,0 +1,206 @@
+"""`jml serve` as a real process against real peers on loopback.
+
+Each test starts the daemon with a temporary config (SQLite state, a folder or S3 source
+polled every second, scim2-server as the app) and watches what reaches the app.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from pathlib import Path
+
+import boto3
+
+from tests.e2e.conftest import AWS_TEST_ENV
+from tests.e2e.helpers import (
+    db_scalar,
+    export_bytes,
+    person,
+    scim_users,
+    start_serve,
+    wait_until,
+    write_config,
+    write_export,
+)
+from tests.peers import ScimPeer
+from tests.vendor_peers.proxy import Fault, VendorProxy
+
+
+def _external_ids(scim: ScimPeer) -> collections.Counter[str]:
+    return collections.Counter(u.get("externalId") for u in scim_users(scim.url, scim.token))
+
+
+def _has_users(scim: ScimPeer, ids: set[str]) -> bool:
+    return ids <= set(_external_ids(scim))
+
+
+def _plans(db: Path) -> int:
+    return int(db_scalar(db, "SELECT count(*) FROM plan"))
+
+
+def test_serve_health_metrics_folder_poll_and_unchanged_export(scim: ScimPeer, tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    first = [person(i) for i in range(1, 6)]
+    write_export(exports, "export-1.csv", first)
+    cfg = write_config(tmp_path, scim_url=scim.url)
+    db = tmp_path / "jml.db"
+    with start_serve(cfg, env={"SCIM_TOKEN": scim.token}) as served:
+        ready = served.wait_ready()
+        assert ready["checks"]["database"]["ok"] and ready["checks"]["source"]["ok"]
+        assert ready["workers"] == "leader"
+        assert served.get_json("/healthz") == (200, {"status": "ok"})
+
+        wait_until(lambda: _has_users(scim, {p["employee_id"] for p in first}), 20, what="the first export pushed")
+        wait_until(lambda: 'jml_outbox_depth{connector="demo"} 0.0' in served.get("/metrics")[1].decode(),
+                   10, what="outbox depth 0 in /metrics")
+        status, body = served.get("/metrics")
+        text = body.decode()
+        assert status == 200
+        assert 'jml_source_last_success_timestamp_seconds{source="hris"}' in text
+        assert "jml_operations_total" in text
+        assert _plans(db) == 1
+
+        # Three more polls of the same file: no new plan, no new export recorded.
+        time.sleep(3.5)
+        assert _plans(db) == 1
+        assert db_scalar(db, "SELECT count(*) FROM export") == 1
+        assert any(r.get("event") == "export unchanged: planning only dated transitions" for r in served.log_records())
+
+        # A newer export in the folder is read at the next poll and reaches the app.
+        write_export(exports, "export-2.csv", [*first, person(6)])
+        wait_until(lambda: _has_users(scim, {"E0000006"}), 15, what="the new joiner pushed")
+        assert _plans(db) == 2
+        assert sum(_external_ids(scim).values()) == 6
+
+        # Malformed requests are the client's problem, never a 5xx.
+        assert served.post("/metrics", b"\xff\x00")[0] == 405
+        assert served.get("/readyz?%zz=%%")[0] == 200
+        assert served.stop() == 0
+    log = served.logs()
+    assert scim.token not in log
+    assert '"path": "/readyz"' in log or "http request" in log
+
+
+def test_failed_source_reads_as_stale_never_as_everyone_left(scim: ScimPeer, tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    people = [person(i) for i in range(1, 4)]
+    path = write_export(exports, "export.csv", people)
+    content = path.read_bytes()
+    # Limits off: if a failed read counted as an empty export, these people would be leavers at once.
+    extra = {
+        "lifecycle": {"missing_after": 1},
+        "guard": {"max_deprovision_percent": 100, "max_deprovision_count": 1000, "max_shrink_percent": 100},
+    }
+    cfg = write_config(tmp_path, scim_url=scim.url, hris={"stale_after": "2s"}, extra=extra)
+    db = tmp_path / "jml.db"
+    with start_serve(cfg, env={"SCIM_TOKEN": scim.token}) as served:
+        served.wait_ready()
+        wait_until(lambda: _has_users(scim, {p["employee_id"] for p in people}), 20, what="the export pushed")
+        plans = _plans(db)
+
+        path.unlink()  # the HR drop fails: the folder is empty
+
+        def stale() -> dict[str, object] | None:
+            status, doc = served.get_json("/readyz")
+            return doc if status == 503 and doc["checks"]["source"].get("stale") else None
+
+        doc = wait_until(stale, 10, what="/readyz 503 with a stale source")
+        assert "no .csv export" in doc["checks"]["source"]["error"]
+        assert doc["checks"]["database"]["ok"]
+        assert _plans(db) == plans
+        assert all(u.get("active", True) for u in scim_users(scim.url, scim.token))
+
+        path.write_bytes(content)  # the next drop arrives (unchanged): ready again, still nothing to do
+        wait_until(lambda: served.get("/readyz")[0] == 200, 10, what="/readyz 200 again")
+        assert _plans(db) == plans
+        assert served.stop() == 0
+    assert all(u.get("active", True) for u in scim_users(scim.url, scim.token))
+
+
+def test_s3_export_picked_up_on_next_poll(scim: ScimPeer, moto_url: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    bucket = f"hr-{time.monotonic_ns()}"
+    s3.create_bucket(Bucket=bucket)
+    first = [person(i) for i in range(1, 4)]
+    s3.put_object(Bucket=bucket, Key="workday/export-1.csv", Body=export_bytes(first))
+    cfg = write_config(tmp_path, scim_url=scim.url, location=f"s3://{bucket}/workday/",
+                       hris={"endpoint_url": moto_url})
+    db = tmp_path / "jml.db"
+    with start_serve(cfg, env={"SCIM_TOKEN": scim.token, **AWS_TEST_ENV}) as served:
+        served.wait_ready()
+        wait_until(lambda: _has_users(scim, {p["employee_id"] for p in first}), 20, what="the S3 export pushed")
+        time.sleep(2.2)  # two polls of an unchanged object (same ETag): nothing planned
+        assert _plans(db) == 1
+        time.sleep(1.1)  # S3 LastModified has one-second resolution: keep the newer object newer
+        s3.put_object(Bucket=bucket, Key="workday/export-2.csv", Body=export_bytes([*first, person(4)]))
+        wait_until(lambda: _has_users(scim, {"E0000004"}), 15, what="the newer S3 object pushed")
+        assert _plans(db) == 2
+        assert served.stop() == 0
+
+
+def test_sigterm_mid_batch_exits_within_grace_and_restart_finishes_exactly_once(
+        scim: ScimPeer, tmp_path: Path) -> None:
+    n, grace = 300, 2.0
+    people = [person(i) for i in range(1, n + 1)]
+    ids = {p["employee_id"] for p in people}
+    write_export(tmp_path / "exports", "export.csv", people)
+    with VendorProxy(scim.url.removesuffix("/v2/")) as proxy:
+        # Creates only (no grants): the batch is 300 find-then-create chains through a slow proxy.
+        cfg = write_config(tmp_path, scim_url=proxy.url.rstrip("/") + "/v2/", grace=f"{grace:g}s", grants=False)
+        db = tmp_path / "jml.db"
+        proxy.fail_next(*[Fault(delay=0.03, forward=True)] * 100_000)
+        served = start_serve(cfg, env={"SCIM_TOKEN": scim.token})
+        with served:
+            served.wait_ready()
+            wait_until(lambda: len(_external_ids(scim)) >= 20, 30, what="the batch under way")
+            # The next four requests stall far longer than the grace period: the workers are mid-operation.
+            proxy.faults.clear()
+            seen = len(proxy.seen)
+            proxy.fail_next(*[Fault(delay=8, forward=True)] * 4)
+            wait_until(lambda: not proxy.faults and len(proxy.seen) >= seen + 4, 10, 0.05, what="stalled requests")
+            t0 = time.monotonic()
+            assert served.stop(signal.SIGTERM, timeout=grace + 15) == 0
+            took = time.monotonic() - t0
+        assert grace - 0.3 <= took <= grace + 5, f"exit took {took:.1f}s with a {grace}s grace period"
+        done_before = len(_external_ids(scim))
+        assert done_before < n
+        assert db_scalar(db, "SELECT count(*) FROM operation WHERE state = 'running'") == 0
+        assert db_scalar(db, "SELECT count(*) FROM operation WHERE state = 'pending'") > 0
+        assert db_scalar(db, "SELECT count(*) FROM lease") == 0
+        log = served.logs()
+        assert '"event": "workers stopped; released the lease"' in log
+
+        # Restart: the outbox is resumed (the unchanged export plans nothing new) and finishes.
+        with start_serve(cfg, env={"SCIM_TOKEN": scim.token}) as again:
+            again.wait_ready()
+            wait_until(lambda: db_scalar(db, "SELECT count(*) FROM operation WHERE state IN ('pending','running')")
+                       == 0, 60, 0.5, what="the batch finished")
+            assert db_scalar(db, "SELECT count(*) FROM operation WHERE state = 'dead'") == 0
+            assert _plans(db) == 1
+            # Let the stalled requests (forwarded late by the proxy) land before counting.
+            time.sleep(max(0.0, t0 + 8.5 - time.monotonic()))
+            counts = _external_ids(scim)
+            assert set(counts) == ids
+            assert all(c == 1 for c in counts.values()), [e for e, c in counts.items() if c != 1]
+            assert again.stop() == 0
+
+
+def test_only_the_lease_holder_works_and_a_standby_takes_over(scim: ScimPeer, tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    write_export(exports, "export-1.csv", [person(1), person(2)])
+    cfg_a = write_config(tmp_path, scim_url=scim.url, name="a.yaml")
+    cfg_b = write_config(tmp_path, scim_url=scim.url, name="b.yaml")  # same database, another port
+    with start_serve(cfg_a, env={"SCIM_TOKEN": scim.token}, log_name="a.log") as a:
+        assert a.wait_ready()["workers"] == "leader"
+        wait_until(lambda: _has_users(scim, {"E0000001", "E0000002"}), 20, what="A pushed the export")
+        with start_serve(cfg_b, env={"SCIM_TOKEN": scim.token}, log_name="b.log") as b:
+            assert b.wait_ready()["workers"] == "standby"
+            assert a.stop() == 0
+            wait_until(lambda: b.get_json("/readyz")[1]["workers"] == "leader", 10, what="B took the lease")
+            write_export(exports, "export-2.csv", [person(1), person(2), person(3)])
+            wait_until(lambda: _has_users(scim, {"E0000003"}), 15, what="B pushed the next export")
+            assert b.stop() == 0
+    assert sum(_external_ids(scim).values()) == 3
