@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import select, update
@@ -34,12 +35,17 @@ def dump(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _text(value: str | None) -> str:
+    # What json.dumps(ensure_ascii=False) writes for a str or None, without its machinery.
+    return "null" if value is None else encode_basestring(value)
+
+
 def canonical(seq: int, at: str, kind: str, actor: str, subject: str | None, data: Any,
               data_json: str | None = None) -> str:
     """The hashed form of a record: sorted-key compact JSON (data serialised once)."""
     body = dump(data) if data_json is None else data_json
-    return (f'{{"actor":{dump(actor)},"at":{dump(at)},"data":{body},"kind":{dump(kind)},'
-            f'"seq":{seq},"subject":{dump(subject)}}}')
+    return (f'{{"actor":{_text(actor)},"at":{_text(at)},"data":{body},"kind":{_text(kind)},'
+            f'"seq":{seq},"subject":{_text(subject)}}}')
 
 
 def chain(prev_hash: str, record: str) -> str:

@@ -72,6 +72,8 @@ def _print_outcome(o: PlanOutcome) -> None:
 
 async def sync(args: argparse.Namespace, cfg: Config) -> int:
     rt = Runtime(cfg)
+    if not args.dry_run:
+        _check_secrets(cfg)
     outcome = await plan_cycle(rt, dry_run=args.dry_run)
     _print_outcome(outcome)
     if outcome.held:
@@ -80,6 +82,15 @@ async def sync(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_OK
     await work(rt, outcome.plan_id, args.timeout)
     return _report_plan(rt, outcome.plan_id)
+
+
+def _check_secrets(cfg: Config) -> None:
+    """Every connector's secret is readable, before a plan is stored that could not be pushed
+    (ConfigError -> exit 2 naming the key, e.g. connectors.demo.token_env)."""
+    from jml.config import resolve_secret
+
+    for name, c in cfg.connectors.items():
+        resolve_secret(c, "token", f"connectors.{name}", required=False)
 
 
 def _report_plan(rt: Runtime, plan_id: str | None) -> int:

@@ -27,6 +27,9 @@ oldest_pending = Gauge(
 predicted_breach = Gauge(
     "jml_deprovisions_predicted_breach", "Pending leavers predicted to miss the SLA at the current rate.",
     ["connector"], registry=REGISTRY)
+deprovision_sla = Gauge(
+    "jml_deprovision_sla_seconds", "The configured deprovision SLA per connector (for alert rules).",
+    ["connector"], registry=REGISTRY)
 deprovision_verifications = Counter(
     "jml_deprovision_verifications", "Read-backs of a leaver's account after its deprovision "
     "(verified, not_deprovisioned: re-planned, read_error).", ["connector", "outcome"], registry=REGISTRY)

@@ -12,9 +12,9 @@ import hashlib
 import json
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase
+from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +141,15 @@ def desired(
     """Desired accounts of one person in every connector, for the planner."""
     phase = lifecycle.phase
     by_connector = grants_for(person, policy)
+    if person.status is Status.PREHIRE and phase in (Phase.PREHIRE, Phase.ACTIVE):
+        # A pre-hire gets the accounts (and from the hire date the grants) of the employee
+        # they are about to be: rules written for `status: Active` (DESIGN's own example)
+        # must not leave them without an account, nor ungranted on day one while HR's
+        # export still says Pre-hire.
+        for connector, grants in grants_for(replace(person, status=Status.ACTIVE), policy).items():
+            bucket = by_connector.setdefault(connector, {})
+            for g, rule in grants.items():
+                bucket.setdefault(g, rule)
     leaving = phase in (Phase.LEAVER, Phase.GONE)
     out: list[DesiredAccount] = []
     attributes = account_attributes(person)

@@ -2,8 +2,9 @@
 
 - **Workers' lease.** Only one process pushes to the apps at a time (SQLite has no SKIP
   LOCKED; on PostgreSQL it keeps per-person ordering simple). The holder renews it every
-  `LEASE_TTL / 6`; a process that dies without releasing it is replaced once the lease
-  expires. A `jml sync` meanwhile only plans and waits (jml.commands.work).
+  2 s and releases it on shutdown, so a standby takes over within seconds; a process that
+  dies without releasing it is replaced once the lease (LEASE_TTL) expires. A `jml sync`
+  meanwhile only plans and waits (jml.commands.work).
 - **Polls.** One at a time (max_instances=1, coalesced). An unchanged export costs a
   checksum/ETag compare (jml.sync.read_export); a failed read is recorded as the source's
   error and retried at the next tick; the source then turns stale, it never reads as
@@ -30,6 +31,7 @@ log = logging.getLogger("jml.service")
 
 LEASE_TTL = dt.timedelta(seconds=30)
 SLA_INTERVAL = 15.0
+START_RETRY = 30.0  # seconds between attempts to start workers that failed to start
 
 
 class Workers:
@@ -44,6 +46,7 @@ class Workers:
         self._opened = False
         self._lock = asyncio.Lock()
         self.started = False  # the first lease attempt has finished
+        self._retry_at = 0.0  # after a failed start, the loop time to try again
 
     @property
     def leader(self) -> bool:
@@ -55,13 +58,19 @@ class Workers:
             if self.ctx.stopping.is_set():
                 return
             rt = self.ctx.rt
+            loop = asyncio.get_running_loop()
+            if not self.leader and loop.time() < self._retry_at:
+                self.started = True
+                return
             held = rt.outbox.acquire_lease(rt.holder, rt.clock(), self.ttl)
             if held and not self.leader:
                 try:
                     await self._start()
-                except Exception as e:  # e.g. an app unreachable at boot: retried next tick
-                    log.error("cannot start the workers: will retry", extra={"error": f"{type(e).__name__}: {e}"})
+                except Exception as e:  # e.g. an app unreachable at boot: try again in a while
+                    log.error("cannot start the workers: will retry", extra={
+                        "error": f"{type(e).__name__}: {e}", "retry_in_s": START_RETRY})
                     rt.outbox.release_lease(rt.holder)
+                    self._retry_at = loop.time() + START_RETRY
             elif not held and self.leader:
                 # Our lease expired and another process took it (a stall longer than the
                 # TTL): stop pushing at once, it now owns the outbox.
@@ -165,8 +174,9 @@ def build_scheduler(ctx: ServiceContext, workers: Workers) -> AsyncIOScheduler:
     sched = AsyncIOScheduler(timezone=dt.UTC, job_defaults={"max_instances": 1, "coalesce": True,
                                                             "misfire_grace_time": None})
     now = dt.datetime.now(dt.UTC)
-    lease_every = max(1.0, workers.ttl.total_seconds() / 6)
-    sched.add_job(workers.tick, "interval", seconds=lease_every, id="lease", next_run_time=now)
+    # Renewing often is cheap (one UPDATE) and lets a standby take over within seconds.
+    lease_every = max(1.0, min(2.0, workers.ttl.total_seconds() / 6))
+    sched.add_job(workers.tick, "interval", seconds=lease_every, id="lease")
     if cfg.sources.hris is not None:
         sched.add_job(poll_sources, "interval", args=[ctx, workers], id="poll-hris",
                       seconds=max(0.2, cfg.sources.hris.poll_interval.total_seconds()),

@@ -632,6 +632,11 @@ def refresh(rt: Runtime, now: dt.datetime) -> list[InFlight]:
                 rt.audit.append("sla_predicted_breach", {"connector": c, "deadline": f.clock.deadline.isoformat(),
                                                          "predicted_completion": when, "state": f.state},
                                 now=now, subject=f.clock.employee_id)
+    for c in rt.config.connectors:
+        metrics.deprovision_sla.labels(c).set(rt.config.connector_sla(c).total_seconds())
+        # Export the per-connector counters from zero, so that increase() sees the first breach.
+        metrics.sla_breaches.labels(c)
+        metrics.deprovision_duration.labels(c)
     for c in pending:
         metrics.deprovisions_pending.labels(c).set(pending[c])
         metrics.oldest_pending.labels(c).set(oldest[c])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
-from jml.model import Lifecycle, Operation, Person, PersonState, Phase
+from jml.model import Lifecycle, Operation, Person, PersonState, Phase, Priority
 from jml.policy import desired
 from jml.runtime import Runtime
 from jml.sources.fetch import Fetched, FetchMarker, fetch
@@ -231,9 +231,11 @@ def _plan_scope(
         if verdict.held:
             metrics.guard_held_plans.inc()
         # Leavers' SLA clocks start now (held or not), at their effective termination.
-        sla.start_for_plan(rt, plan_id, now, effective={
-            s.state.employee_id: s.lifecycle.effective_termination for s in saves
-            if s.lifecycle is not None and s.lifecycle.effective_termination is not None})
+        # (Only when there are leavers: it reads the plan back, which a 100k-joiner import need not pay.)
+        if any(op.priority == Priority.LEAVER for op in result.operations):
+            sla.start_for_plan(rt, plan_id, now, effective={
+                s.state.employee_id: s.lifecycle.effective_termination for s in saves
+                if s.lifecycle is not None and s.lifecycle.effective_termination is not None})
     del saves
     _audit_plan(rt, outcome, transitions, now, result.skipped)
     return outcome

@@ -95,6 +95,15 @@ def _adapt(dialect: str, value: Any, kind: str) -> Any:
     return value
 
 
+def _stamp(cache: dict[Any, Any], dialect: str, value: Any) -> Any:
+    if value is None:
+        return None
+    out = cache.get(value)
+    if out is None:
+        out = cache[value] = _adapt(dialect, value, "ts")
+    return out
+
+
 def _kinds(table: Any, columns: Sequence[str]) -> list[str]:
     out = []
     for name in columns:
@@ -129,12 +138,16 @@ def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Itera
         sql += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if update else "NOTHING")
     kinds = _kinds(table, columns)
     plain = all(k == "" for k in kinds)
+    stamps: dict[Any, Any] = {}  # rows of one write mostly share their timestamps: format each once
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     n = 0
     try:
         batch: list[Sequence[Any]] = []
         for row in rows:
-            batch.append(row if plain else [_adapt(dialect, v, k) if k else v for v, k in zip(row, kinds, strict=True)])
+            if not plain:
+                row = [_stamp(stamps, dialect, v) if k == "ts" else (_adapt(dialect, v, k) if k else v)
+                       for v, k in zip(row, kinds, strict=True)]
+            batch.append(row)
             if len(batch) >= chunk:
                 cursor.executemany(sql, batch)
                 n += len(batch)

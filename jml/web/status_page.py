@@ -107,6 +107,17 @@ def _dead(doc: dict[str, Any], names: dict[str, str]) -> str:
         if rows else "")
 
 
+def _freshen(ctx: ServiceContext, doc: dict[str, Any], now: dt.datetime) -> None:
+    """In `jml serve` a poll that found the export unchanged is a successful read too
+    (ctx.source_ok_at, as /readyz counts it); the stored exports only record changes."""
+    cfg = ctx.rt.config.sources.hris
+    ok_at = ctx.source_ok_at.get("hris")
+    if cfg is None or ok_at is None:
+        return
+    limit = cfg.stale_after or cfg.poll_interval * 3
+    doc["source"] = {**doc["source"], "last_poll_ok": ok_at.isoformat(), "stale": now - ok_at > limit}
+
+
 def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
     src = doc["source"]
     if ctx.rt.config.sources.hris is None:
@@ -115,8 +126,10 @@ def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
         flag = badge("STALE", "breach") if src["stale"] else badge("fresh", "ok")
     rows: list[tuple[str, str]] = [
         ("HR export", flag), ("Last read", when(src["last_read"])), ("Result", h(src["last_status"] or "—")),
-        ("Last good read", when(src["last_success"])),
+        ("Last accepted export", when(src["last_success"])),
         ("Rows", h(src["rows"] if src["rows"] is not None else "—"))]
+    if src.get("last_poll_ok"):
+        rows.insert(1, ("Last successful poll", when(src["last_poll_ok"])))
     if src.get("last_reason"):
         rows.append(("Note", h(src["last_reason"])))
     for name, err in sorted(ctx.source_error.items()):
@@ -139,6 +152,7 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
     rt = ctx.rt
     now = rt.clock()
     doc = snapshot(rt)
+    _freshen(ctx, doc, now)
     clocks = data.leaver_clocks(rt, now)
     breaches = data.recent_breaches(rt, now)
     plots = data.durations(rt)

@@ -148,8 +148,9 @@ class Served:
 
 
 def start_serve(config_path: Path, env: Mapping[str, str] | None = None, *, cwd: Path | None = None,
-                log_name: str = "serve.log") -> Served:
-    """Start `jml --config config_path serve` (JSON log lines into a file beside the config)."""
+                log_name: str = "serve.log", exe: str | None = None) -> Served:
+    """Start `jml --config config_path serve` (JSON log lines into a file beside the config);
+    `exe` is another `jml` to run than this environment's."""
     doc = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     listen = (doc.get("server") or {}).get("listen", "127.0.0.1:8080")
     host, _, port = listen.rpartition(":")
@@ -161,7 +162,7 @@ def start_serve(config_path: Path, env: Mapping[str, str] | None = None, *, cwd:
         log_path = config_path.parent / f"{Path(log_name).stem}.{n}.log"
     log = log_path.open("wb")
     full_env = {**os.environ, "JML_LOG_LEVEL": "INFO", **(env or {})}
-    proc = subprocess.Popen([jml_bin(), "--config", str(config_path), "--log-json", "serve"],
+    proc = subprocess.Popen([exe or jml_bin(), "--config", str(config_path), "--log-json", "serve"],
                             stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(cwd or config_path.parent))
     return Served(proc, f"http://{host}:{port}/", config_path, log_path, log)
 

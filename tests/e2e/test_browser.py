@@ -234,6 +234,8 @@ async def test_sign_in_find_offboard_watch_verified_and_status_page(scim: ScimPe
             assert any(w in first for w in ("left", "verified")), first  # a live countdown, or already done
             await b.wait_for(ALL_VERIFIED_JS, 60, "every connector to show 'verified'")
             assert "access removed everywhere" in await b.text("#progress")
+            await b.wait_for("!document.querySelector('#access').innerText.includes('All Staff')", 10,
+                             "the access table to follow the deprovisioning")
             await b.screenshot("04-verified")
             assert not any(u.get("active", True) for u in scim_users(scim.url, scim.token)
                            if u.get("externalId") == "E0000003")

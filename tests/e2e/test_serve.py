@@ -62,8 +62,8 @@ def test_serve_health_metrics_folder_poll_and_unchanged_export(scim: ScimPeer, t
         assert "jml_operations_total" in text
         assert _plans(db) == 1
 
-        # Three more polls of the same file: no new plan, no new export recorded.
-        time.sleep(3.5)
+        # More polls of the same file: no new plan, no new export recorded.
+        time.sleep(2.5)
         assert _plans(db) == 1
         assert db_scalar(db, "SELECT count(*) FROM export") == 1
         assert any(r.get("event") == "export unchanged: planning only dated transitions" for r in served.log_records())
@@ -132,9 +132,10 @@ def test_s3_export_picked_up_on_next_poll(scim: ScimPeer, moto_url: str, tmp_pat
     with start_serve(cfg, env={"SCIM_TOKEN": scim.token, **AWS_TEST_ENV}) as served:
         served.wait_ready()
         wait_until(lambda: _has_users(scim, {p["employee_id"] for p in first}), 20, what="the S3 export pushed")
-        time.sleep(2.2)  # two polls of an unchanged object (same ETag): nothing planned
+        # Two polls of an unchanged object (same ETag): nothing planned. (The wait also keeps the
+        # next object's one-second-resolution LastModified newer.)
+        time.sleep(2.2)
         assert _plans(db) == 1
-        time.sleep(1.1)  # S3 LastModified has one-second resolution: keep the newer object newer
         s3.put_object(Bucket=bucket, Key="workday/export-2.csv", Body=export_bytes([*first, person(4)]))
         wait_until(lambda: _has_users(scim, {"E0000004"}), 15, what="the newer S3 object pushed")
         assert _plans(db) == 2
@@ -143,7 +144,7 @@ def test_s3_export_picked_up_on_next_poll(scim: ScimPeer, moto_url: str, tmp_pat
 
 def test_sigterm_mid_batch_exits_within_grace_and_restart_finishes_exactly_once(
         scim: ScimPeer, tmp_path: Path) -> None:
-    n, grace = 300, 2.0
+    n, grace, stall = 300, 2.0, 5.0
     people = [person(i) for i in range(1, n + 1)]
     ids = {p["employee_id"] for p in people}
     write_export(tmp_path / "exports", "export.csv", people)
@@ -159,7 +160,7 @@ def test_sigterm_mid_batch_exits_within_grace_and_restart_finishes_exactly_once(
             # The next four requests stall far longer than the grace period: the workers are mid-operation.
             proxy.faults.clear()
             seen = len(proxy.seen)
-            proxy.fail_next(*[Fault(delay=8, forward=True)] * 4)
+            proxy.fail_next(*[Fault(delay=stall, forward=True)] * 4)
             wait_until(lambda: not proxy.faults and len(proxy.seen) >= seen + 4, 10, 0.05, what="stalled requests")
             t0 = time.monotonic()
             assert served.stop(signal.SIGTERM, timeout=grace + 15) == 0
@@ -181,7 +182,7 @@ def test_sigterm_mid_batch_exits_within_grace_and_restart_finishes_exactly_once(
             assert db_scalar(db, "SELECT count(*) FROM operation WHERE state = 'dead'") == 0
             assert _plans(db) == 1
             # Let the stalled requests (forwarded late by the proxy) land before counting.
-            time.sleep(max(0.0, t0 + 8.5 - time.monotonic()))
+            time.sleep(max(0.0, t0 + stall + 0.5 - time.monotonic()))
             counts = _external_ids(scim)
             assert set(counts) == ids
             assert all(c == 1 for c in counts.values()), [e for e, c in counts.items() if c != 1]

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from sqlalchemy import text
 
 from connectors.base import ApplyResult
 from jml import config as config_mod
@@ -333,15 +334,14 @@ def test_prediction_from_queue_depth_and_rate_limit(env: Env) -> None:
     assert sorted(c.employee_id for c in env.clocks() if c.predicted_breach) == ["E3", "E4"]
 
 
-def test_rehire_before_deprovision_cancels_the_clock(env: Env) -> None:
+def test_corrected_termination_date_cancels_the_clock(env: Env) -> None:
     env.join(row("E1", "Ana"))
     env.write([row("E1", "Ana", term="2026-11-23")])
     env.plan()
-    # The plan is discarded (wrong termination date), and HR corrects the row.
-    [held_or_queued] = [p for p in env.rt.outbox.plans() if p.state == "queued"]
+    # The leaver's work is cancelled before it ran (wrong termination date), and HR corrects the row.
+    [queued] = [p for p in env.rt.outbox.plans() if p.state == "queued"]
     with env.rt.store.engine.begin() as conn:
-        from sqlalchemy import text
-        conn.execute(text("UPDATE operation SET state = 'cancelled' WHERE plan_id = :p"), {"p": held_or_queued.id})
+        conn.execute(text("UPDATE operation SET state = 'cancelled' WHERE plan_id = :p"), {"p": queued.id})
     env.write([row("E1", "Ana", term="2026-12-31")])
     env.plan()
     env.tick()

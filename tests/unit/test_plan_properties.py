@@ -4,6 +4,8 @@ A: closed under its own application — apply every operation, plan again: nothi
 B: deterministic whatever the input order; a leaver's operations run at leaver priority,
    before everything else.
 C: a protected account is never deactivated or deleted.
+
+JML_PROPERTY_EXAMPLES raises the example count for a longer local hunt.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +32,8 @@ GRANTS = {
     "github": ["team:eng", "team:ops", "group:all"],
 }
 PEOPLE = [f"E{i}" for i in range(6)]
-USERNAMES = ["ana", "Ana", "bo", "cy", "di", "ed", "fay"]
+KEYS: list[Key] = [(c, e) for c in TRAITS for e in PEOPLE]
+USERNAMES = ["ana", "Ana", "bo", "cy", "di"]
 ATTR_KEYS = ["given_name", "title", "department"]
 ATTR_VALUES = ["", "x", "y"]
 
@@ -48,12 +51,11 @@ def desired_account(draw: st.DrawFn, key: Key) -> DesiredAccount:
         st.sampled_from(USERNAMES), st.booleans(), attributes, grant_sets(connector), st.sampled_from(["r1", "r2"]),
         st.booleans(), st.booleans(), st.booleans(), st.booleans()))
     if leaver:
-        # policy.desired() gives a leaver an inactive account, no grants, and never creates
-        # one (a leaver with create=True would be re-created after a conversion adopted its
-        # account). Only a leaver (GONE) is ever deleted.
+        # The shape policy.desired() gives a leaver: inactive, no grants, never created (a
+        # leaver with create=True would be re-created after a conversion adopted its account).
         active, grants, create = False, frozenset(), False
     else:
-        delete = False
+        delete = False  # only a leaver (GONE) is ever deleted
     return DesiredAccount(connector, eid, username, active, attrs, {g: rule for g in sorted(grants)},
                           delete=delete, leaver=leaver, protected=protected, create=create)
 
@@ -67,35 +69,36 @@ def account_record(draw: st.DrawFn, key: Key) -> AccountRecord:
                          remote_id=f"r-{connector}-{eid}" if remote else None, deleted=deleted)
 
 
-KEYS = ["given_name", "title", "department"]
-ATTR_VALUES = ["", "x", "y"]
+def _unique_desired(items: list[DesiredAccount]) -> list[DesiredAccount]:
+    """One username per connector among non-leavers (case-insensitive).
 
-attributes = st.dictionaries(st.sampled_from(ATTR_KEYS), st.sampled_from(ATTR_VALUES), max_size=3)
-
-
-@st.composite
-def desired_account(draw: st.DrawFn, key: Key) -> DesiredAccount:
-    connector, eid = key
-    grants = draw(st.lists(st.sampled_from(GRANTS[connector]), unique=True))
-    return DesiredAccount(
-        connector, eid, draw(st.sampled_from(USERNAMES)), draw(st.booleans()), draw(attributes),
-        {g: draw(st.sampled_from(["r1", "r2"])) for g in grants},
-        delete=draw(st.booleans()), leaver=draw(st.booleans()), protected=draw(st.booleans()),
-        create=draw(st.booleans()),
-    )
-
-
-@st.composite
-def account_record(draw: st.DrawFn, key: Key) -> AccountRecord:
-    connector, eid = key
-    return AccountRecord(
-        connector, eid, draw(st.sampled_from(USERNAMES)), draw(st.booleans()), draw(attributes),
-        frozenset(draw(st.lists(st.sampled_from(GRANTS[connector]), unique=True))),
-        remote_id=draw(st.sampled_from([None, f"r-{connector}-{eid}"])), deleted=draw(st.booleans()),
-    )
+    Two live wishes for one username cannot happen: the source layer quarantines duplicate
+    emails among non-terminated rows (DESIGN, conversion). Both would adopt the same
+    leaver's account. A leaver may share a successor's username: that is a conversion.
+    """
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for d in items:
+        if not d.leaver:
+            if (d.connector, d.username.casefold()) in seen:
+                d = replace(d, username=f"{d.username}-{d.employee_id}")
+            seen.add((d.connector, d.username.casefold()))
+        out.append(d)
+    return out
 
 
-KEYS = [(c, e) for c in TRAITS for e in PEOPLE]
+def _unique_records(items: list[AccountRecord]) -> dict[Key, AccountRecord]:
+    """One live account per userName per connector (case-insensitive): the apps enforce it,
+    and records hold only what an app accepted."""
+    seen: set[tuple[str, str]] = set()
+    out = {}
+    for r in items:
+        if not r.deleted:
+            if (r.connector, r.username.casefold()) in seen:
+                r = replace(r, username=f"{r.username}-{r.employee_id}")
+            seen.add((r.connector, r.username.casefold()))
+        out[(r.connector, r.employee_id)] = r
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,17 @@ class World:
                     scope=self.scope, known_groups=self.known_groups)
 
 
+ALL_GROUPS = sorted({g for gs in GRANTS.values() for g in gs})
+
+
 @st.composite
 def worlds(draw: st.DrawFn) -> World:
-    wanted = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=10))
-    held = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=10))
-    desired = [draw(desired_account(k)) for k in wanted]
-    records = {k: draw(account_record(k)) for k in held}
+    wanted = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=8))
+    held = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=8))
+    desired = _unique_desired([draw(desired_account(k)) for k in wanted])
+    records = _unique_records([draw(account_record(k)) for k in held])
     scope = draw(st.lists(st.sampled_from(PEOPLE), unique=True, max_size=3))
-    known = draw(st.none() | st.dictionaries(
-        st.sampled_from(list(TRAITS)), st.frozensets(st.sampled_from([g for gs in GRANTS.values() for g in gs]))))
+    known = draw(st.none() | st.dictionaries(st.sampled_from(list(TRAITS)), st.frozensets(st.sampled_from(ALL_GROUPS))))
     return World(desired, records, scope, known)
 
 
@@ -137,15 +142,15 @@ def test_a_applying_a_plan_leaves_nothing_to_do(world: World) -> None:
 
 
 @SETTINGS
-@given(worlds(), st.randoms(use_true_random=False))
-def test_b_deterministic_and_leavers_first(world: World, rnd: random.Random) -> None:
+@given(worlds(), st.integers(0, 2**32))
+def test_b_deterministic_and_leavers_first(world: World, seed: int) -> None:
+    rnd = random.Random(seed)
     plan = world.plan()
-    shuffled_desired = list(world.desired)
-    rnd.shuffle(shuffled_desired)
+    shuffled = list(world.desired)
+    rnd.shuffle(shuffled)
     items = list(world.records.items())
     rnd.shuffle(items)
-    again = diff(shuffled_desired, dict(items), TRAITS, scope=list(reversed(world.scope)),
-                 known_groups=world.known_groups)
+    again = diff(shuffled, dict(items), TRAITS, scope=list(reversed(world.scope)), known_groups=world.known_groups)
     assert again.operations == plan.operations
     assert again.skipped == plan.skipped
 
@@ -154,7 +159,7 @@ def test_b_deterministic_and_leavers_first(world: World, rnd: random.Random) -> 
         if (op.connector, op.employee_id) in leavers:
             assert op.priority is Priority.LEAVER, op
     priorities = [op.priority for op in plan.operations]
-    assert priorities == sorted(priorities)
+    assert priorities == sorted(priorities), "leavers' operations come first"
 
 
 @SETTINGS

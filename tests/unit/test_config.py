@@ -1,0 +1,83 @@
+"""Config: every key of the example parses; every mistake is one error naming its key path."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jml import config
+from jml.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_parses_every_key() -> None:
+    cfg = config.from_dict(yaml.safe_load((ROOT / "config/jml.example.yaml").read_text()), ROOT / "config")
+    assert set(cfg.connectors) == {"demo", "aws", "github", "slack"}
+    assert cfg.lifecycle.delete_after == dt.timedelta(days=30)
+    assert cfg.sources.hris is not None and cfg.sources.hris.poll_interval == dt.timedelta(minutes=5)
+
+
+def test_demo_config_parses() -> None:
+    cfg = config.from_dict(yaml.safe_load((ROOT / "config/demo/jml.yaml").read_text()), ROOT / "config/demo")
+    assert cfg.connectors["demo"].type == "scim"
+
+
+@pytest.mark.parametrize(
+    ("doc", "path", "words"),
+    [
+        ({"stat": {}}, "stat", "unknown key"),
+        ({"guard": {"max_deprovision_count": "many"}}, "guard.max_deprovision_count", "integer"),
+        ({"lifecycle": {"delete_after": "soon"}}, "lifecycle.delete_after", "not a duration"),
+        ({"lifecycle": {"termination_time": "25:99"}}, "lifecycle.termination_time", "not a time"),
+        ({"sources": {"hris": {"location": "x", "timezone": "Mars/Base"}}}, "sources.hris.timezone", "time zone"),
+        ({"connectors": {"a": {"type": "scim"}}}, "connectors.a.url", "missing"),
+        ({"connectors": {"a": {"type": "ldap", "url": "x"}}}, "connectors.a", "unknown connector type"),
+        ({"connectors": {"a": {"type": "scim", "url": "x", "token": "secret"}}}, "connectors.a.token", "unknown key"),
+        ({"policy": {"rules": [{"name": "r", "grant": {"nowhere": ["g"]}}]}}, "policy.rules.0.grant.nowhere",
+         "unknown connector"),
+        ({"connectors": {"gh": {"type": "github", "mode": "org"}}}, "connectors.gh.org", "needs"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_mistakes_name_their_key_path(doc: dict[str, object], path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(doc)
+    assert err.value.path == path
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_secret_names_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    cfg = config.from_dict({"connectors": {"a": {"type": "scim", "url": "x", "token_env": "NOPE_TOKEN"}}})
+    with pytest.raises(ConfigError) as err:
+        config.resolve_secret(cfg.connectors["a"], "token", "connectors.a")
+    assert err.value.path == "connectors.a.token_env"
+    assert "NOPE_TOKEN" in str(err.value)
+
+
+def test_secret_file_is_reread_after_rotation(tmp_path: Path) -> None:
+    f = tmp_path / "tok"
+    f.write_text("first-secret\n")
+    cfg = config.from_dict({"connectors": {"a": {"type": "scim", "url": "x", "token_file": str(f)}}})
+    assert config.resolve_secret(cfg.connectors["a"], "token", "connectors.a") == "first-secret"
+    f.write_text("second-secret\n")
+    import os
+
+    os.utime(f, (1, 1))  # a different mtime, as a rotation would leave
+    assert config.resolve_secret(cfg.connectors["a"], "token", "connectors.a") == "second-secret"
+
+
+def test_relative_sqlite_path_is_next_to_the_config(tmp_path: Path) -> None:
+    cfg = config.from_dict({"state": {"url": "sqlite:///state/jml.db"}}, tmp_path)
+    assert cfg.state.url == f"sqlite:///{tmp_path.resolve()}/state/jml.db"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("5m", 300), ("1h", 3600), ("30d", 2592000),
+                                                (15, 15), ("250ms", 0.25)])
+def test_durations(text: object, seconds: float) -> None:
+    assert config.parse_duration(text).total_seconds() == seconds
