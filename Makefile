@@ -22,6 +22,9 @@ run: $(VENV)/.installed-run
 	$(BIN)/jml demo
 
 test: $(VENV)/.installed-dev
+	@# Peers the suite uses from Debian: promtool (alert rule tests) and Chromium (status page).
+	-sh docker/prometheus/ensure_promtool.sh
+	-sh tests/e2e/ensure_chromium.sh
 	$(BIN)/ruff check jml connectors tests bench
 	$(BIN)/mypy jml connectors
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -167,7 +167,7 @@ def desired(
         if not username and not leaving:
             continue
         protected = username.casefold() in policy.protected or person.employee_id.casefold() in policy.protected
-        grants: dict[str, str] = {}
+        grants = {}
         for g, rule in (granted or {}).items():
             grants.setdefault(normalize_grant(g, traits), rule)  # first rule wins, however spelt
         if phase is Phase.ACTIVE:

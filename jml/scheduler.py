@@ -31,6 +31,7 @@ log = logging.getLogger("jml.service")
 
 LEASE_TTL = dt.timedelta(seconds=30)
 SLA_INTERVAL = 15.0
+LAST_READ_SETTING = "source_last_read_ok"  # {source: ISO time of the last successful read}
 START_RETRY = 30.0  # seconds between attempts to start workers that failed to start
 
 
@@ -153,8 +154,10 @@ async def poll_sources(ctx: ServiceContext, workers: Workers) -> None:
     now = ctx.now
     ctx.source_ok_at[SOURCE] = now
     ctx.source_error.pop(SOURCE, None)
-    # A read that found the export unchanged is still a successful read.
+    # A read that found the export unchanged is still a successful read: say so where
+    # Prometheus and other processes (`jml status`) can see it.
     metrics.source_last_success.labels(SOURCE).set(now.timestamp())
+    ctx.rt.store.set_setting(LAST_READ_SETTING, {SOURCE: now.isoformat()})
     if outcome.held:
         log.warning("plan held by the guard", extra={"plan_id": outcome.plan_id, "reasons": outcome.reasons})
     elif outcome.plan_id is not None:

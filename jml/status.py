@@ -29,7 +29,10 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         for q in rt.outbox.ops(["dead"], limit=dead_limit)
     ]
     exports = rt.store.recent_exports(5)
+    from jml.sync import last_source_read
+
     last_ok = rt.store.last_export("hris", good=True)
+    last_read_ok = last_source_read(rt) or (last_ok.read_at if last_ok else None)
     src = rt.config.sources.hris
     stale_after = None
     if src is not None:
@@ -38,10 +41,9 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "last_read": _iso(exports[0].read_at) if exports else None,
         "last_status": exports[0].status if exports else None,
         "last_reason": exports[0].reason if exports else None,
-        "last_success": _iso(last_ok.read_at) if last_ok else None,
+        "last_success": _iso(last_read_ok),
         "rows": last_ok.row_count if last_ok else None,
-        "stale": bool(stale_after and (last_ok is None or last_ok.read_at is None
-                                       or now - last_ok.read_at > stale_after)),
+        "stale": bool(stale_after and (last_read_ok is None or now - last_read_ok > stale_after)),
     }
     leavers: list[dict[str, Any]] = []
     try:

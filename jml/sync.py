@@ -57,14 +57,29 @@ async def read_export(rt: Runtime) -> tuple[Fetched | None, str]:
     if src is None:
         raise SourceError("no HR source configured (sources.hris)")
     last = rt.store.last_export(SOURCE)
-    marker = FetchMarker(last.checksum, last.etag, last.last_modified) if last and last.status != "approved" else None
+    # A rejected export is judged again on every read (it is still what the source offers:
+    # exit 3 each time, never "unchanged, nothing to do"); an approved one is read again to
+    # be recorded.
+    settled = last is not None and last.status not in ("approved", "rejected")
+    marker = FetchMarker(last.checksum, last.etag, last.last_modified) if last and settled else None
     secret = rt.secret_getter(src.auth, "sources.hris.auth") if src.auth else None
     fetched = await fetch(src, base_dir=rt.config.base_dir, previous=marker, secret=secret)
     if fetched is None:
         return None, "source reports no change"
-    if last is not None and last.status != "approved" and fetched.checksum == last.checksum:
+    if last is not None and settled and fetched.checksum == last.checksum:
         return None, "export unchanged (same checksum)"
     return fetched, ""
+
+
+def mark_source_read(rt: Runtime, now: dt.datetime) -> None:
+    """The source answered with a sound export (changed or not): it is not stale."""
+    rt.store.set_setting(f"source_ok:{SOURCE}", now.isoformat())
+    metrics.source_last_success.labels(SOURCE).set(now.timestamp())
+
+
+def last_source_read(rt: Runtime) -> dt.datetime | None:
+    value = rt.store.get_setting(f"source_ok:{SOURCE}")
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _parse(rt: Runtime, fetched: Fetched, known: dict[str, str] | None) -> ParsedExport:
@@ -99,6 +114,8 @@ async def _plan_cycle(rt: Runtime, *, dry_run: bool, origin: str) -> PlanOutcome
         raise
     index = rt.store.person_index()
     if fetched is None:
+        if not dry_run:
+            mark_source_read(rt, now)
         log.info("export unchanged: planning only dated transitions", extra={"reason": why})
         outcome = _plan_scope(rt, _due(index, now), {}, index, now, None, dry_run=dry_run, origin=origin)
         outcome.unchanged = True
@@ -158,8 +175,8 @@ async def _plan_cycle(rt: Runtime, *, dry_run: bool, origin: str) -> PlanOutcome
     if not dry_run and export_id is not None:
         rt.store.set_export_status(export_id, "held" if outcome.held else "accepted",
                                    "; ".join(outcome.reasons) or None)
+        mark_source_read(rt, now)  # read fine (a held plan is the guard's business, not a stale source)
         if not outcome.held:
-            metrics.source_last_success.labels(SOURCE).set(now.timestamp())
             metrics.source_records.labels(SOURCE).set(parsed.row_count)
         rt.audit.append("export", {"source": SOURCE, "file": fetched.name, "checksum": fetched.checksum,
                                    "rows": parsed.row_count, "changed": len(changed), "missing": len(missing),

@@ -40,13 +40,17 @@ def approve(ctx: ServiceContext, plan_id: str, actor: str) -> None:
     ctx.wake()
 
 
+def events_module() -> Any:
+    """jml.events, imported late (it imports the sync pipeline); None in a build without it."""
+    try:
+        return importlib.import_module("jml.events")
+    except ImportError:
+        return None
+
+
 async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt.datetime | None, actor: str,
                    undo: bool) -> dict[str, Any]:
-    try:
-        events = importlib.import_module("jml.events")
-    except ImportError:
-        events = None
-    fn = getattr(events, "offboard", None)
+    fn = getattr(events_module(), "offboard", None)
     if fn is None:
         raise ActionError(503, "offboarding is not available in this build (jml.events.offboard is missing); "
                                "use `jml offboard` from the command line")

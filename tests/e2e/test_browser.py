@@ -176,6 +176,21 @@ def _progress(url: str, eid: str) -> dict[str, Any]:
     return doc
 
 
+def _wait_verified(url: str, *eids: str, timeout: float = 90.0) -> None:
+    """Every connector of every one of `eids` verified deprovisioned (the progress API)."""
+    last: dict[str, Any] = {}
+
+    def done() -> bool:
+        for eid in eids:
+            last[eid] = _progress(url, eid)
+        return all(d["all_verified"] for d in last.values())
+
+    try:
+        wait_until(done, timeout, 0.5, f"{', '.join(eids)} verified")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nprogress: {json.dumps(last, indent=1)}\nstatus: {_status(url)}") from None
+
+
 ALL_VERIFIED_JS = """(() => {
   const cells = [...document.querySelectorAll('#progress tbody .countdown')];
   return cells.length > 0 && cells.every(c => c.textContent.trim() === 'verified');
@@ -247,7 +262,7 @@ async def test_sign_in_find_offboard_watch_verified_and_status_page(scim: ScimPe
                                                "at": late}).encode(),
                               headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
             assert code == 202, body
-            wait_until(lambda: _progress(url, "E0000002")["all_verified"], 60, what="the late leaver verified")
+            _wait_verified(url, "E0000002")
 
             # -- an export that would remove a third of the accounts: held by the guard
             people[4].update(status="Terminated", termination_date=dt.date.today().isoformat())
@@ -283,8 +298,7 @@ async def test_sign_in_find_offboard_watch_verified_and_status_page(scim: ScimPe
             assert (await b.path()).startswith("/?approved=")
             assert f"Plan {plan_id} approved" in await b.text()
             assert plan_id not in await b.text("#held")
-            wait_until(lambda: _progress(url, "E0000006")["all_verified"]
-                       and _progress(url, "E0000005")["all_verified"], 60, what="the approved leavers verified")
+            _wait_verified(url, "E0000005", "E0000006")
             await b.goto(url)
             await b.wait_for("document.querySelectorAll('#leavers .countdown.ok').length >= 4", 20,
                              "four verified leavers on the status page")

@@ -192,16 +192,19 @@ def test_sigterm_mid_batch_exits_within_grace_and_restart_finishes_exactly_once(
 def test_only_the_lease_holder_works_and_a_standby_takes_over(scim: ScimPeer, tmp_path: Path) -> None:
     exports = tmp_path / "exports"
     write_export(exports, "export-1.csv", [person(1), person(2)])
-    cfg_a = write_config(tmp_path, scim_url=scim.url, name="a.yaml")
-    cfg_b = write_config(tmp_path, scim_url=scim.url, name="b.yaml")  # same database, another port
-    with start_serve(cfg_a, env={"SCIM_TOKEN": scim.token}, log_name="a.log") as a:
-        assert a.wait_ready()["workers"] == "leader"
-        wait_until(lambda: _has_users(scim, {"E0000001", "E0000002"}), 20, what="A pushed the export")
-        with start_serve(cfg_b, env={"SCIM_TOKEN": scim.token}, log_name="b.log") as b:
-            assert b.wait_ready()["workers"] == "standby"
-            assert a.stop() == 0
-            wait_until(lambda: b.get_json("/readyz")[1]["workers"] == "leader", 10, what="B took the lease")
-            write_export(exports, "export-2.csv", [person(1), person(2), person(3)])
-            wait_until(lambda: _has_users(scim, {"E0000003"}), 15, what="B pushed the next export")
-            assert b.stop() == 0
+    env = {"SCIM_TOKEN": scim.token}
+    # Two daemons on one database, started together: they race for the workers' lease.
+    a = start_serve(write_config(tmp_path, scim_url=scim.url, name="a.yaml"), env, log_name="a.log")
+    b = start_serve(write_config(tmp_path, scim_url=scim.url, name="b.yaml"), env, log_name="b.log")
+    with a, b:
+        roles = {a.wait_ready()["workers"]: a, b.wait_ready()["workers"]: b}
+        assert set(roles) == {"leader", "standby"}, roles
+        leader, standby = roles["leader"], roles["standby"]
+        wait_until(lambda: _has_users(scim, {"E0000001", "E0000002"}), 20, what="the leader pushed the export")
+        assert leader.stop() == 0
+        wait_until(lambda: standby.get_json("/readyz")[1]["workers"] == "leader", 10, what="the standby took over")
+        write_export(exports, "export-2.csv", [person(1), person(2), person(3)])
+        wait_until(lambda: _has_users(scim, {"E0000003"}), 15, what="the new leader pushed the next export")
+        assert standby.stop() == 0
     assert sum(_external_ids(scim).values()) == 3
+    assert _plans(tmp_path / "jml.db") == 2

@@ -146,6 +146,18 @@ def _healthcheck_argv() -> list[str]:
     return list(json.loads(health[health.index("CMD") + 3:].strip()))
 
 
+def _local_backend() -> bool:
+    """Can this environment build the wheel itself (setuptools with bdist_wheel)?"""
+    import importlib.util
+
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
+    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
 def _install_like_the_image(tmp: Path) -> Path:
     """The Dockerfile's COPYs into a source folder, then its `pip install .` into a fresh venv
     that borrows this environment's dependencies (offline when the build backend is here)."""
@@ -165,8 +177,10 @@ def _install_like_the_image(tmp: Path) -> Path:
     site.mkdir(parents=True, exist_ok=True)
     (site / "_deps.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps"]
-    attempt = subprocess.run([*pip, "--no-build-isolation", str(src)], capture_output=True, text=True, cwd=tmp)
-    if attempt.returncode != 0:  # no build backend here: let pip fetch it, as `docker build` would
+    attempt = None
+    if _local_backend():
+        attempt = subprocess.run([*pip, "--no-build-isolation", str(src)], capture_output=True, text=True, cwd=tmp)
+    if attempt is None or attempt.returncode != 0:  # no usable backend here: pip fetches it, as `docker build` does
         attempt = subprocess.run([*pip, str(src)], capture_output=True, text=True, cwd=tmp, timeout=120)
         if attempt.returncode != 0 and ("NewConnectionError" in attempt.stderr or "resolve" in attempt.stderr):
             pytest.skip("pip needs the build backend from PyPI, which is unreachable")

@@ -114,7 +114,8 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
 
 
 def _rt(client: TestClient[Any, Any]) -> Runtime:
-    rt: Runtime = client.server.app[RT]  # type: ignore[index]
+    assert client.app is not None
+    rt: Runtime = client.app[RT]
     return rt
 
 
@@ -293,7 +294,7 @@ async def test_offboard_form_has_a_confirmation_step(client: TestClient[Any, Any
     class _Events:
         offboard = staticmethod(fake_offboard)
 
-    monkeypatch.setattr(actions_mod.importlib, "import_module", lambda name: _Events)
+    monkeypatch.setattr(actions_mod, "events_module", lambda: _Events)
     csrf = await _login(client)
     r = await client.post("/people/E100/offboard", data={"csrf_token": csrf, "reason": "resigned"},
                           allow_redirects=False)

@@ -168,7 +168,7 @@ def test_create_detail_carries_everything_and_grants_name_their_rule() -> None:
 
 
 def test_assign_detail() -> None:
-    (create, assign) = plan([want("aws", grants={"Developer@111111111111": "eng"})]).operations
+    (_create, assign) = plan([want("aws", grants={"Developer@111111111111": "eng"})]).operations
     assert assign.action is Action.ASSIGN
     assert assign.detail == {"username": ANA, "rule": "eng", "grant": "Developer@111111111111"}
 

@@ -40,16 +40,18 @@ ATTR_VALUES = ["", "x", "y"]
 attributes = st.dictionaries(st.sampled_from(ATTR_KEYS), st.sampled_from(ATTR_VALUES), max_size=3)
 
 
-def grant_sets(connector: str) -> st.SearchStrategy[frozenset[str]]:
-    return st.frozensets(st.sampled_from(GRANTS[connector]))
+# Strategies are built once: building them per draw costs more than the planner itself.
+_DESIRED_FIELDS = {c: st.tuples(
+    st.sampled_from(USERNAMES), st.booleans(), attributes, st.frozensets(st.sampled_from(GRANTS[c])),
+    st.sampled_from(["r1", "r2"]), st.booleans(), st.booleans(), st.booleans(), st.booleans()) for c in TRAITS}
+_RECORD_FIELDS = {c: st.tuples(
+    st.sampled_from(USERNAMES), st.booleans(), attributes, st.frozensets(st.sampled_from(GRANTS[c])),
+    st.booleans(), st.booleans()) for c in TRAITS}
 
 
-@st.composite
 def desired_account(draw: st.DrawFn, key: Key) -> DesiredAccount:
     connector, eid = key
-    username, active, attrs, grants, rule, leaver, delete, protected, create = draw(st.tuples(
-        st.sampled_from(USERNAMES), st.booleans(), attributes, grant_sets(connector), st.sampled_from(["r1", "r2"]),
-        st.booleans(), st.booleans(), st.booleans(), st.booleans()))
+    username, active, attrs, grants, rule, leaver, delete, protected, create = draw(_DESIRED_FIELDS[connector])
     if leaver:
         # The shape policy.desired() gives a leaver: inactive, no grants, never created (a
         # leaver with create=True would be re-created after a conversion adopted its account).
@@ -60,11 +62,9 @@ def desired_account(draw: st.DrawFn, key: Key) -> DesiredAccount:
                           delete=delete, leaver=leaver, protected=protected, create=create)
 
 
-@st.composite
 def account_record(draw: st.DrawFn, key: Key) -> AccountRecord:
     connector, eid = key
-    username, active, attrs, grants, remote, deleted = draw(st.tuples(
-        st.sampled_from(USERNAMES), st.booleans(), attributes, grant_sets(connector), st.booleans(), st.booleans()))
+    username, active, attrs, grants, remote, deleted = draw(_RECORD_FIELDS[connector])
     return AccountRecord(connector, eid, username, active, attrs, grants,
                          remote_id=f"r-{connector}-{eid}" if remote else None, deleted=deleted)
 
@@ -116,14 +116,19 @@ class World:
 ALL_GROUPS = sorted({g for gs in GRANTS.values() for g in gs})
 
 
+_KEY_LISTS = st.lists(st.sampled_from(KEYS), unique=True, max_size=8)
+_SCOPE = st.lists(st.sampled_from(PEOPLE), unique=True, max_size=3)
+_KNOWN_GROUPS = st.none() | st.dictionaries(st.sampled_from(list(TRAITS)), st.frozensets(st.sampled_from(ALL_GROUPS)))
+
+
 @st.composite
 def worlds(draw: st.DrawFn) -> World:
-    wanted = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=8))
-    held = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=8))
-    desired = _unique_desired([draw(desired_account(k)) for k in wanted])
-    records = _unique_records([draw(account_record(k)) for k in held])
-    scope = draw(st.lists(st.sampled_from(PEOPLE), unique=True, max_size=3))
-    known = draw(st.none() | st.dictionaries(st.sampled_from(list(TRAITS)), st.frozensets(st.sampled_from(ALL_GROUPS))))
+    wanted = draw(_KEY_LISTS)
+    held = draw(_KEY_LISTS)
+    desired = _unique_desired([desired_account(draw, k) for k in wanted])
+    records = _unique_records([account_record(draw, k) for k in held])
+    scope = draw(_SCOPE)
+    known = draw(_KNOWN_GROUPS)
     return World(desired, records, scope, known)
 
 

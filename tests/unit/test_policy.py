@@ -20,7 +20,8 @@ CONNECTORS = (DEMO, AWS, GITHUB, SLACK)
 POLICY = Policy.build(
     "{work_email}",
     [
-        ("everyone", {"status": ["Active", "Leave", "Pre-hire"]}, {"demo": ["All Staff"], "slack": ["group:all-staff"]}),
+        ("everyone", {"status": ["Active", "Leave", "Pre-hire"]},
+         {"demo": ["All Staff"], "slack": ["group:all-staff"]}),
         ("engineering", {"department": "Engineering"},
          {"demo": ["Engineering"], "github": ["team:engineering"], "aws": ["Developer@111111111111"]}),
         ("eng-berlin", {"department": "engineering", "location": ["berlin", "MUNICH"]},
