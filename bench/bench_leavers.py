@@ -38,17 +38,17 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jml import events  # noqa: E402
-from jml.config import from_dict  # noqa: E402
-from jml.context import ServiceContext  # noqa: E402
-from jml.runtime import Runtime  # noqa: E402
-from jml.store.tables import OperationRow  # noqa: E402
-from jml.sync import plan_cycle  # noqa: E402
-from jml.webhooks import add_routes  # noqa: E402
-from tests.integration.contract.target_aws import aws_stack  # noqa: E402
-from tests.peers import free_port, scim2_server  # noqa: E402
-from tests.vendor_peers.github import GithubFake  # noqa: E402
-from tests.vendor_peers.slack_scim import SlackScimProxy  # noqa: E402
+from jml import events
+from jml.config import from_dict
+from jml.context import ServiceContext
+from jml.runtime import Runtime
+from jml.store.tables import OperationRow
+from jml.sync import plan_cycle
+from jml.webhooks import add_routes
+from tests.integration.contract.target_aws import aws_stack
+from tests.peers import free_port, scim2_server
+from tests.vendor_peers.github import GithubFake
+from tests.vendor_peers.slack_scim import SlackScimProxy
 
 OKTA = "bench-okta-secret"
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
@@ -178,16 +178,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await send(session, list(range(args.leavers)))
             else:
                 gap = args.over / args.leavers
+                senders = []
                 for i in range(args.leavers):
                     await asyncio.sleep(max(0.0, start + i * gap - time.monotonic()))
-                    asyncio.ensure_future(send(session, [i]))
-                await asyncio.sleep(0.2)
+                    senders.append(asyncio.create_task(send(session, [i])))
+                await asyncio.gather(*senders)
         await asyncio.wait_for(watcher, args.timeout)
         total = time.monotonic() - start
         ctx.stopping.set()
         await asyncio.gather(*tasks)
         await runner.cleanup()
         counts = rt.outbox.counts()
+        per: dict[str, list[float]] = {}
+        with rt.store.engine.connect() as conn:
+            for c, a, created, done in conn.execute(select(O.c.connector, O.c.action, O.c.created_at, O.c.done_at)
+                                                    .where(O.c.priority == 0, O.c.done_at.is_not(None))):
+                per.setdefault(f"{c}/{a}", []).append((done - created).total_seconds())
         await rt.close()
         rt.store.close()
         lat = [finished[e] - accepted[e] for e in leavers]
@@ -195,6 +201,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "setup_outbox": {f"{c}/{s}": n for (c, s), n in dead.items()},
                 "p50_s": round(statistics.median(lat), 3), "p99_s": round(pct(lat, 0.99), 3),
                 "max_s": round(max(lat), 3), "total_s": round(total, 2),
+                "per_connector_p50_s": {c: round(statistics.median(v), 3) for c, v in sorted(per.items())},
+                "per_connector_max_s": {c: round(max(v), 3) for c, v in sorted(per.items())},
                 "slack_429": p["slack"].rate_limited - slack_429_before,
                 "outbox_after": {f"{c}/{s}": n for (c, s), n in counts.items()}}
 

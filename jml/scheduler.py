@@ -25,13 +25,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from jml import metrics
 from jml.context import ServiceContext
 from jml.errors import ExportRejected, JMLError
-from jml.sync import SOURCE, plan_cycle
+from jml.sync import SOURCE, PlanOutcome, plan_cycle
 
 log = logging.getLogger("jml.service")
 
 LEASE_TTL = dt.timedelta(seconds=30)
 SLA_INTERVAL = 15.0
-LAST_READ_SETTING = "source_last_read_ok"  # {source: ISO time of the last successful read}
 START_RETRY = 30.0  # seconds between attempts to start workers that failed to start
 
 
@@ -133,12 +132,18 @@ class Workers:
         metrics.plans_held.set(len(rt.outbox.plans(["held"], limit=1000)))
 
 
+def _plan_in_thread(ctx: ServiceContext) -> PlanOutcome:
+    return asyncio.run(plan_cycle(ctx.rt))
+
+
 async def poll_sources(ctx: ServiceContext, workers: Workers) -> None:
     """One read of the HR source, planned and queued; the engine is woken for the plan."""
     if ctx.stopping.is_set() or not workers.leader:
         return
     try:
-        outcome = await plan_cycle(ctx.rt)
+        # Planning a large export is CPU work: do it on a thread with its own loop, so the
+        # HTTP side (webhooks must be answered within Okta's 3 s) stays responsive.
+        outcome = await asyncio.to_thread(_plan_in_thread, ctx)
     except asyncio.CancelledError:
         raise
     except ExportRejected as e:
@@ -154,10 +159,9 @@ async def poll_sources(ctx: ServiceContext, workers: Workers) -> None:
     now = ctx.now
     ctx.source_ok_at[SOURCE] = now
     ctx.source_error.pop(SOURCE, None)
-    # A read that found the export unchanged is still a successful read: say so where
-    # Prometheus and other processes (`jml status`) can see it.
+    # A read that found the export unchanged is still a successful read (plan_cycle records
+    # it for `jml status`; Prometheus learns it here).
     metrics.source_last_success.labels(SOURCE).set(now.timestamp())
-    ctx.rt.store.set_setting(LAST_READ_SETTING, {SOURCE: now.isoformat()})
     if outcome.held:
         log.warning("plan held by the guard", extra={"plan_id": outcome.plan_id, "reasons": outcome.reasons})
     elif outcome.plan_id is not None:

@@ -146,9 +146,8 @@ def test_accounts_and_grants_via_record_success(db_url: str) -> None:
     assert store.managed_counts() == {"demo": 1}
 
     # A mover: an attribute update and a removed grant; a leaver: deactivated, then deleted.
-    store.record_success(Operation("demo", Action.UPDATE, "E1", {"username": "e1@example.com",
-                                                                 "attributes": {"department": "Sales", "given_name": ""}}),
-                         "remote-1", t1)
+    moved = {"username": "e1@example.com", "attributes": {"department": "Sales", "given_name": ""}}
+    store.record_success(Operation("demo", Action.UPDATE, "E1", moved), "remote-1", t1)
     store.record_success(Operation("demo", Action.REMOVE_MEMBER, "E1", {"group": "group:Engineering"}), None, t1)
     rec = store.load_accounts(["E1"])[("demo", "E1")]
     assert rec.attributes == {"department": "Sales"} and rec.grants == frozenset({"group:All Staff"})

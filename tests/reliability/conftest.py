@@ -14,6 +14,7 @@ import collections
 import csv
 import importlib.util
 import json
+import logging
 import os
 import random
 import shutil
@@ -55,6 +56,7 @@ class RandomFaultProxy(VendorProxy):
     def __init__(self, upstream: str, *, rate: float = 0.0, seed: int = 1, stall: float = 2.0,
                  retry_after: str = "1", weights: Mapping[str, float] | None = None) -> None:
         super().__init__(upstream)
+        logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # injected resets are not news
         self.rate = rate
         self.rng = random.Random(seed)
         self.stall = stall
@@ -87,6 +89,7 @@ class RandomFaultProxy(VendorProxy):
             request.transport.close()
             raise ConnectionResetError("injected reset")
         if kind == "stall":
+            await request.read()  # the whole request arrived; only the answer is late
             await asyncio.sleep(self.stall)  # aiohttp does not cancel a handler whose client left
             return await super()._handle(request)
         response = await super()._handle(request)
