@@ -19,25 +19,37 @@ async def work(rt: Runtime, plan_id: str | None, timeout: float | None = None) -
     """Run the outbox if no daemon holds the workers' lease; else wait for it to finish our plan."""
     import datetime as dt
 
+    from jml.store.outbox import process_holder
+
     ttl = dt.timedelta(minutes=2)
-    if rt.outbox.acquire_lease(rt.holder, rt.clock(), ttl):
-        try:
-            await rt.open_connectors()
-            engine = rt.engine()
-            engine.recover()
-            renew = asyncio.create_task(_renew(rt, ttl))
-            try:
-                await engine.run_until_idle(timeout=timeout)
-            finally:
-                renew.cancel()
-        finally:
-            rt.outbox.release_lease(rt.holder)
-            await rt.close()
-        return
-    print("a running jml daemon holds the workers' lease: waiting for it to apply the plan", file=sys.stderr)
+    # Name the lease after this process, so that the next process can tell when the holder
+    # died without releasing it (SIGKILL, OOM) instead of waiting for the TTL.
+    rt.holder = process_holder()
     loop = asyncio.get_running_loop()
     start = loop.time()
-    while rt.outbox.open_count(plan_id) and (timeout is None or loop.time() - start < timeout):
+    told = False
+    while True:
+        if rt.outbox.acquire_lease(rt.holder, rt.clock(), ttl):
+            left = None if timeout is None else max(0.0, timeout - (loop.time() - start))
+            try:
+                await rt.open_connectors()
+                engine = rt.engine()
+                engine.recover()
+                renew = asyncio.create_task(_renew(rt, ttl))
+                try:
+                    await engine.run_until_idle(timeout=left)
+                finally:
+                    renew.cancel()
+            finally:
+                rt.outbox.release_lease(rt.holder)
+                await rt.close()
+            return
+        if not told:
+            print("a running jml daemon holds the workers' lease: waiting for it to apply the plan", file=sys.stderr)
+            told = True
+        # Keep asking: if the holder stops or dies, this process takes the work over.
+        if not rt.outbox.open_count(plan_id) or (timeout is not None and loop.time() - start >= timeout):
+            return
         await asyncio.sleep(0.5)
 
 
@@ -81,7 +93,13 @@ async def sync(args: argparse.Namespace, cfg: Config) -> int:
     if args.dry_run:
         return EXIT_OK
     await work(rt, outcome.plan_id, args.timeout)
-    return _report_plan(rt, outcome.plan_id)
+    code = _report_plan(rt, outcome.plan_id)
+    held = [p for p in rt.outbox.plans(["held"]) if p.origin == "export"]
+    if outcome.unchanged and held and code == EXIT_OK:
+        # The export is the one whose plan waits for approval: still a safety stop.
+        print(f"plan {held[0].id} is still held: `jml approve {held[0].id}` or `jml discard {held[0].id}`")
+        return EXIT_SAFETY
+    return code
 
 
 def _check_secrets(cfg: Config) -> None:
@@ -127,21 +145,15 @@ async def plan(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def _decide(args: argparse.Namespace, cfg: Config, approve: bool) -> int:
+    from jml.approvals import decide
+
     rt = Runtime(cfg)
-    now = rt.clock()
-    refusal = rt.outbox.decide(args.plan_id, approve=approve, actor="cli", now=now)
+    refusal = decide(rt, args.plan_id, approve=approve, actor="cli")
     if refusal:
         raise UsageError(refusal)
-    rt.audit.append("approval" if approve else "discard", {"plan_id": args.plan_id}, now=now, actor="cli")
     if not approve:
         print(f"plan {args.plan_id} discarded")
         return EXIT_OK
-    info = rt.outbox.plan(args.plan_id)
-    if info is not None and info.origin == "export":
-        # The held export's people were not recorded; let the next read plan it afresh.
-        last = rt.store.last_export("hris")
-        if last is not None and last.status == "held":
-            rt.store.set_export_status(last.id, "approved")
     print(f"plan {args.plan_id} approved: applying")
     await work(rt, args.plan_id)
     return _report_plan(rt, args.plan_id)

@@ -111,7 +111,8 @@ def _conversions(
     for rec in records.values():
         if not rec.deleted:
             by_username[(rec.connector, rec.username.casefold())] = rec
-    for key, d in wanted.items():
+    claimed: set[Key] = set()
+    for key, d in sorted(wanted.items()):
         if key in records and not records[key].deleted:
             continue
         if not d.create or d.leaver:
@@ -119,8 +120,12 @@ def _conversions(
         old = by_username.get((d.connector, d.username.casefold()))
         if old is None or old.employee_id == d.employee_id:
             continue
-        old_wish = wanted.get((old.connector, old.employee_id))
-        if old_wish is not None and old_wish.leaver:
+        old_key = (old.connector, old.employee_id)
+        old_wish = wanted.get(old_key)
+        if old_wish is not None and old_wish.leaver and old_key not in claimed:
+            # One successor adopts an account; a second one with the same username (a data
+            # error, e.g. a shared github_username) gets a create the app will refuse.
+            claimed.add(old_key)
             out[key] = old
     return out
 

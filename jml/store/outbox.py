@@ -9,6 +9,9 @@ next lease holder puts back to `pending` (connectors are idempotent, so re-apply
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +51,7 @@ class PlanInfo:
     created_at: dt.datetime | None
     policy_hash: str | None
     decided_by: str | None
+    export_id: int | None = None
 
 
 def _op_from_row(r: Any) -> QueuedOp:
@@ -220,7 +224,10 @@ class Outbox:
 
     # ---- lease -------------------------------------------------------------------
     def acquire_lease(self, holder: str, now: dt.datetime, ttl: dt.timedelta, name: str = "workers") -> bool:
-        """Take or renew the workers' lease; False if another live process holds it."""
+        """Take or renew the workers' lease; False if another live process holds it.
+
+        A lease named by `process_holder()` on this host whose process is gone (SIGKILL,
+        OOM) is taken over at once rather than after its TTL."""
         with self.engine.begin() as conn:
             expires = now + ttl
             res = conn.execute(update(L).where(L.c.name == name, or_(L.c.holder == holder, L.c.expires_at < now))
@@ -231,6 +238,10 @@ class Outbox:
             if exists is None:
                 conn.execute(L.insert().values(name=name, holder=holder, expires_at=expires))
                 return True
+            if holder_is_dead(str(exists[0])):
+                res = conn.execute(update(L).where(L.c.name == name, L.c.holder == exists[0])
+                                   .values(holder=holder, expires_at=expires))
+                return bool(res.rowcount)
             return False
 
     def release_lease(self, holder: str, name: str = "workers") -> None:
@@ -238,6 +249,51 @@ class Outbox:
             conn.execute(delete(L).where(and_(L.c.name == name, L.c.holder == holder)))
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process (Linux), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Fields 3 and 22; the command name (field 2) may hold blanks and parentheses: split after it.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _start_ticks(pid: int) -> str | None:
+    st = _proc_stat(pid)
+    return st[1] if st else None
+
+
+def process_holder() -> str:
+    """A lease holder name that says which process holds it: host:pid:start:random."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or '-'}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True only when `holder` is a `process_holder()` name of this host whose process has
+    certainly ended (gone, or its pid now belongs to a process started later)."""
+    parts = holder.split(":")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False  # this process: alive, whatever lease name it used
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass  # exists, owned by another user
+    st = _proc_stat(pid)
+    if st is None:
+        return False
+    state, started = st
+    return state in ("Z", "X") or (parts[2] != "-" and started != parts[2])
+
+
 def _plan_info(r: Any) -> PlanInfo:
     return PlanInfo(r["id"], r["state"], r["origin"], list(r["reasons"] or []), dict(r["summary"] or {}),
-                    utc(r["created_at"]), r["policy_hash"], r["decided_by"])
+                    utc(r["created_at"]), r["policy_hash"], r["decided_by"], r["export_id"])

@@ -11,6 +11,7 @@ import importlib
 import re
 from typing import Any
 
+from jml.approvals import decide
 from jml.context import ServiceContext
 from jml.errors import GuardHeld, JMLError
 
@@ -25,18 +26,9 @@ class ActionError(Exception):
 
 
 def approve(ctx: ServiceContext, plan_id: str, actor: str) -> None:
-    rt = ctx.rt
-    now = rt.clock()
-    refusal = rt.outbox.decide(plan_id, approve=True, actor=actor, now=now)
+    refusal = decide(ctx.rt, plan_id, approve=True, actor=actor)
     if refusal:
         raise ActionError(404 if refusal.startswith("no plan") else 409, refusal)
-    rt.audit.append("approval", {"plan_id": plan_id}, now=now, actor=actor)
-    info = rt.outbox.plan(plan_id)
-    if info is not None and info.origin == "export":
-        # As `jml approve`: the held export's people were not recorded; the next read plans them afresh.
-        last = rt.store.last_export("hris")
-        if last is not None and last.status == "held":
-            rt.store.set_export_status(last.id, "approved")
     ctx.wake()
 
 

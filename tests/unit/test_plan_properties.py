@@ -53,11 +53,9 @@ def desired_account(draw: st.DrawFn, key: Key) -> DesiredAccount:
     connector, eid = key
     username, active, attrs, grants, rule, leaver, delete, protected, create = draw(_DESIRED_FIELDS[connector])
     if leaver:
-        # The shape policy.desired() gives a leaver: inactive, no grants, never created (a
-        # leaver with create=True would be re-created after a conversion adopted its account).
-        active, grants, create = False, frozenset(), False
-    else:
-        delete = False  # only a leaver (GONE) is ever deleted
+        # policy.desired() never creates a leaver's account. Without this, a leaver whose
+        # account a successor adopted (conversion) would be re-created on the next plan.
+        create = False
     return DesiredAccount(connector, eid, username, active, attrs, {g: rule for g in sorted(grants)},
                           delete=delete, leaver=leaver, protected=protected, create=create)
 
@@ -67,24 +65,6 @@ def account_record(draw: st.DrawFn, key: Key) -> AccountRecord:
     username, active, attrs, grants, remote, deleted = draw(_RECORD_FIELDS[connector])
     return AccountRecord(connector, eid, username, active, attrs, grants,
                          remote_id=f"r-{connector}-{eid}" if remote else None, deleted=deleted)
-
-
-def _unique_desired(items: list[DesiredAccount]) -> list[DesiredAccount]:
-    """One username per connector among non-leavers (case-insensitive).
-
-    Two live wishes for one username cannot happen: the source layer quarantines duplicate
-    emails among non-terminated rows (DESIGN, conversion). Both would adopt the same
-    leaver's account. A leaver may share a successor's username: that is a conversion.
-    """
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for d in items:
-        if not d.leaver:
-            if (d.connector, d.username.casefold()) in seen:
-                d = replace(d, username=f"{d.username}-{d.employee_id}")
-            seen.add((d.connector, d.username.casefold()))
-        out.append(d)
-    return out
 
 
 def _unique_records(items: list[AccountRecord]) -> dict[Key, AccountRecord]:
@@ -125,7 +105,7 @@ _KNOWN_GROUPS = st.none() | st.dictionaries(st.sampled_from(list(TRAITS)), st.fr
 def worlds(draw: st.DrawFn) -> World:
     wanted = draw(_KEY_LISTS)
     held = draw(_KEY_LISTS)
-    desired = _unique_desired([desired_account(draw, k) for k in wanted])
+    desired = [desired_account(draw, k) for k in wanted]
     records = _unique_records([account_record(draw, k) for k in held])
     scope = draw(_SCOPE)
     known = draw(_KNOWN_GROUPS)
