@@ -1,11 +1,14 @@
 """Leaver fast path: webhook accepted -> every connector confirmed.
 
     .venv/bin/python -m bench.bench_leavers [--people 400] [--leavers 200] [--over 10] [--limits lifted|vendor]
+                                            [--connectors scim,aws,slack,github]
 
-Four loopback peers: scim2-server (scim); scim2-server behind the AWS Identity Center
-wrapper + moto (aws); scim2-server behind the Slack wrapper (slack); the loopback GitHub
-(github, org mode). The daemon's parts run in this process exactly as `jml serve` wires
-them: the webhook routes on a real TCP port, the event processor, the engine.
+Four loopback peers, each in its OWN PROCESS (bench/peers_server.py), so their Python never
+shares this process's GIL: scim2-server (scim); scim2-server behind the AWS Identity Center
+wrapper + moto's server (aws); scim2-server behind the Slack wrapper (slack); the loopback
+GitHub (github, org mode). The daemon's parts run in this process exactly as `jml serve`
+wires them: the webhook routes on a real TCP port, the event processor, the engine. The
+peers are stopped at the end, always (and they exit by themselves when this process dies).
 
 1. `--limits lifted` (default): `--people` provisioned, then `--leavers` Okta deactivate
    webhooks spread evenly over `--over` seconds; for each leaver, the time from the 200 to
@@ -13,24 +16,34 @@ them: the webhook routes on a real TCP port, the event processor, the engine.
 2. `--limits vendor`: each connector at its vendor default (Slack 3 writes/s per endpoint,
    AWS 20 TPS, GitHub 5,000/h); the Slack wrapper enforces Slack's own limit, so every 429
    it answers is counted. The leavers arrive at once; the run time is compared with the
-   rate-limit floor (writes per leaver / allowed writes per second, slowest connector).
+   rate-limit floor computed from the writes the peers took during the run (`floor`).
+
+Peer latency: a probe process (peers_server `probe`) GETs each peer every 0.1 s, for 3 s
+with everything idle before the run (`peer_latency_ms.idle`) and throughout the run
+(`peer_latency_ms.during_run`); the wrappers also report their own handling time
+(`peer_handle_ms`, upstream included). `cpu` gives this process's and each peer's CPU%
+during the measured phase.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
+import queue
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
@@ -45,35 +58,178 @@ from jml.runtime import Runtime
 from jml.store.tables import OperationRow
 from jml.sync import plan_cycle
 from jml.webhooks import add_routes
-from tests.integration.contract.target_aws import aws_stack
-from tests.peers import free_port, scim2_server
-from tests.vendor_peers.github import GithubFake
-from tests.vendor_peers.slack_scim import SlackScimProxy
+from tests.peers import free_port
 
 OKTA = "bench-okta-secret"
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 HEADER = "employee_id,first_name,last_name,work_email,department,status,hire_date,github_username\n"
+ALL = ("scim", "aws", "slack", "github")
+ACCOUNT = "111111111111"
+TOKENS = {"scim": "bench-scim-token", "aws": "bench-aws-token", "slack": "xoxp-bench"}
+READY_TIMEOUT = 120.0
+CLK = os.sysconf("SC_CLK_TCK")
 
 
-@contextlib.contextmanager
-def peers(vendor_limits: bool) -> Iterator[dict[str, Any]]:
-    with scim2_server() as scim, scim2_server(token="xoxp-bench") as slack_peer, aws_stack(("Developer",)) as aws, \
-            GithubFake() as gh:
-        gh.auto_accept = True
-        slack = SlackScimProxy(slack_peer.url.removesuffix("/v2/"), "xoxp-bench",
-                               **({} if vendor_limits else {"per_minute": 10**7, "burst": 10**6,
-                                                            "overall_per_minute": 10**7, "overall_burst": 10**6}))
-        slack.start()
-        try:
-            yield {"scim": scim, "slack": slack, "aws": aws, "github": gh}
-        finally:
-            slack.stop()
+class Peers:
+    """Peer processes (bench/peers_server.py): started, awaited, and always stopped."""
+
+    def __init__(self, logdir: Path, max_seconds: float) -> None:
+        self.logdir, self.max_seconds = logdir, max_seconds
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.lines: dict[str, queue.Queue[bytes]] = {}
+        self.info: dict[str, dict[str, Any]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, kind: str, *args: str) -> int:
+        port = free_port()
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in close()
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.peers_server", kind, "--port", str(port),
+             "--max-seconds", str(self.max_seconds), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=Path(__file__).resolve().parent.parent)
+        self.procs[name] = proc
+        lines: queue.Queue[bytes] = queue.Queue()
+        self.lines[name] = lines
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in iter(proc.stdout.readline, b""):
+                lines.put(line)
+            lines.put(b"")
+
+        threading.Thread(target=read, daemon=True).start()
+        return port
+
+    def wait(self, *names: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        for name in names:
+            while name not in self.info:
+                try:
+                    line = self.lines[name].get(timeout=max(0.1, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise RuntimeError(f"peer {name} not ready after {READY_TIMEOUT:g} s") from None
+                if not line:
+                    log = (self.logdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"peer {name} exited before it was ready:\n{log}")
+                if line.startswith(b"PEER-READY "):
+                    self.info[name] = json.loads(line[len(b"PEER-READY "):])
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """utime + stime of each peer's serving process (scim2-server itself for `scim`)."""
+        out: dict[str, float] = {}
+        for name, info in self.info.items():
+            try:
+                fields = Path(f"/proc/{info.get('server_pid', info['pid'])}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = (int(fields[11]) + int(fields[12])) / CLK
+        return out
+
+    def runqueue_wait(self) -> dict[str, float]:
+        """Seconds each peer's threads spent runnable but waiting for a CPU (/proc/…/schedstat)."""
+        return {name: runqueue_wait(info.get("server_pid", info["pid"])) for name, info in self.info.items()}
+
+    def stats(self, name: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.info[name]['port']}/__peer/stats", timeout=10) as r:
+            return dict(json.loads(r.read()))
+
+    def reset(self, *names: str) -> None:
+        for name in names:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.info[name]['port']}/__peer/reset", method="POST")
+            urllib.request.urlopen(req, timeout=10).close()
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        for log in self._logs:
+            log.close()
 
 
-def config(tmp: Path, p: dict[str, Any], vendor_limits: bool) -> Any:
-    os.environ.update(BENCH_SCIM=p["scim"].token, BENCH_SLACK="xoxp-bench", BENCH_AWS=p["aws"].peer.token,
-                      BENCH_GH=p["github"].token, BENCH_OKTA=OKTA)
+def start_peers(peers: Peers, connectors: tuple[str, ...], vendor_limits: bool) -> dict[str, Any]:
+    """Start the peers `connectors` need, in parallel, upstreams before the wrappers."""
+    if "scim" in connectors:
+        peers.start("scim", "scim", "--token", TOKENS["scim"])
+    if "aws" in connectors:
+        peers.start("aws-scim2", "scim", "--token", TOKENS["aws"])
+        peers.start("moto", "moto", "--permission-set", "Developer")
+    if "slack" in connectors:
+        peers.start("slack-scim2", "scim", "--token", TOKENS["slack"])
+    if "github" in connectors:
+        peers.start("github", "github")
+    if "aws" in connectors:
+        peers.wait("aws-scim2")
+        peers.start("aws", "aws", "--upstream", peers.info["aws-scim2"]["url"])
+    if "slack" in connectors:
+        peers.wait("slack-scim2")
+        peers.start("slack", "slack", "--upstream", peers.info["slack-scim2"]["url"].removesuffix("/v2/"),
+                    "--token", TOKENS["slack"], *(["--vendor-limits"] if vendor_limits else []))
+    peers.wait(*peers.procs)
+    return peers.info
+
+
+def probe_targets(info: dict[str, Any], connectors: tuple[str, ...], who: int) -> list[dict[str, Any]]:
+    """One cheap read per peer, of a person who stays (not a leaver)."""
+    user = f"user{who}@acme.example"
+    flt = "?filter=" + urllib.parse.quote(f'userName eq "{user}"')
+    out: list[dict[str, Any]] = []
+    if "scim" in connectors:
+        out.append({"name": "scim", "url": info["scim"]["url"] + "Users" + flt,
+                    "headers": {"Authorization": f"Bearer {TOKENS['scim']}"}})
+    if "aws" in connectors:
+        out.append({"name": "aws", "url": info["aws"]["scim_url"] + "Users" + flt,
+                    "headers": {"Authorization": f"Bearer {TOKENS['aws']}"}})
+        out.append({"name": "moto", "url": info["moto"]["url"] + "/", "method": "POST", "body": json.dumps({
+            "InstanceArn": info["moto"]["instance_arn"], "PrincipalId": "nobody", "PrincipalType": "USER"}),
+            "headers": {"X-Amz-Target": "SWBExternalService.ListAccountAssignmentsForPrincipal",
+                        "Content-Type": "application/x-amz-json-1.1",
+                        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/sso/aws4_request, "
+                                         "SignedHeaders=host, Signature=0"}})
+    if "slack" in connectors:
+        out.append({"name": "slack", "url": info["slack"]["url"] + "v2/Users" + flt,
+                    "headers": {"Authorization": f"Bearer {TOKENS['slack']}"}})
+    if "github" in connectors:
+        out.append({"name": "github", "url": f"{info['github']['api_url']}/orgs/acme/memberships/user{who}",
+                    "headers": {"Authorization": f"Bearer {info['github']['token']}", "User-Agent": "jml-bench",
+                                "X-GitHub-Api-Version": "2022-11-28", "Accept": "application/vnd.github+json"}})
+    return out
+
+
+def config(tmp: Path, info: dict[str, Any], connectors: tuple[str, ...], vendor_limits: bool) -> Any:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ[key] = "testing"  # never real credentials, even towards loopback
+    for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        os.environ.pop(key, None)
+    os.environ.update(BENCH_SCIM=TOKENS["scim"], BENCH_SLACK=TOKENS["slack"], BENCH_AWS=TOKENS["aws"],
+                      BENCH_OKTA=OKTA)
+    if "github" in info:
+        os.environ["BENCH_GH"] = info["github"]["token"]
     lifted: dict[str, Any] = {} if vendor_limits else {"rate_limit": 100000, "burst": 100000}
+    every: dict[str, Any] = {}
+    if "scim" in connectors:
+        every["scim"] = {"type": "scim", "url": info["scim"]["url"], "token_env": "BENCH_SCIM", "concurrency": 16}
+    if "slack" in connectors:
+        every["slack"] = {"type": "slack", "scim_url": info["slack"]["url"] + "v2/", "token_env": "BENCH_SLACK",
+                          "concurrency": 16, **lifted}
+    if "aws" in connectors:
+        every["aws"] = {"type": "aws_identity_center", "scim_url": info["aws"]["scim_url"], "token_env": "BENCH_AWS",
+                        "instance_arn": info["moto"]["instance_arn"], "region": "us-east-1",
+                        "endpoint_url": info["moto"]["url"], "concurrency": 16, **lifted}
+    if "github" in connectors:
+        every["github"] = {"type": "github", "mode": "org", "org": info["github"]["org"],
+                           "api_url": info["github"]["api_url"], "token_env": "BENCH_GH", "concurrency": 16, **lifted}
+    grants = {"scim": ["All Staff"], "slack": ["all-staff"], "aws": [f"Developer@{ACCOUNT}"], "github": ["team:staff"]}
     return from_dict({
         "state": {"url": f"sqlite:///{tmp / 'jml.db'}"},
         "server": {"max_body_bytes": 4_000_000},
@@ -81,19 +237,9 @@ def config(tmp: Path, p: dict[str, Any], vendor_limits: bool) -> Any:
                     "okta": {"secret_env": "BENCH_OKTA"}},
         "guard": {"max_deprovision_percent": 100, "max_deprovision_count": 100000,
                   "max_event_leavers_per_hour": 100000},
-        "policy": {"username": "{work_email}", "rules": [{"name": "everyone", "when": {"status": ["Active"]}, "grant": {
-            "scim": ["All Staff"], "slack": ["all-staff"], "aws": ["Developer@111111111111"],
-            "github": ["team:staff"]}}]},
-        "connectors": {
-            "scim": {"type": "scim", "url": p["scim"].url, "token_env": "BENCH_SCIM", "concurrency": 16},
-            "slack": {"type": "slack", "scim_url": p["slack"].url + "v2/", "token_env": "BENCH_SLACK",
-                      "concurrency": 16, **lifted},
-            "aws": {"type": "aws_identity_center", "scim_url": p["aws"].proxy.scim_url, "token_env": "BENCH_AWS",
-                    "instance_arn": p["aws"].instance_arn, "region": "us-east-1", "endpoint_url": p["aws"].moto_url,
-                    "concurrency": 16, **lifted},
-            "github": {"type": "github", "mode": "org", "org": p["github"].org, "api_url": p["github"].url,
-                       "token_env": "BENCH_GH", "concurrency": 16, **lifted},
-        }}, tmp)
+        "policy": {"username": "{work_email}", "rules": [{"name": "everyone", "when": {"status": ["Active"]},
+                                                          "grant": {c: grants[c] for c in connectors}}]},
+        "connectors": every}, tmp)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -101,7 +247,7 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def done_people(rt: Runtime, pending: set[str]) -> set[str]:
+def done_people(rt: Runtime, pending: set[str], n_connectors: int) -> set[str]:
     """People among `pending` whose leaver operations are all done on every connector."""
     with rt.store.engine.connect() as conn:
         rows = conn.execute(select(O.c.employee_id, O.c.connector, O.c.state).where(
@@ -112,67 +258,140 @@ def done_people(rt: Runtime, pending: set[str]) -> set[str]:
         seen.setdefault(eid, set()).add(connector)
         if state != "done":
             open_.add(eid)
-    return {e for e, cs in seen.items() if e not in open_ and len(cs) == 4}
+    return {e for e, cs in seen.items() if e not in open_ and len(cs) == n_connectors}
+
+
+def floors(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Seconds the writes the peers took during the run need at least, per connector, under
+    (a) the vendor's documented limit and (b) jml's default bucket for that connector."""
+    out: dict[str, Any] = {}
+    slack = stats.get("slack")
+    if slack is not None:
+        per = {k: n for k, n in slack["counts"].items() if k != "429"}
+        total = sum(per.values())
+
+        def slack_floor(rate: float, burst: int, overall: float, overall_burst: int) -> float:
+            worst = max([max(0, n - burst) / rate for n in per.values()] or [0.0])
+            return max(worst, max(0, total - overall_burst) / overall)
+
+        out["slack"] = {"writes": per, "vendor_s": round(slack_floor(3, 20, 10, 180), 2),
+                        "jml_default_s": round(slack_floor(3, 10, 10, 20), 2)}
+    moto = stats.get("moto")
+    if moto is not None:
+        calls = sum(moto["counts"].values())
+        scim_writes = sum(stats.get("aws", {}).get("counts", {}).values())
+        out["aws"] = {"sso_admin_calls": moto["counts"], "scim_writes": scim_writes,
+                      "vendor_s": round(calls / 20, 2), "jml_default_s": round(max(0, calls - 10) / 10, 2)}
+    gh = stats.get("github")
+    if gh is not None:
+        writes = gh["counts"].get("write", 0)
+        out["github"] = {"writes": writes, "vendor_s": round(max(0, writes - 1) / 1.0, 2),
+                         "jml_default_s": round(max(0, writes - 5) / 1.0, 2)}
+    out["floor_vendor_s"] = max([v["vendor_s"] for v in out.values()] or [0.0])
+    out["floor_jml_default_s"] = max([v["jml_default_s"] for k, v in out.items() if isinstance(v, dict)] or [0.0])
+    return out
+
+
+def runqueue_wait(pid: int | str = "self") -> float:
+    """Seconds the process's threads have waited on a run queue (CPU contention), 0 if unknown."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(task.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def cpu_now() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     vendor = args.limits == "vendor"
-    with tempfile.TemporaryDirectory() as d, peers(vendor) as p:
+    connectors = tuple(c for c in ALL if c in args.connectors.split(","))
+    assert connectors and set(args.connectors.split(",")) <= set(ALL), f"--connectors: choose among {ALL}"
+    assert args.people > args.leavers, "--people must exceed --leavers (a stayer is probed)"
+    with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        (tmp / "exports").mkdir()
-        rows = [f"E{i:05d},First{i},Last{i},user{i}@acme.example,Eng,Active,2020-01-01,user{i}\n"
-                for i in range(args.people)]
-        (tmp / "exports" / "hr.csv").write_text(HEADER + "".join(rows))
-        # Provision with limits lifted (setup is not what is measured), then the real config.
-        rt0 = Runtime(config(tmp, p, False))
-        await rt0.open_connectors()
-        t0 = time.monotonic()
-        outcome = await plan_cycle(rt0)
-        await rt0.engine(poll_interval=0.02).run_until_idle(plan_id=outcome.plan_id)
-        setup = time.monotonic() - t0
-        dead = rt0.outbox.counts()
-        await rt0.close()
-        rt0.store.close()
-        rt = Runtime(config(tmp, p, vendor))
-        await rt.open_connectors()
-        engine = rt.engine(poll_interval=0.02)
-        ctx = ServiceContext(rt, engine)
-        app = web.Application(client_max_size=4_000_000)
-        add_routes(app, ctx)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        tasks = [asyncio.create_task(engine.run_forever(ctx.stopping, grace=1)),
-                 asyncio.create_task(events.run_event_processor(ctx))]
-        leavers = [f"E{i:05d}" for i in range(args.leavers)]
-        accepted: dict[str, float] = {}
-        finished: dict[str, float] = {}
-        slack_429_before = p["slack"].rate_limited
+        peers = Peers(tmp, max_seconds=args.timeout + 600)
+        try:
+            return await measure(args, tmp, peers, connectors, vendor)
+        finally:
+            await asyncio.to_thread(peers.close)
 
-        async def send(session: aiohttp.ClientSession, batch: list[int]) -> None:
-            body = json.dumps({"eventType": "com.okta.event_hook", "data": {"events": [
-                {"uuid": f"bench-{i}", "published": dt.datetime.now(dt.UTC).isoformat(),
-                 "eventType": "user.lifecycle.deactivate",
-                 "target": [{"type": "User", "alternateId": f"user{i}@acme.example"}]} for i in batch]}})
-            async with session.post(f"http://127.0.0.1:{port}/webhooks/okta", data=body, headers={
-                    "Authorization": OKTA, "Content-Type": "application/json"}) as r:
-                assert r.status == 200, r.status
-            now = time.monotonic()
-            for i in batch:
-                accepted[f"E{i:05d}"] = now
 
-        async def watch() -> None:
-            while len(finished) < len(leavers):
-                pending = {e for e in accepted if e not in finished}
-                if pending:
-                    now = time.monotonic()
-                    for e in done_people(rt, pending):
-                        finished[e] = now
-                await asyncio.sleep(0.01)
+async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors: tuple[str, ...],
+                  vendor: bool) -> dict[str, Any]:
+    t_peers = time.monotonic()
+    info = await asyncio.to_thread(start_peers, peers, connectors, vendor)
+    peers_up = time.monotonic() - t_peers
+    (tmp / "exports").mkdir()
+    rows = [f"E{i:05d},First{i},Last{i},user{i}@acme.example,Eng,Active,2020-01-01,user{i}\n"
+            for i in range(args.people)]
+    (tmp / "exports" / "hr.csv").write_text(HEADER + "".join(rows))
+    # Provision with limits lifted (setup is not what is measured), then the real config.
+    rt0 = Runtime(config(tmp, info, connectors, False))
+    await rt0.open_connectors()
+    t0 = time.monotonic()
+    outcome = await plan_cycle(rt0)
+    await rt0.engine(poll_interval=0.02).run_until_idle(plan_id=outcome.plan_id)
+    setup = time.monotonic() - t0
+    dead = rt0.outbox.counts()
+    await rt0.close()
+    rt0.store.close()
+    # Peer latency with everything idle, then the probe keeps going through the run.
+    peers.start("probe", "probe", "--interval", "0.1",
+                "--targets", json.dumps(probe_targets(info, connectors, args.people - 1)))
+    await asyncio.to_thread(peers.wait, "probe")
+    await asyncio.sleep(3.0)
+    idle = await asyncio.to_thread(peers.stats, "probe")
+    served = [n for n in ("aws", "moto", "slack", "github") if n in info]
+    await asyncio.to_thread(peers.reset, "probe", *served)
 
-        watcher = asyncio.create_task(watch())
-        start = time.monotonic()
+    rt = Runtime(config(tmp, info, connectors, vendor))
+    await rt.open_connectors()
+    engine = rt.engine(poll_interval=0.02)
+    ctx = ServiceContext(rt, engine)
+    app = web.Application(client_max_size=4_000_000)
+    add_routes(app, ctx)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tasks = [asyncio.create_task(engine.run_forever(ctx.stopping, grace=1)),
+             asyncio.create_task(events.run_event_processor(ctx))]
+    leavers = [f"E{i:05d}" for i in range(args.leavers)]
+    accepted: dict[str, float] = {}
+    finished: dict[str, float] = {}
+
+    async def send(session: aiohttp.ClientSession, batch: list[int]) -> None:
+        body = json.dumps({"eventType": "com.okta.event_hook", "data": {"events": [
+            {"uuid": f"bench-{i}", "published": dt.datetime.now(dt.UTC).isoformat(),
+             "eventType": "user.lifecycle.deactivate",
+             "target": [{"type": "User", "alternateId": f"user{i}@acme.example"}]} for i in batch]}})
+        async with session.post(f"http://127.0.0.1:{port}/webhooks/okta", data=body, headers={
+                "Authorization": OKTA, "Content-Type": "application/json"}) as r:
+            assert r.status == 200, r.status
+        now = time.monotonic()
+        for i in batch:
+            accepted[f"E{i:05d}"] = now
+
+    async def watch() -> None:
+        while len(finished) < len(leavers):
+            pending = {e for e in accepted if e not in finished}
+            if pending:
+                now = time.monotonic()
+                for e in done_people(rt, pending, len(connectors)):
+                    finished[e] = now
+            await asyncio.sleep(0.01)
+
+    peer_cpu0, cpu0, load0 = peers.cpu_seconds(), cpu_now(), os.getloadavg()[0]
+    wait0, peer_wait0 = runqueue_wait(), peers.runqueue_wait()
+    watcher = asyncio.create_task(watch())
+    start = time.monotonic()
+    try:
         async with aiohttp.ClientSession() as session:
             if vendor:
                 await send(session, list(range(args.leavers)))
@@ -184,27 +403,55 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     senders.append(asyncio.create_task(send(session, [i])))
                 await asyncio.gather(*senders)
         await asyncio.wait_for(watcher, args.timeout)
+    finally:
         total = time.monotonic() - start
+        cpu = cpu_now() - cpu0
+        peer_cpu1 = peers.cpu_seconds()
+        waited, peer_wait1 = runqueue_wait() - wait0, peers.runqueue_wait()
+        watcher.cancel()
         ctx.stopping.set()
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
-        counts = rt.outbox.counts()
-        per: dict[str, list[float]] = {}
-        with rt.store.engine.connect() as conn:
-            for c, a, created, done in conn.execute(select(O.c.connector, O.c.action, O.c.created_at, O.c.done_at)
-                                                    .where(O.c.priority == 0, O.c.done_at.is_not(None))):
-                per.setdefault(f"{c}/{a}", []).append((done - created).total_seconds())
-        await rt.close()
-        rt.store.close()
-        lat = [finished[e] - accepted[e] for e in leavers]
-        return {"people": args.people, "leavers": args.leavers, "limits": args.limits, "setup_s": round(setup, 1),
-                "setup_outbox": {f"{c}/{s}": n for (c, s), n in dead.items()},
-                "p50_s": round(statistics.median(lat), 3), "p99_s": round(pct(lat, 0.99), 3),
-                "max_s": round(max(lat), 3), "total_s": round(total, 2),
-                "per_connector_p50_s": {c: round(statistics.median(v), 3) for c, v in sorted(per.items())},
-                "per_connector_max_s": {c: round(max(v), 3) for c, v in sorted(per.items())},
-                "slack_429": p["slack"].rate_limited - slack_429_before,
-                "outbox_after": {f"{c}/{s}": n for (c, s), n in counts.items()}}
+    during = await asyncio.to_thread(peers.stats, "probe")
+    served_stats = {n: await asyncio.to_thread(peers.stats, n) for n in served}
+    counts = rt.outbox.counts()
+    per: dict[str, list[float]] = {}
+    with rt.store.engine.connect() as conn:
+        for c, a, created, done in conn.execute(select(O.c.connector, O.c.action, O.c.created_at, O.c.done_at)
+                                                .where(O.c.priority == 0, O.c.done_at.is_not(None))):
+            per.setdefault(f"{c}/{a}", []).append((done - created).total_seconds())
+    await rt.close()
+    rt.store.close()
+    lat = [finished[e] - accepted[e] for e in leavers]
+    out: dict[str, Any] = {
+        "people": args.people, "leavers": args.leavers, "limits": args.limits, "connectors": list(connectors),
+        "peers_up_s": round(peers_up, 1), "setup_s": round(setup, 1),
+        "setup_outbox": {f"{c}/{s}": n for (c, s), n in dead.items()},
+        "p50_s": round(statistics.median(lat), 3), "p99_s": round(pct(lat, 0.99), 3),
+        "max_s": round(max(lat), 3), "total_s": round(total, 2),
+        "per_connector_p50_s": {c: round(statistics.median(v), 3) for c, v in sorted(per.items())},
+        "per_connector_p99_s": {c: round(pct(v, 0.99), 3) for c, v in sorted(per.items())},
+        "per_connector_max_s": {c: round(max(v), 3) for c, v in sorted(per.items())},
+        "peer_latency_ms": {"idle": idle, "during_run": during},
+        "peer_handle_ms": {n: s["handle_ms"] for n, s in served_stats.items()},
+        "host": {"cpus": os.cpu_count(), "loadavg_1m_before": round(load0, 2),
+                 "loadavg_1m_after": round(os.getloadavg()[0], 2)},
+        "cpu_percent_during_run": {"bench": round(100 * cpu / total, 1), **{
+            n: round(100 * (peer_cpu1[n] - peer_cpu0[n]) / total, 1) for n in peer_cpu1 if n in peer_cpu0}},
+        # Time runnable but not running (another process had the CPU), as % of the run's wall time.
+        "runqueue_wait_percent_during_run": {"bench": round(100 * waited / total, 1), **{
+            n: round(100 * (peer_wait1[n] - peer_wait0[n]) / total, 1) for n in peer_wait1 if n in peer_wait0}},
+        "slack_429": served_stats["slack"]["rate_limited"] if "slack" in served_stats else None,
+        "peer_violations": {"aws_400": served_stats["aws"]["violations"] if "aws" in served_stats else None,
+                            "github_invalid": served_stats["github"]["invalid"] if "github" in served_stats else None},
+        "outbox_after": {f"{c}/{s}": n for (c, s), n in counts.items()}}
+    if vendor:
+        fl = floors(served_stats)
+        out["floor"] = fl
+        out["total_over_floor_vendor"] = round(total / fl["floor_vendor_s"], 3) if fl["floor_vendor_s"] else None
+        out["total_over_floor_jml_default"] = (round(total / fl["floor_jml_default_s"], 3)
+                                               if fl["floor_jml_default_s"] else None)
+    return out
 
 
 def main() -> None:
@@ -213,7 +460,8 @@ def main() -> None:
     ap.add_argument("--leavers", type=int, default=200)
     ap.add_argument("--over", type=float, default=10.0)
     ap.add_argument("--limits", choices=["lifted", "vendor"], default="lifted")
-    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--connectors", default=",".join(ALL), help="comma-separated subset of scim,aws,slack,github")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds the measured phase may take at most")
     print(json.dumps(asyncio.run(run(ap.parse_args())), indent=2))
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml.redact import redact
-from jml.store.db import RawJSON, bulk_write, utc
+from jml.store.db import RawJSON, bulk_write, is_write_conflict, utc
 from jml.store.repo import Store
 from jml.store.tables import AuditHeadRow, AuditRow
 
@@ -76,7 +76,9 @@ class VerifyResult:
 
 
 class AuditLog:
-    _lock = threading.Lock()
+    # One appender at a time in this process. Always taken before a transaction's first write,
+    # so it can never wait on a SQLite write lock held by its own process's other thread.
+    lock = threading.RLock()
 
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
@@ -88,25 +90,32 @@ class AuditLog:
         """Append records in one transaction. Given a function returning a generator, the
         records are made as they are written (a 100k-record plan never sits in memory
         twice) and made again if another process appended first."""
-        at = now.astimezone(dt.UTC).isoformat()
         if not callable(records) and not isinstance(records, (list, tuple)):
             records = list(records)
-        for _attempt in range(10):
+        for _attempt in range(20):
             source = records() if callable(records) else records
             try:
-                with self._lock, self.engine.begin() as conn:
-                    head = conn.execute(select(AH).where(AH.c.id == 1).with_for_update()).mappings().first()
-                    state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
-                    if not bulk_write(conn, AU, _COLUMNS, _rows(source, state, now, at)):
-                        return state.count
-                    if head:
-                        conn.execute(update(AH).where(AH.c.id == 1).values(count=state.count, head_hash=state.prev))
-                    else:
-                        conn.execute(AH.insert().values(id=1, count=state.count, head_hash=state.prev))
-                    return state.count
-            except IntegrityError:
+                with self.lock, self.engine.begin() as conn:
+                    return self.append_in(conn, source, now=now)
+            except (IntegrityError, OperationalError) as e:
+                if not is_write_conflict(e):
+                    raise
                 continue  # another process appended at the same time: re-read the head, write again
         raise RuntimeError("could not append to the audit trail")
+
+    def append_in(self, conn: Connection, records: Records, *, now: dt.datetime) -> int:
+        """Append inside the caller's transaction (the caller holds `lock`, taken before any
+        write of that transaction, and retries the whole transaction on a write conflict)."""
+        at = now.astimezone(dt.UTC).isoformat()
+        head = conn.execute(select(AH).where(AH.c.id == 1).with_for_update()).mappings().first()
+        state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
+        if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, now, at)):
+            return state.count
+        if head:
+            conn.execute(update(AH).where(AH.c.id == 1).values(count=state.count, head_hash=state.prev))
+        else:
+            conn.execute(AH.insert().values(id=1, count=state.count, head_hash=state.prev))
+        return state.count
 
     def records(self, since: dt.datetime | None = None, subject: str | None = None,
                 limit: int | None = None) -> Iterator[dict[str, Any]]:

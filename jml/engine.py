@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError, OperationalError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -36,12 +37,14 @@ from jml.audit import AuditLog
 from jml.errors import ConnectorError, RetryableError
 from jml.model import Action, Operation, Priority
 from jml.redact import redact
+from jml.store.db import is_write_conflict
 from jml.store.outbox import Outbox, QueuedOp
 from jml.store.repo import Store
 
 log = logging.getLogger("jml.engine")
 
 Clock = Callable[[], dt.datetime]
+OPERATION_TIMEOUT_FACTOR = 5
 AfterSuccess = Callable[[QueuedOp, ApplyResult], Awaitable[None]]
 
 
@@ -55,6 +58,17 @@ class RetryPolicy:
     budget: float = 300.0  # seconds all attempts of one operation may take
     initial: float = 0.5
     maximum: float = 30.0
+
+
+@dataclass
+class _Done:
+    """A pushed operation waiting to be recorded."""
+
+    q: QueuedOp
+    remote_id: str | None
+    push: dict[str, object]
+    at: dt.datetime
+    written: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @dataclass
@@ -98,12 +112,19 @@ class Engine:
         self._claimed: set[int] = set()
         self._running: set[int] = set()
         self._wake = asyncio.Event()
-        self._seq = 0
+        self._deferred: dict[tuple[str, str], list[QueuedOp]] = {}
+        self._finished: list[_Done] = []
+        self._record_lock = asyncio.Lock()
+        self._watermark = 0
+        self._full_scan = True
+        self._next_full_scan = 0.0
+        self.full_scan_interval = 5.0
         self._stopping = False
 
     # ---- lifecycle -----------------------------------------------------------------
     def wake(self) -> None:
-        """New work was queued (a webhook leaver): dispatch now, not at the next tick."""
+        """New or re-opened work (a webhook leaver, an approval, a retry): dispatch now."""
+        self._full_scan = True
         self._wake.set()
 
     def recover(self) -> int:
@@ -134,6 +155,8 @@ class Engine:
         self._claimed.clear()
         self._running.clear()
         self._in_flight.clear()
+        self._deferred.clear()
+        self._full_scan = True  # whatever was skipped is read again on the next start
         for lane in self._lanes.values():
             lane.workers = []
             while not lane.queue.empty():
@@ -192,36 +215,49 @@ class Engine:
 
     # ---- dispatch ------------------------------------------------------------------
     def dispatch(self) -> None:
-        """Read pending work from the outbox and queue each person's chain once."""
+        """Read pending work from the outbox and queue each person's chain once.
+
+        Between full scans (every few seconds, and whenever `wake()` is called from outside:
+        an approval or a retry re-opens old operations) only operations newer than the last
+        one seen are read, so a busy outbox is not re-read and re-decoded on every step."""
         if self._stopping:
             return
-        fresh = self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused)
+        full = self._full_scan or time.monotonic() >= self._next_full_scan
+        if full:
+            self._full_scan = False
+            self._next_full_scan = time.monotonic() + self.full_scan_interval
+        fresh = self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused,
+                                    after_id=None if full else self._watermark)
         chains: dict[tuple[str, str], list[QueuedOp]] = {}
         for q in fresh:
-            op = q.op
-            key = (op.connector, op.employee_id or f"#group:{op.detail.get('group', '')}")
+            self._watermark = max(self._watermark, q.id)
+            key = _chain_key(q.op)
             if key in self._in_flight and key not in chains:
-                continue  # the rest of this chain waits for the running part to finish
+                # The person's earlier steps are running: these follow them (see _worker).
+                self._deferred.setdefault(key, []).append(q)
+                self._claimed.add(q.id)
+                continue
             chains.setdefault(key, []).append(q)
         for key, ops in chains.items():
-            lane = self._lanes.get(key[0])
-            if lane is None:
+            if key[0] not in self._lanes:
                 continue
-            # Ids follow plan order (Operation.key), so id order is the person's step order.
-            ops.sort(key=lambda q: q.id)
             self._in_flight.add(key)
-            self._claimed.update(q.id for q in ops)
-            self._seq += 1
-            # Group creation comes before the memberships that need it.
-            first = 0 if not key[1] or key[1].startswith("#group:") else 1
-            prio = min(int(q.op.priority) for q in ops)
-            lane.queue.put_nowait((prio, first, ops[0].id, ops))
+            self._enqueue(key, ops)
+
+    def _enqueue(self, key: tuple[str, str], ops: list[QueuedOp]) -> None:
+        # Ids follow plan order (Operation.key), so id order is the person's step order.
+        ops.sort(key=lambda q: q.id)
+        self._claimed.update(q.id for q in ops)
+        # Group creation comes before the memberships that need it.
+        first = 0 if not key[1] or key[1].startswith("#group:") else 1
+        prio = min(int(q.op.priority) for q in ops)
+        self._lanes[key[0]].queue.put_nowait((prio, first, ops[0].id, ops))
 
     # ---- workers -------------------------------------------------------------------
     async def _worker(self, name: str, lane: _Lane) -> None:
         while True:
             _prio, _first, _id, chain = await lane.queue.get()
-            key = (name, chain[0].op.employee_id or f"#group:{chain[0].op.detail.get('group', '')}")
+            key = _chain_key(chain[0].op)
             try:
                 failed: QueuedOp | None = None
                 for q in chain:
@@ -237,13 +273,22 @@ class Engine:
             finally:
                 for q in chain:
                     self._claimed.discard(q.id)
-                self._in_flight.discard(key)
+                later = self._deferred.pop(key, None)
+                if later and not self._stopping:
+                    self._enqueue(key, later)  # the person's next steps, queued while these ran
+                else:
+                    for q in later or ():
+                        self._claimed.discard(q.id)
+                    self._in_flight.discard(key)
                 self._wake.set()
 
     async def _execute(self, lane: _Lane, q: QueuedOp) -> bool:
         op = q.op
         now = self.clock()
-        self.outbox.mark_running([q.id], now)
+        if not self.outbox.mark_running([q.id], now):
+            # Cancelled (or finished elsewhere) since it was queued: e.g. an offboard dropped
+            # this person's pending grants, or an undo dropped their pending deprovision.
+            return True
         self._running.add(q.id)
         record = self.store.load_accounts([op.employee_id]).get((op.connector, op.employee_id)) \
             if op.employee_id else None
@@ -286,16 +331,13 @@ class Engine:
             return False
         self._running.discard(q.id)
         done_at = self.clock()
-        with self.store.engine.begin() as conn:
-            self.store.record_success(op, result.remote_id, done_at, conn)
-            self.outbox.mark_done(q.id, done_at, conn)
         elapsed = time.monotonic() - started
+        push = {"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector, "action": op.action.value,
+                "detail": _audit_detail(op), "result": "success", "adopted": result.adopted,
+                "attempts": attempts, "note": result.note}
+        await self._record(_Done(q, result.remote_id, push, done_at))
         metrics.operations.labels(op.connector, op.action.value, "success").inc()
         metrics.operation_duration.labels(op.connector, op.action.value).observe(elapsed)
-        self.audit.append("push", {"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector,
-                                   "action": op.action.value, "detail": _audit_detail(op), "result": "success",
-                                   "adopted": result.adopted, "attempts": attempts, "note": result.note},
-                          now=done_at, subject=op.employee_id or None)
         log.info("operation done", extra={"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector,
                                           "employee_id": op.employee_id, "action": op.action.value,
                                           "adopted": result.adopted})
@@ -306,11 +348,53 @@ class Engine:
                 log.exception("after-success hook failed", extra={"operation_id": q.id})
         return True
 
+    async def _record(self, done: _Done) -> None:
+        """Group commit of results: a finished operation's recorded state, outbox row and
+        audit record are written in ONE transaction (what jml believes, what it still owes
+        and what it can prove never disagree), together with every other operation that
+        finished meanwhile. (Written on the loop: a writer thread would contend with the loop's
+        own statements for SQLite's single write lock, and SQLite's busy wait sleeps.)"""
+        self._finished.append(done)
+        async with self._record_lock:
+            if done.written.done():
+                return
+            await asyncio.sleep(0)  # let operations finishing in this same turn join the batch
+            batch, self._finished = self._finished, []
+            try:
+                self._write_results(batch)
+            except BaseException as e:
+                for d in batch:
+                    if not d.written.done():
+                        d.written.set_exception(e if isinstance(e, Exception) else RuntimeError("interrupted"))
+                raise
+            for d in batch:
+                if not d.written.done():
+                    d.written.set_result(None)
+        await done.written
+
+    def _write_results(self, batch: list[_Done]) -> None:
+        for _attempt in range(20):
+            try:
+                with self.audit.lock, self.store.engine.begin() as conn:
+                    for d in batch:
+                        self.store.record_success(d.q.op, d.remote_id, d.at, conn)
+                        self.outbox.mark_done(d.q.id, d.at, conn)
+                    self.audit.append_in(conn, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
+                                         now=batch[-1].at)
+                return
+            except (IntegrityError, OperationalError) as e:
+                if not is_write_conflict(e):
+                    raise
+
     async def _apply_once(self, lane: _Lane, op: Operation, record: object) -> ApplyResult:
+        # The connector's `timeout` bounds each request; one operation makes several (find,
+        # create, read back) and may wait for the rate limiter, so the guard against a hung
+        # connector allows OPERATION_TIMEOUT_FACTOR times that for the whole attempt.
+        limit = lane.timeout * OPERATION_TIMEOUT_FACTOR
         try:
-            return await asyncio.wait_for(lane.connector.apply(op, record), lane.timeout)  # type: ignore[arg-type]
+            return await asyncio.wait_for(lane.connector.apply(op, record), limit)  # type: ignore[arg-type]
         except TimeoutError:
-            raise RetryableError(op.connector, f"{op.action.value} timed out after {lane.timeout:g}s",
+            raise RetryableError(op.connector, f"{op.action.value} timed out after {limit:g}s",
                                  reason="timeout") from None
 
     def _finish_failed(self, q: QueuedOp, error: str, attempts: int, started: float) -> None:
@@ -334,6 +418,11 @@ class Engine:
             metrics.outbox_depth.labels(name).set(counts.get((name, "pending"), 0) + counts.get((name, "running"), 0))
             metrics.dead_letters.labels(name).set(counts.get((name, "dead"), 0))
             metrics.connector_paused.labels(name).set(1 if name in self.paused else 0)
+
+
+def _chain_key(op: Operation) -> tuple[str, str]:
+    """Operations of one chain run in order: a person's in one connector, or one group's."""
+    return op.connector, op.employee_id or f"#group:{op.detail.get('group', '')}"
 
 
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:

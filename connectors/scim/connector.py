@@ -160,6 +160,10 @@ class ScimConnector(MembershipMixin):
         if op.action == Action.CREATE_GROUP:
             await self.group_id(p.group_name_of(str(d["group"])), create=True)
             return ApplyResult()
+        if op.action == Action.REMOVE_MEMBER and known:
+            # A removal needs only the member id, and removing a non-member is success: the
+            # recorded id spares a leaver's removals one read each.
+            return await self.change_membership({"id": known}, str(d["group"]), False)
         user = await self.find_user(op.employee_id, username, known,
                                     old_username=account.username if account else None)
         if op.action in (Action.ADD_MEMBER, Action.REMOVE_MEMBER):
@@ -273,7 +277,11 @@ class ScimConnector(MembershipMixin):
         """Make `user` carry these values: write the differences, read back, and if the
         server ignored them, try the other form once and remember it."""
         have = p.user_attributes(user)
-        changes: dict[str, Any] = {k: attrs.get(k, "") for k in keys if (attrs.get(k) or "") != (have.get(k) or "")}
+        # Keys with no SCIM attribute here (github_username, …) always read back as missing:
+        # they are no change to write (an adopt after a lost create answer would write nothing).
+        skip = p.unwritable_keys(enterprise=self.enterprise)
+        changes: dict[str, Any] = {k: attrs.get(k, "") for k in keys
+                                   if k not in skip and (attrs.get(k) or "") != (have.get(k) or "")}
         if "manager_id" in keys and self.enterprise:
             changes["manager_id"] = attrs.get("manager_id", "")
         if username and user.get("userName") != username:
@@ -320,7 +328,8 @@ class ScimConnector(MembershipMixin):
         etag = self._version(user)
         if form == "patch":
             body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=ref)
-            await self.transport.send(p.patch(self.user_path(rid), body, if_match=etag))
+            if body:
+                await self.transport.send(p.patch(self.user_path(rid), body, if_match=etag))
             return
         have = p.user_attributes(user)
         merged = {**have, **{k: v for k, v in attrs.items() if k in changes}}

@@ -4,6 +4,12 @@ writer per group at a time, groups found by displayName and created when missing
 scim2-server answers 412 to concurrent writes on one resource, and Slack answers 429
 while a group is locked by another write: so every write to one group goes through an
 asyncio.Lock held per group id, in order.
+
+Group commit: everyone is in "All Staff", so 200 simultaneous leavers would otherwise
+queue 200 PATCHes on that one group, one at a time. Changes that arrive while a PATCH to
+the group is in flight wait together, and the next PATCH carries all of them (up to
+`max_members_per_patch`). One member's permanent error does not fail its batch-mates:
+a failed batch is retried member by member.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from urllib.parse import quote
 from connectors.base import ApplyResult
 from connectors.scim import protocol as p
 from connectors.scim.transport import ScimTransport
-from jml.errors import ConflictError, NotFoundError, PermanentError
+from jml.errors import ConflictError, NotFoundError, PermanentError, RetryableError
 
 
 class MembershipMixin:
@@ -33,6 +39,7 @@ class MembershipMixin:
         self._group_ids: dict[str, str] = {}
         self._group_names: dict[str, str] = {}
         self._group_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._queued: defaultdict[str, list[tuple[str, bool, asyncio.Future[None]]]] = defaultdict(list)
         self._name_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # provided by ScimConnector
@@ -107,12 +114,56 @@ class MembershipMixin:
             if gid is None:
                 return ApplyResult(remote_id=uid, note="no such group")
             try:
-                async with self._group_locks[gid]:
-                    await (self.add_members(gid, [uid]) if add else self.remove_members(gid, [uid]))
+                await self._commit(gid, uid, add)
                 return ApplyResult(remote_id=uid)
             except NotFoundError:
                 self._forget_group(gid)
         raise NotFoundError(self.name, f"group {name!r} disappeared while changing it")
+
+    async def _commit(self, gid: str, uid: str, add: bool) -> None:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued[gid].append((uid, add, mine))
+        async with self._group_locks[gid]:
+            # Whoever holds the lock sends everything queued so far, ours included.
+            while self._queued[gid] and not mine.done():
+                batch, self._queued[gid] = self._queued[gid], []
+                await self._flush(gid, batch)
+        await mine
+
+    async def _flush(self, gid: str, batch: list[tuple[str, bool, asyncio.Future[None]]]) -> None:
+        """Send queued changes in order, as runs of the same kind (add or remove)."""
+        start = 0
+        while start < len(batch):
+            add = batch[start][1]
+            end = start
+            while end < len(batch) and batch[end][1] == add and end - start < self.max_members_per_patch:
+                end += 1
+            run = batch[start:end]
+            await self._send_run(gid, [u for u, _, _ in run], add, [f for _, _, f in run])
+            start = end
+
+    async def _send_run(self, gid: str, uids: list[str], add: bool, futures: list[asyncio.Future[None]]) -> None:
+        ids = list(dict.fromkeys(uids))
+        try:
+            await (self.add_members(gid, ids) if add else self.remove_members(gid, ids))
+        except PermanentError as e:
+            if len(ids) == 1 or isinstance(e, NotFoundError):
+                _settle(futures, e)
+                return
+            for uid, fut in zip(uids, futures, strict=True):  # find the member it was about
+                try:
+                    await (self.add_members(gid, [uid]) if add else self.remove_members(gid, [uid]))
+                except Exception as one:
+                    _settle([fut], one)
+                else:
+                    _settle([fut], None)
+            return
+        except BaseException as e:  # retryable, the group vanished, or cancelled: each member retries alone
+            _settle(futures, e if isinstance(e, Exception) else RetryableError(self.name, "interrupted"))
+            if not isinstance(e, Exception):
+                raise
+            return
+        _settle(futures, None)
 
     async def add_members(self, group_id: str, member_ids: list[str]) -> None:
         """Callers hold the group's lock."""
@@ -208,3 +259,13 @@ class MembershipMixin:
             for uid in p.member_ids(g):
                 out[uid].add(self.group_grant(str(g.get("displayName") or "")))
         return out
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for f in futures:
+        if f.done():
+            continue
+        if error is None:
+            f.set_result(None)
+        else:
+            f.set_exception(error)

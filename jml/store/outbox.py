@@ -131,8 +131,12 @@ class Outbox:
         return ids
 
     # ---- operations --------------------------------------------------------------
-    def pending(self, *, limit: int = 5000, exclude: Iterable[int] = (), paused: Iterable[str] = ()) -> list[QueuedOp]:
+    def pending(self, *, limit: int = 5000, exclude: Iterable[int] = (), paused: Iterable[str] = (),
+                after_id: int | None = None) -> list[QueuedOp]:
+        """Pending operations, leavers first; `after_id` reads only ones newer than that."""
         q = select(O).where(O.c.state == "pending")
+        if after_id is not None:
+            q = q.where(O.c.id > after_id)
         paused = list(paused)
         if paused:
             q = q.where(O.c.connector.not_in(paused))
@@ -145,9 +149,11 @@ class Outbox:
             rows = conn.execute(q).mappings().all()
         return [_op_from_row(r) for r in rows if r["id"] not in exs][:limit]
 
-    def mark_running(self, ids: Sequence[int], now: dt.datetime) -> None:
+    def mark_running(self, ids: Sequence[int], now: dt.datetime) -> int:
+        """Claim pending operations; returns how many were still pending (a cancelled one is not)."""
         with self.engine.begin() as conn:
-            conn.execute(update(O).where(O.c.id.in_(list(ids))).values(state="running", updated_at=now))
+            return int(conn.execute(update(O).where(O.c.id.in_(list(ids)), O.c.state == "pending")
+                                    .values(state="running", updated_at=now)).rowcount)
 
     def mark_done(self, op_id: int, now: dt.datetime, conn: Any = None) -> None:
         stmt = update(O).where(O.c.id == op_id).values(state="done", done_at=now, updated_at=now,

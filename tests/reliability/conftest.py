@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import csv
+import datetime as dt
 import importlib.util
 import json
 import logging
@@ -40,7 +41,9 @@ from tests.vendor_peers.proxy import VendorProxy
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ENV = "JML_REL_SCIM_TOKEN"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
-TODAY = "2026-11-23"  # gen_hris's default day; hire dates are drawn relative to it
+# The day jml will see (its clock; sources.hris.timezone is UTC here); hire dates are drawn around it.
+TODAY = dt.datetime.now(dt.UTC).date().isoformat()
+PREHIRE_DAYS = 3  # lifecycle.prehire_days default
 
 
 # ---- fault injection ---------------------------------------------------------------------
@@ -215,10 +218,22 @@ class Wanted:
 def desired_state(rows: list[dict[str, str]], previously: Mapping[str, str] | None = None) -> dict[str, Wanted]:
     """userName -> what the target must hold, from the CSV alone. `previously` (employee_id ->
     userName) lists who had an account before: a leaver keeps it, inactive, with no groups.
-    Pre-hires match no rule (every rule wants Active or Leave), so they get no account."""
+    A pre-hire gets an inactive account without groups `PREHIRE_DAYS` before the hire date."""
     out: dict[str, Wanted] = {}
+    import datetime as dt
+
+    today = dt.date.fromisoformat(TODAY)
     for r in rows:
         status = r["status"]
+        if status == "Pre-hire" and r["hire_date"]:
+            # The account exists, inactive and ungranted, from `prehire_days` before the hire
+            # date; from the hire date on the person is the employee the rules describe.
+            hire = dt.date.fromisoformat(r["hire_date"])
+            if hire <= today:
+                status = "Active"
+            elif hire - dt.timedelta(days=PREHIRE_DAYS) <= today:
+                out[r["work_email"]] = Wanted(False, frozenset())
+                continue
         if status in EMPLOYED:
             out[r["work_email"]] = Wanted(True, frozenset(
                 {f"dept {r['department']}", f"loc {r['location']}", f"title {r['job_title']}"}))
@@ -305,16 +320,28 @@ def read_target(peer: ScimPeer) -> TargetState:
     return TargetState(_all(peer, "Users"), _all(peer, "Groups"))
 
 
-def compare(state: TargetState, wanted: Mapping[str, Wanted]) -> list[str]:
+def compare(state: TargetState, wanted: Mapping[str, Wanted], *,
+            allow_empty_duplicate_groups: bool = False) -> list[str]:
     """Every way the target differs from `wanted`: missing, extra or duplicate users, wrong
-    active flags, wrong or duplicated memberships, duplicate groups."""
+    active flags, wrong or duplicated memberships, duplicate groups.
+
+    `allow_empty_duplicate_groups`: a POST /Groups that lands after the client gave up on it
+    (a stall past the timeout) makes a second group of that name on a server that, like
+    scim2-server and RFC 7643, does not require displayName to be unique; the members all
+    go to one of them. Such empty twins are then noted in `state.problems`, not returned."""
     problems: list[str] = []
     names = collections.Counter(u["userName"].casefold() for u in state.users)
     problems += [f"duplicate user {n} x{c}" for n, c in names.items() if c > 1]
     ext = collections.Counter(u.get("externalId") for u in state.users)
     problems += [f"duplicate externalId {e} x{c}" for e, c in ext.items() if c > 1]
     gnames = collections.Counter(g["displayName"] for g in state.groups)
-    problems += [f"duplicate group {n} x{c}" for n, c in gnames.items() if c > 1]
+    for n, c in gnames.items():
+        if c > 1:
+            members = [len(g.get("members") or []) for g in state.groups if g["displayName"] == n]
+            if sum(1 for m in members if m) > 1 or not allow_empty_duplicate_groups:
+                problems.append(f"duplicate group {n} x{c} (members {members})")
+            else:
+                state.problems.append(f"empty duplicate group {n} x{c} (members {members})")
     for g in state.groups:
         members = collections.Counter(m.get("value") for m in g.get("members") or [])
         problems += [f"group {g['displayName']} lists member {m} x{c}" for m, c in members.items() if c > 1]

@@ -44,11 +44,16 @@ KILL_WINDOW = 120.0  # seconds a trial may take to reach its kill point
 
 
 def _query(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    if not db.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.OperationalError:
+        return []  # being created
     try:
         return list(conn.execute(sql, params).fetchall())
     except sqlite3.OperationalError:
-        return []  # not created yet
+        return []  # tables not created yet
     finally:
         conn.close()
 
@@ -146,3 +151,38 @@ def test_sigkill_mid_sync_ten_times_then_resume_to_exact_state(
     print("\ncrash trials:", report)
     record_property("crash_trials", report)
     assert sum(t["ops"] for t in report) >= 2000
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: jml.sync records the people (save_people) and saves the plan "
+                   "(save_plan) in two transactions; a crash between them leaves the export 'reading' with the "
+                   "people's new row hashes stored, so the next sync sees 'export unchanged' and the plan's "
+                   "operations are never made")
+def test_crash_between_recording_people_and_saving_the_plan_loses_nothing(
+        peer: ScimPeer, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from jml import config as config_mod
+    from jml import sync as sync_mod
+    from jml.runtime import Runtime
+    from jml.store.outbox import Outbox
+
+    rows = generate(12, seed=13)
+    for r in rows:
+        if r["status"] == "Pre-hire":
+            r["status"], r["hire_date"] = "Active", "2025-01-06"
+    write_export(workdir / "exports", "day0.csv", csv_bytes(rows))
+    cfg = write_config(workdir, scim_url=peer.url)
+
+    class Killed(BaseException):
+        """The process dies here (SIGKILL runs no handler; nothing after this line happens)."""
+
+    def die(*_a: object, **_k: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Outbox, "save_plan", die)
+        with pytest.raises(Killed):
+            asyncio.run(sync_mod.plan_cycle(Runtime(config_mod.load(cfg))))
+    r = run_jml(cfg, "sync", env=scim_env(peer), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert compare(read_target(peer), desired_state(rows)) == []

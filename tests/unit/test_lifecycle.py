@@ -24,8 +24,8 @@ RULES = LifecycleRules(timezone=BERLIN, termination_time=dt.time(17, 0), prehire
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
 
-def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
 
 
 def d(iso: str) -> dt.date:

@@ -56,6 +56,11 @@ def desired_account(draw: st.DrawFn, key: Key) -> DesiredAccount:
         # policy.desired() never creates a leaver's account. Without this, a leaver whose
         # account a successor adopted (conversion) would be re-created on the next plan.
         create = False
+    else:
+        # policy.desired() deletes only for a leaver (GONE). A non-leaver wanting deletion
+        # whose account is gone would adopt a same-named leaver's account by conversion and
+        # delete that too, on every plan.
+        delete = False
     return DesiredAccount(connector, eid, username, active, attrs, {g: rule for g in sorted(grants)},
                           delete=delete, leaver=leaver, protected=protected, create=create)
 
