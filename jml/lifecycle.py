@@ -78,9 +78,11 @@ def observe(
 
 def _rehired(old: Person | None, new: Person) -> bool:
     """HR recorded a new hire date: a rehire, which lifts a sticky leaver override."""
-    if old is None or new.hire_date is None:
+    # Both dates known: HR filling in a hire date that was blank is a data fix, not a rehire,
+    # and must not undo an offboard.
+    if old is None or old.hire_date is None or new.hire_date is None:
         return False
-    return old.hire_date is None or new.hire_date > old.hire_date
+    return new.hire_date > old.hire_date
 
 
 def classify(state: PersonState, now: dt.datetime, rules: LifecycleRules) -> Lifecycle:

@@ -72,6 +72,7 @@ def diff(
     *,
     scope: Iterable[str] = (),
     known_groups: Mapping[str, frozenset[str]] | None = None,
+    protected: frozenset[str] = frozenset(),
 ) -> Plan:
     """Operations that make the recorded state match `desired`.
 
@@ -84,8 +85,10 @@ def diff(
     scoped = set(scope) | {eid for _, eid in wanted}
     for key, recorded in records.items():
         if key[1] in scoped and key not in wanted and not recorded.deleted:
+            # `protected` (casefolded userNames / employee_ids) covers accounts no rule names any more.
+            guarded = recorded.username.casefold() in protected or key[1].casefold() in protected
             wanted[key] = DesiredAccount(key[0], key[1], recorded.username, False, recorded.attributes, {},
-                                         create=False)
+                                         create=False, protected=guarded)
     adopted = _conversions(wanted, records)
     consumed = {(r.connector, r.employee_id) for r in adopted.values()}
     for key in sorted(wanted):
@@ -165,6 +168,12 @@ def _plan_account(plan: Plan, d: DesiredAccount, rec: AccountRecord | None, t: C
                 "attributes": changed, "all_attributes": dict(d.attributes)}, prio))
     want = set(d.grants)
     have = set(rec.grants)
+    if d.protected and (d.leaver or not d.active):
+        # A break-glass account keeps its access whatever HR says: skipping only the
+        # deactivation while stripping its admin groups would defeat the point.
+        if have - want:
+            plan.skipped.append(Skip(c, eid, f"protected account: kept {len(have - want)} grant(s)"))
+        want |= have
     for g in sorted(have - want):
         ops.append(_grant_op(c, eid, rec.username, g, False, t, prio))
     for g in sorted(want - have):

@@ -223,7 +223,8 @@ def _plan_scope(
         if state.person is not None:
             wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy))
     records = rt.store.load_accounts(scope.keys()) if scope else {}
-    result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups())
+    result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
+                          protected=rt.policy.protected)
     del wishes, records  # the largest intermediate values: free them before the writes
     verdict = verdict_for(result.operations) if verdict_for is not None else guard.evaluate(
         result.operations, managed=rt.store.managed_counts(), limits=rt.limits, per_connector=rt.connector_limits(),

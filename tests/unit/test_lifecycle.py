@@ -302,7 +302,8 @@ def test_observe_absent_unknown_person_takes_given_id() -> None:
         pytest.param("2020-01-06", "2020-01-06", Phase.LEAVER, id="same-hire-date-keeps-override"),
         pytest.param("2020-01-06", "2019-01-01", Phase.LEAVER, id="older-hire-date-keeps-override"),
         pytest.param("2020-01-06", None, Phase.LEAVER, id="hire-date-removed-keeps-override"),
-        pytest.param(None, "2026-11-02", Phase.ACTIVE, id="first-hire-date-lifts-override"),
+        # A hire date filled in where HR had none is a data fix, not a rehire: the offboard holds.
+        pytest.param(None, "2026-11-02", Phase.LEAVER, id="first-hire-date-keeps-override"),
     ],
 )
 def test_rehire_and_sticky_override(old_hire: str | None, new_hire: str | None, phase: Phase) -> None:
