@@ -14,7 +14,8 @@ KIND is one of:
 * `github` the loopback GitHub (tests/vendor_peers/github.py), invited users auto-accept.
 * `probe`  no peer: GETs each of `--targets` (JSON list of {name, url, method, headers, body})
            every `--interval` seconds and keeps the latencies, so peer latency is measured from
-           a process that is neither jml nor the peer.
+           a process that is neither jml nor the peer. Its requests carry `X-Bench-Probe`,
+           and the other kinds leave them out of their timings and counts.
 
 Once serving it prints one line `PEER-READY {json}` on stdout (url, port, and what the bench
 needs). Every kind but `scim` answers `GET /__peer/stats` (counters, and handling times in ms
@@ -50,6 +51,7 @@ READY = "PEER-READY "
 STATS = "/__peer/stats"
 RESET = "/__peer/reset"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+PROBE = "X-Bench-Probe"  # header on the probe's requests: left out of timings and counts
 
 
 def ready(**info: Any) -> None:
@@ -107,6 +109,8 @@ async def serve_aiohttp(port: int, handle: Handler, stats: Callable[[], dict[str
     async def timed(request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
         response = await handle(request)
+        if PROBE in request.headers:  # the bench's latency probe: not the connector's traffic
+            return response
         timings.ms.append((time.perf_counter() - t0) * 1000)
         key = count_key(request, response)
         if key:
@@ -135,8 +139,8 @@ async def serve_aiohttp(port: int, handle: Handler, stats: Callable[[], dict[str
 
 
 def write_key(request: web.Request, response: web.StreamResponse) -> str | None:
-    """'DELETE Users' for a write that was answered below 400 (a write the vendor took)."""
-    if request.method not in WRITES or response.status >= 400:
+    """'delete Users' for a write the vendor took (any answer but 429: a 404 still counts)."""
+    if request.method not in WRITES or response.status == 429:
         return None
     parts = [p for p in request.path.split("/") if p]
     resource = next((p for p in parts if p in ("Users", "Groups")), parts[-2] if len(parts) > 1 else request.path)
@@ -214,7 +218,7 @@ async def run_github(args: argparse.Namespace, stop: asyncio.Event) -> None:
     timings.reset = reset  # type: ignore[method-assign]
 
     def key(request: web.Request, response: web.StreamResponse) -> str | None:
-        return "write" if request.method in WRITES and response.status < 400 else None
+        return "write" if request.method in WRITES and response.status != 429 else None
 
     await serve_aiohttp(args.port, gh._handle, lambda: {"invalid": len(gh.invalid), "remaining": gh.remaining},
                         timings, key, stop, token=gh.token, org=gh.org, api_url=gh.url)
@@ -301,7 +305,9 @@ def run_moto(args: argparse.Namespace) -> None:
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         t0 = time.perf_counter()
-        out = list(moto_app(environ, start_response))  # moto answers whole bodies: time the full answer
+        out = list(moto_app(environ, start_response))
+        if "HTTP_X_BENCH_PROBE" in environ:
+            return out  # moto answers whole bodies: time the full answer
         action = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2] or "other"
         with lock:
             timings.ms.append((time.perf_counter() - t0) * 1000)

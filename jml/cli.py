@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("connector")
     p = sub.add_parser("resume", help="resume a paused connector")
     p.add_argument("connector")
+    p = sub.add_parser("pre-approve", help="leavers of a known bulk departure the guard lets through")
+    p.add_argument("employee_ids", nargs="*")
+    p.add_argument("--file", help="a file with one employee_id per line")
+    p.add_argument("--clear", action="store_true", help="empty the list")
     p = sub.add_parser("audit")
     asub = p.add_subparsers(dest="audit_command", required=True)
     e = asub.add_parser("export")
@@ -129,6 +133,7 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "pause": commands.pause,
         "resume": commands.resume,
         "audit": commands.audit,
+        "pre-approve": commands.pre_approve,
         "report": commands.report,
         "check": commands.check,
     }

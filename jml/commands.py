@@ -212,6 +212,25 @@ async def resume(args: argparse.Namespace, cfg: Config) -> int:
     return await _pause(args, cfg, False)
 
 
+async def pre_approve(args: argparse.Namespace, cfg: Config) -> int:
+    """A layoff or divestiture HR announced: those leavers pass the guard (nobody else does)."""
+    ids = [i.strip() for i in args.employee_ids if i.strip()]
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                ids += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        except OSError as e:
+            raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+    rt = Runtime(cfg)
+    current = [] if args.clear else list(rt.store.get_setting("pre_approved_leavers", []) or [])
+    merged = sorted(set(current) | set(ids))
+    rt.store.set_setting("pre_approved_leavers", merged)
+    rt.audit.append("pre_approval", {"added": sorted(set(ids)), "cleared": bool(args.clear), "count": len(merged)},
+                    now=rt.clock(), actor="cli")
+    print(f"{len(merged)} pre-approved leaver(s)")
+    return EXIT_OK
+
+
 async def audit(args: argparse.Namespace, cfg: Config) -> int:
     from jml.audit import verify_lines
 

@@ -206,6 +206,8 @@ class _ConnectorBase(_Strict):
     timeout: Duration = dt.timedelta(seconds=30)
     max_attempts: int = Field(6, ge=1)
     retry_budget: Duration = dt.timedelta(minutes=5)  # total time retries may take
+    retry_backoff: Duration = dt.timedelta(seconds=0.5)  # first wait; doubles, with jitter...
+    retry_backoff_max: Duration = dt.timedelta(seconds=30)  # ...up to this (a Retry-After wins)
     sla: Duration | None = None
     guard: GuardOverride | None = None
     username: str | None = None  # per-connector username template

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,7 +18,7 @@ from jml.guard import Limits
 from jml.lifecycle import LifecycleRules
 from jml.model import ConnectorTraits
 from jml.policy import Policy
-from jml.store.outbox import Outbox
+from jml.store.outbox import Outbox, process_holder
 from jml.store.repo import Store
 
 Clock = Callable[[], dt.datetime]
@@ -30,7 +29,8 @@ class Runtime:
     config: Config
     clock: Clock = utcnow
     store_override: Store | None = None
-    holder: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Named after this process, so a lease left by a killed process is taken over at once.
+    holder: str = field(default_factory=process_holder)
     _connectors: dict[str, Connector] = field(default_factory=dict)
 
     @cached_property
@@ -126,7 +126,8 @@ class Runtime:
         engine = Engine(
             self.store, self.connectors(),
             concurrency={n: c.concurrency for n, c in cfgs.items()},
-            retry={n: RetryPolicy(max_attempts=c.max_attempts, budget=c.retry_budget.total_seconds())
+            retry={n: RetryPolicy(max_attempts=c.max_attempts, budget=c.retry_budget.total_seconds(),
+                               initial=c.retry_backoff.total_seconds(), maximum=c.retry_backoff_max.total_seconds())
                    for n, c in cfgs.items()},
             timeouts={n: c.timeout.total_seconds() for n, c in cfgs.items()},
             audit=self.audit, clock=self.clock, poll_interval=poll_interval)

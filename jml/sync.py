@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError, OperationalError
+
 from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
@@ -23,6 +25,7 @@ from jml.policy import desired
 from jml.runtime import Runtime
 from jml.sources.fetch import Fetched, FetchMarker, fetch
 from jml.sources.hris import ParsedExport, health_problems, parse_export
+from jml.store.db import is_write_conflict
 from jml.store.repo import IndexEntry, PersonSave
 
 log = logging.getLogger("jml.sync")
@@ -59,8 +62,8 @@ async def read_export(rt: Runtime) -> tuple[Fetched | None, str]:
     last = rt.store.last_export(SOURCE)
     # A rejected export is judged again on every read (it is still what the source offers:
     # exit 3 each time, never "unchanged, nothing to do"); an approved one is read again to
-    # be recorded.
-    settled = last is not None and last.status not in ("approved", "rejected")
+    # be recorded; one still `reading` was cut off by a crash before its plan committed.
+    settled = last is not None and last.status not in ("approved", "rejected", "reading")
     marker = FetchMarker(last.checksum, last.etag, last.last_modified) if last and settled else None
     secret = rt.secret_getter(src.auth, "sources.hris.auth") if src.auth else None
     fetched = await fetch(src, base_dir=rt.config.base_dir, previous=marker, secret=secret)
@@ -238,14 +241,27 @@ def _plan_scope(
     metrics.plan_operations.observe(len(result.operations))
     if dry_run:
         return outcome
-    if not verdict.held:
-        # A held plan changes nothing, the people's recorded state included: the next export
-        # is planned against the same state, so no change is lost while the plan waits.
-        rt.store.save_people(saves, now)
+    # The people's new state, the plan with its operations and their audit records commit
+    # together: a crash between "people saved" and "plan saved" would otherwise leave rows
+    # that look unchanged on the next read and a plan that never was.
+    audit_records = _audit_records(rt, outcome, transitions, result.skipped)
+    for _attempt in range(20):
+        try:
+            with rt.audit.lock, rt.store.engine.begin() as conn:
+                if not verdict.held:
+                    # A held plan changes nothing, the people's recorded state included: the next
+                    # export is planned against the same state, so no change is lost while it waits.
+                    rt.store.save_people(saves, now, conn)
+                if plan_id is not None:
+                    rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
+                                        reasons=list(verdict.reasons), summary=result.summary(),
+                                        policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now, conn=conn)
+                rt.audit.append_in(conn, audit_records(), now=now)
+            break
+        except (IntegrityError, OperationalError) as e:
+            if not is_write_conflict(e):
+                raise
     if plan_id is not None:
-        rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
-                            reasons=list(verdict.reasons), summary=result.summary(),
-                            policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now)
         if verdict.held:
             metrics.guard_held_plans.inc()
         # Leavers' SLA clocks start now (held or not), at their effective termination.
@@ -255,7 +271,6 @@ def _plan_scope(
                 s.state.employee_id: s.lifecycle.effective_termination for s in saves
                 if s.lifecycle is not None and s.lifecycle.effective_termination is not None})
     del saves
-    _audit_plan(rt, outcome, transitions, now, result.skipped)
     return outcome
 
 
@@ -291,8 +306,8 @@ def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_p
             "effective_termination": lc.effective_termination.isoformat() if lc.effective_termination else None}
 
 
-def _audit_plan(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[str, object, str | None]],
-                now: dt.datetime, skipped: Iterable[planner.Skip] = ()) -> None:
+def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[str, object, str | None]],
+                   skipped: Iterable[planner.Skip] = ()) -> Callable[[], Iterator[tuple[str, object, str, str | None]]]:
     """Every HR change seen, every skip, then the plan: its reasons, the policy hash, and each
     operation with the rule that granted it (in chunks, generated as they are written)."""
     skips = list(skipped)
@@ -316,7 +331,7 @@ def _audit_plan(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[s
                      for o in ops[i:i + 5000]]
             yield "plan_operations", {"plan_id": outcome.plan_id, "offset": i, "operations": chunk}, "jml", None
 
-    rt.audit.append_many(records, now=now)
+    return records
 
 
 def plan_json(outcome: PlanOutcome) -> dict[str, object]:

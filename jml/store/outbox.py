@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from jml.model import Action, Operation, Priority
 from jml.store.db import bulk_write, utc
@@ -67,21 +67,26 @@ class Outbox:
 
     # ---- plans -------------------------------------------------------------------
     def save_plan(self, plan_id: str, ops: Sequence[Operation], *, held: bool, origin: str, reasons: list[str],
-                  summary: dict[str, int], policy_hash: str | None, export_id: int | None, now: dt.datetime) -> None:
+                  summary: dict[str, int], policy_hash: str | None, export_id: int | None, now: dt.datetime,
+                  conn: Connection | None = None) -> None:
+        if conn is None:
+            with self.engine.begin() as c:
+                self.save_plan(plan_id, ops, held=held, origin=origin, reasons=reasons, summary=summary,
+                               policy_hash=policy_hash, export_id=export_id, now=now, conn=c)
+            return
         state = "held" if held else ("queued" if ops else "done")
         op_state = "held" if held else "pending"
         rows = ((plan_id, o.connector, o.employee_id, o.action.value, o.detail, int(o.priority), op_state, 0, now, now)
                 for o in ops)
-        with self.engine.begin() as conn:
-            if held and origin == "export":
-                # A newer held plan supersedes an older one (DESIGN: held plans).
-                old = [r[0] for r in conn.execute(select(PL.c.id).where(PL.c.state == "held", PL.c.origin == "export"))]
-                if old:
-                    conn.execute(update(PL).where(PL.c.id.in_(old)).values(state="superseded", decided_at=now))
-                    conn.execute(update(O).where(O.c.plan_id.in_(old)).values(state="cancelled", updated_at=now))
-            conn.execute(PL.insert().values(id=plan_id, created_at=now, state=state, origin=origin, reasons=reasons,
-                                            summary=summary, policy_hash=policy_hash, export_id=export_id))
-            bulk_write(conn, O, _OP_COLUMNS, rows)
+        if held and origin == "export":
+            # A newer held plan supersedes an older one (DESIGN: held plans).
+            old = [r[0] for r in conn.execute(select(PL.c.id).where(PL.c.state == "held", PL.c.origin == "export"))]
+            if old:
+                conn.execute(update(PL).where(PL.c.id.in_(old)).values(state="superseded", decided_at=now))
+                conn.execute(update(O).where(O.c.plan_id.in_(old)).values(state="cancelled", updated_at=now))
+        conn.execute(PL.insert().values(id=plan_id, created_at=now, state=state, origin=origin, reasons=reasons,
+                                        summary=summary, policy_hash=policy_hash, export_id=export_id))
+        bulk_write(conn, O, _OP_COLUMNS, rows)
 
     def plan(self, plan_id: str) -> PlanInfo | None:
         with self.engine.connect() as conn:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from jml import plan as planner
 from jml.model import (
@@ -98,13 +98,16 @@ class Store:
                     out[r["employee_id"]] = _state_from_row(r)
         return out
 
-    def save_people(self, saves: list[PersonSave], now: dt.datetime) -> None:
+    def save_people(self, saves: list[PersonSave], now: dt.datetime, conn: Connection | None = None) -> None:
         if not saves:
             return
+        if conn is None:
+            with self.engine.begin() as c:
+                self.save_people(saves, now, c)
+            return
         cols = list(_PERSON_COLUMNS)
-        with self.engine.begin() as conn:
-            bulk_write(conn, P, cols, (_row_from_state(s, now) for s in saves), conflict=["employee_id"],
-                       update=cols[1:])
+        bulk_write(conn, P, cols, (_row_from_state(s, now) for s in saves), conflict=["employee_id"],
+                   update=cols[1:])
 
     def set_override(self, employee_id: str, override: Override | None, now: dt.datetime) -> None:
         values = {

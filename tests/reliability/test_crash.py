@@ -153,10 +153,8 @@ def test_sigkill_mid_sync_ten_times_then_resume_to_exact_state(
     assert sum(t["ops"] for t in report) >= 2000
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: jml.sync records the people (save_people) and saves the plan "
-                   "(save_plan) in two transactions; a crash between them leaves the export 'reading' with the "
-                   "people's new row hashes stored, so the next sync sees 'export unchanged' and the plan's "
-                   "operations are never made")
+# Was a bug: people and plan were saved in two transactions, so a crash between them left rows
+# that looked unchanged next time and a plan that never was. They now commit together.
 def test_crash_between_recording_people_and_saving_the_plan_loses_nothing(
         peer: ScimPeer, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio

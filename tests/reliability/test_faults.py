@@ -36,10 +36,11 @@ PEOPLE = 500  # x (create + 3 memberships) + ~50 groups = ~2,000 operations
 FAULT_RATE = 0.30
 # Bounded retries: every attempt of a create makes 3 requests (find by externalId, by
 # userName, POST), so at 30% per request an attempt succeeds ~1/3 of the time. 20 attempts
-# within 120 s per operation: the engine's backoff (0.5 s doubling to 30 s; not configurable)
-# makes the budget, not the count, the bound that a few dozen of ~2,000 operations reach;
-# `jml retry --all` (faults still on) then finishes them.
-CONNECTOR = {"timeout": "1s", "concurrency": 64, "max_attempts": 20, "retry_budget": "120s"}
+# within 120 s per operation, backing off from 0.2 s up to 2 s (`retry_backoff`,
+# `retry_backoff_max`): the fault-free part of the run is not what takes the time; if an
+# operation still runs out of attempts, `jml retry --all` (faults still on) finishes it.
+CONNECTOR = {"timeout": "1s", "concurrency": 64, "max_attempts": 20, "retry_budget": "120s",
+             "retry_backoff": "0.2s", "retry_backoff_max": "2s"}
 # Of the faulty requests: 500s, 429s (Retry-After: 1, which also pauses the connector's
 # writes), resets before and after forwarding, and 2 s stalls that the 1 s timeout cuts off.
 FAULT_MIX = {"500": 0.35, "429": 0.05, "reset": 0.2, "reset_after": 0.1, "stall": 0.3}
