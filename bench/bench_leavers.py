@@ -203,6 +203,8 @@ def probe_targets(info: dict[str, Any], connectors: tuple[str, ...], who: int) -
         out.append({"name": "github", "url": f"{info['github']['api_url']}/orgs/acme/memberships/user{who}",
                     "headers": {"Authorization": f"Bearer {info['github']['token']}", "User-Agent": "jml-bench",
                                 "X-GitHub-Api-Version": "2022-11-28", "Accept": "application/vnd.github+json"}})
+    for t in out:
+        t["headers"]["X-Bench-Probe"] = "1"
     return out
 
 

@@ -241,19 +241,24 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
     cfg: Config = ctx.rt.config
     limit = cfg.server.max_body_bytes
 
-    def okta_secret() -> str | None:
-        return _secret(cfg.sources.okta, "sources.okta")
-
-    async def okta_verify(request: web.Request) -> web.Response:
+    def okta_refusal(request: web.Request) -> web.Response | None:
+        """Okta sends the configured Authorization value on every request, the verification
+        GET included: refuse (404/503/401) unless it is there and right."""
         if cfg.sources.okta is None:
             return _problem("okta", "not_configured", 404, "Okta event hooks are not configured")
         try:
-            secret = okta_secret()
+            secret = _secret(cfg.sources.okta, "sources.okta")
         except ConfigError as e:
             log.error("okta webhook secret unavailable", extra={"error": str(e)})
             return _problem("okta", "not_configured", 503, "the webhook secret is not available")
         if not authorized(request.headers.get("Authorization"), secret):
             return _problem("okta", "unauthorized", 401, "unauthorized")
+        return None
+
+    async def okta_verify(request: web.Request) -> web.Response:
+        refusal = okta_refusal(request)
+        if refusal is not None:
+            return refusal
         challenge = request.headers.get("x-okta-verification-challenge")
         if not challenge or len(challenge) > 1024:
             return _problem("okta", "bad_request", 400, "missing x-okta-verification-challenge header")
@@ -261,15 +266,9 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
         return web.json_response({"verification": challenge})
 
     async def okta_events(request: web.Request) -> web.Response:
-        if cfg.sources.okta is None:
-            return _problem("okta", "not_configured", 404, "Okta event hooks are not configured")
-        try:
-            secret = okta_secret()
-        except ConfigError as e:
-            log.error("okta webhook secret unavailable", extra={"error": str(e)})
-            return _problem("okta", "not_configured", 503, "the webhook secret is not available")
-        if not authorized(request.headers.get("Authorization"), secret):
-            return _problem("okta", "unauthorized", 401, "unauthorized")
+        refusal = okta_refusal(request)
+        if refusal is not None:
+            return refusal
         try:
             body = await _read_body(request, limit)
             if not _json_type(request):
