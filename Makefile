@@ -23,8 +23,8 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	@# Peers the suite uses from Debian: promtool (alert rule tests) and Chromium (status page).
-	-sh docker/prometheus/ensure_promtool.sh
-	-sh tests/e2e/ensure_chromium.sh
+	-bash docker/prometheus/ensure_promtool.sh
+	-bash tests/e2e/ensure_chromium.sh
 	$(BIN)/ruff check jml connectors tests bench
 	$(BIN)/mypy jml connectors
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

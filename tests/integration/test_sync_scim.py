@@ -483,8 +483,10 @@ def test_protected_account_is_never_deactivated_and_the_skip_is_audited(env: Env
     rt = env.runtime()
     skips = [r for r in rt.audit.records(subject="E9") if r["kind"] == "skip"]
     assert skips, "the protected skip must be in the audit trail"
+    # Its grants stay too: a break-glass account stripped of its admin groups is no break-glass.
     assert {s["data"]["reason"] for s in skips} == {"protected account: not deactivated",
-                                                     "protected account: not deleted"}
+                                                     "protected account: not deleted",
+                                                     "protected account: kept 1 grant(s)"}
     assert all(s["data"]["connector"] == "demo" for s in skips)
     assert rt.audit.verify().ok
 
