@@ -325,7 +325,7 @@ async def serve(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def offboard(args: argparse.Namespace, cfg: Config) -> int:
-    from jml.events import offboard_cli
+    from jml.offboard import offboard_cli
 
     return await offboard_cli(args, cfg)
 

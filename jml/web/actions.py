@@ -33,9 +33,9 @@ def approve(ctx: ServiceContext, plan_id: str, actor: str) -> None:
 
 
 def events_module() -> Any:
-    """jml.events, imported late (it imports the sync pipeline); None in a build without it."""
+    """jml.offboard, imported late (it imports the sync pipeline); None in a build without it."""
     try:
-        return importlib.import_module("jml.events")
+        return importlib.import_module("jml.offboard")
     except ImportError:
         return None
 
@@ -44,7 +44,7 @@ async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt
                    undo: bool) -> dict[str, Any]:
     fn = getattr(events_module(), "offboard", None)
     if fn is None:
-        raise ActionError(503, "offboarding is not available in this build (jml.events.offboard is missing); "
+        raise ActionError(503, "offboarding is not available in this build (jml.offboard is missing); "
                                "use `jml offboard` from the command line")
     if employee_id not in ctx.rt.store.load_states([employee_id]):
         raise ActionError(404, f"no person with employee id {employee_id!r}")
@@ -60,7 +60,7 @@ async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt
 
 
 def summarize(result: Any) -> dict[str, Any]:
-    """What events.offboard returned, as a small JSON object (never the people's records)."""
+    """What offboard() returned, as a small JSON object (never the people's records)."""
     if result is None:
         return {}
     if isinstance(result, dict):

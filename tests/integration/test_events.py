@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from jml import events, reconcile
+from jml import offboard as offboard_mod
 from jml.config import from_dict
 from jml.context import ServiceContext
 from jml.model import OverrideKind
@@ -255,9 +256,9 @@ async def test_hr_webhooks(env: Env) -> None:
 
 
 async def test_offboard_undo_and_stickiness(env: Env) -> None:
-    with pytest.raises(events.UnknownEmployee):
-        await events.offboard(env.rt, "E404", reason="x", actor="hr@acme")
-    result = await events.offboard(env.rt, "E2", reason="gross misconduct", actor="hr@acme")
+    with pytest.raises(offboard_mod.UnknownEmployee):
+        await offboard_mod.offboard(env.rt, "E404", reason="x", actor="hr@acme")
+    result = await offboard_mod.offboard(env.rt, "E2", reason="gross misconduct", actor="hr@acme")
     assert not result.held and result.plan_ids
     assert {op.action.value for op in result.operations} >= {"deactivate"}
     assert all(op.priority == 0 for op in result.operations)  # Priority.LEAVER
@@ -276,7 +277,7 @@ async def test_offboard_undo_and_stickiness(env: Env) -> None:
     await wait_for(lambda: _exists(env, "E5"))
     await asyncio.sleep(0.3)
     assert await env.active("E2") is False
-    undo = await events.offboard(env.rt, "E2", reason="mistake", actor="hr@acme", undo=True)
+    undo = await offboard_mod.offboard(env.rt, "E2", reason="mistake", actor="hr@acme", undo=True)
     assert undo.changed and not undo.held
     env.ctx.wake()
 
@@ -315,14 +316,14 @@ async def test_offboard_cli_pushes_itself(tmp_path: Path) -> None:
 
         await work(rt, outcome.plan_id, 30)
         args = argparse.Namespace(employee_id="E404", reason="", at=None, undo=False)
-        assert await events.offboard_cli(args, cfg) == 2
+        assert await offboard_mod.offboard_cli(args, cfg) == 2
         args = argparse.Namespace(employee_id="E3", reason="left today", at=None, undo=False)
-        assert await events.offboard_cli(args, cfg) == 0
+        assert await offboard_mod.offboard_cli(args, cfg) == 0
         reader = PeerReader(peer)
         u = await reader.find("E3", "")
         assert u is not None and u["active"] is False
         args = argparse.Namespace(employee_id="E3", reason="", at=None, undo=True)
-        assert await events.offboard_cli(args, cfg) == 0
+        assert await offboard_mod.offboard_cli(args, cfg) == 0
         u = await reader.find("E3", "")
         assert u is not None and u["active"] is True
         rt.store.close()
