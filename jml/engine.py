@@ -226,6 +226,8 @@ class Engine:
         if full:
             self._full_scan = False
             self._next_full_scan = time.monotonic() + self.full_scan_interval
+            # `jml pause`/`resume` from another process take effect within one full scan.
+            self.paused = set(self.store.get_setting("paused_connectors", []) or [])
         fresh = self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused,
                                     after_id=None if full else self._watermark)
         chains: dict[tuple[str, str], list[QueuedOp]] = {}
