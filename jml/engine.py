@@ -35,7 +35,7 @@ from connectors.base import ApplyResult, Connector
 from jml import metrics
 from jml.audit import AuditLog
 from jml.errors import ConnectorError, RetryableError
-from jml.model import Action, Operation, Priority
+from jml.model import Operation, Priority
 from jml.redact import redact
 from jml.store.db import is_write_conflict
 from jml.store.outbox import Outbox, QueuedOp
@@ -445,7 +445,3 @@ def _audit_detail(op: Operation) -> dict[str, object]:
     d = dict(op.detail)
     d.pop("all_attributes", None)
     return d
-
-
-def is_deprovision(op: Operation) -> bool:
-    return op.priority == Priority.LEAVER or op.action in (Action.DEACTIVATE, Action.DELETE)
