@@ -51,7 +51,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jml import events
+from jml import events, metrics
 from jml.config import from_dict
 from jml.context import ServiceContext
 from jml.runtime import Runtime
@@ -305,6 +305,19 @@ def runqueue_wait(pid: int | str = "self") -> float:
     return total / 1e9
 
 
+def request_counts() -> dict[str, float]:
+    """Requests jml sent so far, by connector and method+endpoint (jml_connector_http_request_duration_seconds)."""
+    out: dict[str, float] = {}
+    for family in metrics.REGISTRY.collect():
+        if family.name != "jml_connector_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                key = f"{sample.labels['connector']} {sample.labels['method']}"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def cpu_now() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -391,6 +404,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
 
     peer_cpu0, cpu0, load0 = peers.cpu_seconds(), cpu_now(), os.getloadavg()[0]
     wait0, peer_wait0 = runqueue_wait(), peers.runqueue_wait()
+    requests0 = request_counts()
     watcher = asyncio.create_task(watch())
     start = time.monotonic()
     try:
@@ -410,6 +424,8 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         cpu = cpu_now() - cpu0
         peer_cpu1 = peers.cpu_seconds()
         waited, peer_wait1 = runqueue_wait() - wait0, peers.runqueue_wait()
+        requests = {k: int(v - requests0.get(k, 0)) for k, v in sorted(request_counts().items())
+                    if v > requests0.get(k, 0)}
         watcher.cancel()
         ctx.stopping.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -434,6 +450,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         "per_connector_p50_s": {c: round(statistics.median(v), 3) for c, v in sorted(per.items())},
         "per_connector_p99_s": {c: round(pct(v, 0.99), 3) for c, v in sorted(per.items())},
         "per_connector_max_s": {c: round(max(v), 3) for c, v in sorted(per.items())},
+        "requests_per_leaver": {k: round(v / args.leavers, 2) for k, v in requests.items()},
         "peer_latency_ms": {"idle": idle, "during_run": during},
         "peer_handle_ms": {n: s["handle_ms"] for n, s in served_stats.items()},
         "host": {"cpus": os.cpu_count(), "loadavg_1m_before": round(load0, 2),

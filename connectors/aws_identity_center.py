@@ -23,6 +23,7 @@ assignment left behind, so no assignment outlives its principal.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -126,6 +127,13 @@ class AwsIdentityCenterConnector(ScimConnector):
         if not assignment and op.action != Action.DELETE:
             return await super().apply(op, account)
         await self.capabilities()
+        adding = op.action in (Action.ASSIGN, Action.ADD_MEMBER)
+        known = account.remote_id if account else None
+        if known and op.action != Action.DELETE and not adding:
+            # A removal needs only the principal id: the recorded one spares a leaver a read.
+            # An id the identity store no longer knows takes the general path (find again).
+            with contextlib.suppress(NotFoundError):
+                return ApplyResult(remote_id=known, note=await self.assignments.unassign(known, grant))
         username = str(op.detail.get("username") or (account.username if account else ""))
         user = await self.find_user(op.employee_id, username, account.remote_id if account else None,
                                     old_username=account.username if account else None)
@@ -134,7 +142,6 @@ class AwsIdentityCenterConnector(ScimConnector):
                 for grant in sorted(await self.assignments.grants_of(str(user["id"]))):
                     await self.assignments.unassign(str(user["id"]), grant)
             return await super().apply(op, account)
-        adding = op.action in (Action.ASSIGN, Action.ADD_MEMBER)
         if user is None:
             if not adding:
                 return ApplyResult(note="no such account: nothing assigned")

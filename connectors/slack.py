@@ -288,6 +288,18 @@ class SlackConnector(ScimConnector):
         if after is not None and p.is_active(after):
             raise RetryableError(self.name, "DELETE answered but the user is still active", reason="server_error")
 
+    async def deactivate_known(self, remote_id: str) -> bool:
+        """DELETE by the recorded id, then read back (Slack answers the DELETE without a body).
+        A 404 may mean a stale id: the general path finds the account by its other keys."""
+        try:
+            await self.transport.send(p.delete(self.user_path(remote_id)))
+        except NotFoundError:
+            return False
+        after = await self.get_user(remote_id)
+        if after is not None and p.is_active(after):
+            raise RetryableError(self.name, "DELETE answered but the user is still active", reason="server_error")
+        return after is not None
+
     # delete: Slack cannot hard-delete over SCIM; ScimConnector.delete_user sends DELETE,
     # which in Slack deactivates (a 404 is success). The account stays, inactive.
 

@@ -55,6 +55,10 @@ class GithubOrgConnector:
         self.org = cfg.org
         self.http = GithubHttp(name, cfg, ctx, provisions_per_hour=cfg.provisions_per_hour)
         self._logins: dict[str, str] = {}  # employee_id -> login, learned from apply
+        # Logins this process removed from the org: GitHub removed their team memberships
+        # with it, so a leaver's team removals that follow need no request (the SLA check
+        # reads the account back anyway). Forgotten when the login is invited again.
+        self._left: set[str] = set()
 
     async def open(self) -> None:
         await self.http.open()
@@ -106,6 +110,8 @@ class GithubOrgConnector:
                 return await self._update(op, account, login)
             case Action.ADD_MEMBER:
                 return await self._add_to_team(self._slug(op), login)
+            case Action.REMOVE_MEMBER if login in self._left:
+                return ApplyResult(remote_id=login, note="removed from the org, and so from its teams")
             case Action.REMOVE_MEMBER:
                 reply = await self.http.request("DELETE", self._team_membership(self._slug(op), login),
                                                 what="remove team membership")
@@ -128,6 +134,7 @@ class GithubOrgConnector:
         return str((reply.body or {}).get("state") or "active")
 
     async def _invite(self, login: str) -> ApplyResult:
+        self._left.discard(login)
         state = await self._state(login)
         if state is not None:
             return ApplyResult(remote_id=login, adopted=True, note=f"already {state} in the org")
@@ -139,6 +146,7 @@ class GithubOrgConnector:
 
     async def _remove(self, login: str) -> ApplyResult:
         reply = await self.http.request("DELETE", self._membership(login), what="remove from org")
+        self._left.add(login)
         return ApplyResult(remote_id=login, note="was not in the org" if reply.status == 404 else "")
 
     async def _update(self, op: Operation, account: AccountRecord | None, login: str) -> ApplyResult:
@@ -155,6 +163,7 @@ class GithubOrgConnector:
         return ApplyResult(remote_id=login, adopted=result.adopted, note=f"login changed from {old}")
 
     async def _add_to_team(self, slug: str, login: str) -> ApplyResult:
+        self._left.discard(login)  # a team membership brings the login back into the org
         path = self._team_membership(slug, login)
         current = await self.http.request("GET", path, what="read team membership")
         if current.status == 200:

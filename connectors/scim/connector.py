@@ -164,6 +164,8 @@ class ScimConnector(MembershipMixin):
             # A removal needs only the member id, and removing a non-member is success: the
             # recorded id spares a leaver's removals one read each.
             return await self.change_membership({"id": known}, str(d["group"]), False)
+        if op.action == Action.DEACTIVATE and known and await self.deactivate_known(known):
+            return ApplyResult(remote_id=known)
         user = await self.find_user(op.employee_id, username, known,
                                     old_username=account.username if account else None)
         if op.action in (Action.ADD_MEMBER, Action.REMOVE_MEMBER):
@@ -297,6 +299,34 @@ class ScimConnector(MembershipMixin):
         if p.is_active(user) != active:
             await self.write_verified(user, {"active": active}, {}, "active")
 
+    async def deactivate_known(self, remote_id: str) -> bool:
+        """A leaver's deactivation by the recorded id in one write (the leaver fast path):
+        PATCH active=false without reading first, then read back — from the PATCH answer
+        itself when the server returns the resource (RFC 7644 §3.5.2), else by GET. True
+        when the account reads back inactive; False sends the operation down the general
+        path (find, write, read back, try PUT and learn), which also covers a stale id, a
+        server that wants If-Match, and a server that ignores the PATCH."""
+        caps = await self.capabilities()
+        if (self.dialect.get("active") or ("patch" if caps.patch else "put")) != "patch":
+            return False
+        body = p.user_patch({"active": False}, enterprise=self.enterprise, manager_ref=None)
+        # RFC 7644 §3.5.2: with `attributes` the answer MUST be 200 and the resource, so the
+        # read-back rides on the write; a server that refuses the parameter is remembered.
+        ask = self.dialect.get("patch_attributes") is not False
+        try:
+            reply = await self.transport.send(p.patch(self.user_path(remote_id), body,
+                                                      attributes="active" if ask else None))
+        except (NotFoundError, ConflictError):
+            return False
+        except ConnectorError as e:
+            if ask and e.status == 400:
+                self.learn("patch_attributes", False, f"PATCH ?attributes= refused: {e.vendor_message}")
+            if e.status in (400, 412, 428):  # refused without a version, or this PATCH form
+                return False
+            raise
+        after = reply.body if _is_resource(reply.body, remote_id) else await self.get_user(remote_id)
+        return after is not None and not p.is_active(after)
+
     async def write_verified(self, user: User, changes: Mapping[str, Any], attrs: Mapping[str, str],
                              kind: str) -> None:
         caps = await self.capabilities()
@@ -386,3 +416,8 @@ class ScimConnector(MembershipMixin):
             else:
                 findings.append(CheckFinding(True, f"{self.name}: read {base}{what}"))
         return findings
+
+
+def _is_resource(body: Any, remote_id: str) -> bool:
+    """The answer is the resource itself (so it can serve as the read-back)."""
+    return isinstance(body, Mapping) and str(body.get("id") or "") == remote_id and "active" in body

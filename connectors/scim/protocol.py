@@ -398,10 +398,12 @@ def put(path: str, payload: Mapping[str, Any], if_match: str | None = None) -> S
     return ScimRequest("PUT", path, payload=payload, expected=frozenset({200, 204}), write=True, if_match=if_match)
 
 
-def patch(path: str, payload: Mapping[str, Any], if_match: str | None = None) -> ScimRequest:
-    # 200 with the resource or 204 without it (RFC 7644 §3.5.2)
-    return ScimRequest("PATCH", path, payload=payload, expected=frozenset({200, 204}), write=True,
-                       if_match=if_match)
+def patch(path: str, payload: Mapping[str, Any], if_match: str | None = None, *,
+          attributes: str | None = None) -> ScimRequest:
+    # 200 with the resource or 204 without it (RFC 7644 §3.5.2); with `attributes` the
+    # server MUST answer 200 with the resource (those attributes, and `id`).
+    return ScimRequest("PATCH", path, params={"attributes": attributes} if attributes else {}, payload=payload,
+                       expected=frozenset({200, 204}), write=True, if_match=if_match)
 
 
 def delete(path: str) -> ScimRequest:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from connectors.scim import ScimConnector
-from jml.model import Action, Operation
+from jml.model import AccountRecord, Action, Operation
 from tests.integration.contract.target_scim import ERROR, PeerReader, WriteFaultProxy, connector_for
 from tests.peers import ScimPeer, scim2_server
 from tests.vendor_peers.proxy import VendorProxy
@@ -245,3 +245,52 @@ async def test_delete_and_missing_targets_are_success(plain: tuple[ScimConnector
     await c.apply(op(Action.DELETE, "D1", username="gone@acme.example"), None)
     await c.apply(op(Action.DELETE, "D1", username="gone@acme.example"), None)
     assert await c.read_account("D1", "gone@acme.example", res.remote_id) is None
+
+
+def _record(employee_id: str, username: str, remote_id: str) -> AccountRecord:
+    return AccountRecord("scim", employee_id, username, True, dict(ATTRS), frozenset(), remote_id=remote_id)
+
+
+async def test_leaver_with_a_recorded_id_is_one_patch(plain: tuple[ScimConnector, WriteFaultProxy],
+                                                      peer: ScimPeer) -> None:
+    """The leaver fast path: no read before the write, and scim2-server's PATCH answer (the
+    resource, RFC 7644 §3.5.2) is the read-back."""
+    c, proxy = plain
+    res = await c.apply(op(Action.CREATE, "E7", username="lin@acme.example", active=True, attributes=ATTRS), None)
+    assert res.remote_id
+    before = len(proxy.seen)
+    out = await c.apply(op(Action.DEACTIVATE, "E7", username="lin@acme.example"),
+                        _record("E7", "lin@acme.example", res.remote_id))
+    assert out.remote_id == res.remote_id
+    assert [(s.method, s.status) for s in proxy.seen[before:]] == [("PATCH", 200)]
+    u = await PeerReader(peer).find("E7", "")
+    assert u is not None and u["active"] is False
+
+
+async def test_leaver_with_a_stale_recorded_id_is_found_by_its_keys(
+        plain: tuple[ScimConnector, WriteFaultProxy], peer: ScimPeer) -> None:
+    c, proxy = plain
+    await c.apply(op(Action.CREATE, "E8", username="kim@acme.example", active=True, attributes=ATTRS), None)
+    out = await c.apply(op(Action.DEACTIVATE, "E8", username="kim@acme.example"),
+                        _record("E8", "kim@acme.example", "no-such-id"))
+    u = await PeerReader(peer).find("E8", "")
+    assert u is not None and u["active"] is False and out.remote_id == u["id"]
+    assert ("PATCH", 404) in [(s.method, s.status) for s in proxy.seen]
+
+
+async def test_leaver_fast_path_on_a_server_that_ignores_patch_learns_put(peer: ScimPeer) -> None:
+    proxy = SilentPatchProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy)
+    try:
+        await c.open()
+        res = await c.apply(op(Action.CREATE, "E9", username="eve@acme.example", active=True, attributes=ATTRS),
+                            None)
+        assert res.remote_id
+        await c.apply(op(Action.DEACTIVATE, "E9", username="eve@acme.example"),
+                      _record("E9", "eve@acme.example", res.remote_id))
+        u = await PeerReader(peer).find("E9", "")
+        assert u is not None and u["active"] is False
+        assert c.dialect.get("active") == "put"
+    finally:
+        await c.close()
+        proxy.stop()

@@ -123,6 +123,22 @@ async def test_deactivate_then_reactivate(target: ContractTarget) -> None:
     assert remote is not None and remote.active is True
 
 
+async def test_leaver_deactivate_then_removals(target: ContractTarget) -> None:
+    """A leaver's chain as the planner orders it (deactivate, then every removal), with the
+    account recorded: ends with no active account and no grants, on the peer and read back."""
+    p = Person(target)
+    await p.create()
+    for grant in target.grants:
+        await p.apply(Action.ADD_MEMBER, group=grant)
+    await p.apply(Action.DEACTIVATE)
+    for grant in target.grants:
+        await p.apply(Action.REMOVE_MEMBER, group=grant)
+    remote = await p.inspect()
+    assert remote is None or (not remote.active and not remote.groups), remote
+    read = await target.connector.read_account(p.employee_id, p.username, p.remote_id)
+    assert read is None or (not read.active and not read.groups), read
+
+
 async def test_idempotent_reapply(target: ContractTarget) -> None:
     p = Person(target)
     first = await p.create()
