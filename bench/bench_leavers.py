@@ -47,7 +47,7 @@ from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -249,18 +249,24 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def done_people(rt: Runtime, pending: set[str], n_connectors: int) -> set[str]:
-    """People among `pending` whose leaver operations are all done on every connector."""
+def open_leavers(rt: Runtime) -> int:
+    """Leaver operations not done yet (the measured phase ends when this reaches 0)."""
     with rt.store.engine.connect() as conn:
-        rows = conn.execute(select(O.c.employee_id, O.c.connector, O.c.state).where(
-            O.c.employee_id.in_(sorted(pending)), O.c.priority == 0)).all()
+        return int(conn.execute(select(func.count()).select_from(O).where(
+            O.c.priority == 0, O.c.state != "done")).scalar_one())
+
+
+def finish_times(rt: Runtime, leavers: list[str], n_connectors: int) -> dict[str, dt.datetime]:
+    """When each leaver's last operation was recorded done (the engine's own `done_at`, the
+    time the result was committed), for leavers done on every connector."""
+    last: dict[str, dt.datetime] = {}
     seen: dict[str, set[str]] = {}
-    open_: set[str] = set()
-    for eid, connector, state in rows:
-        seen.setdefault(eid, set()).add(connector)
-        if state != "done":
-            open_.add(eid)
-    return {e for e, cs in seen.items() if e not in open_ and len(cs) == n_connectors}
+    with rt.store.engine.connect() as conn:
+        for eid, connector, done in conn.execute(select(O.c.employee_id, O.c.connector, O.c.done_at).where(
+                O.c.employee_id.in_(leavers), O.c.priority == 0, O.c.state == "done")):
+            seen.setdefault(eid, set()).add(connector)
+            last[eid] = max(last.get(eid, done), done)
+    return {e: t for e, t in last.items() if len(seen[e]) == n_connectors}
 
 
 def floors(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -292,6 +298,10 @@ def floors(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["floor_vendor_s"] = max([v["vendor_s"] for v in out.values()] or [0.0])
     out["floor_jml_default_s"] = max([v["jml_default_s"] for k, v in out.items() if isinstance(v, dict)] or [0.0])
     return out
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)  # SQLite hands back naive UTC
 
 
 def runqueue_wait(pid: int | str = "self") -> float:
@@ -378,8 +388,9 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
     tasks = [asyncio.create_task(engine.run_forever(ctx.stopping, grace=1)),
              asyncio.create_task(events.run_event_processor(ctx))]
     leavers = [f"E{i:05d}" for i in range(args.leavers)]
-    accepted: dict[str, float] = {}
-    finished: dict[str, float] = {}
+    # Wall-clock (UTC) times, comparable with the outbox's done_at: read after the run, so the
+    # measurement itself does not poll the database while jml works.
+    accepted: dict[str, dt.datetime] = {}
 
     async def send(session: aiohttp.ClientSession, batch: list[int]) -> None:
         body = json.dumps({"eventType": "com.okta.event_hook", "data": {"events": [
@@ -389,18 +400,14 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         async with session.post(f"http://127.0.0.1:{port}/webhooks/okta", data=body, headers={
                 "Authorization": OKTA, "Content-Type": "application/json"}) as r:
             assert r.status == 200, r.status
-        now = time.monotonic()
+        now = dt.datetime.now(dt.UTC)
         for i in batch:
             accepted[f"E{i:05d}"] = now
 
     async def watch() -> None:
-        while len(finished) < len(leavers):
-            pending = {e for e in accepted if e not in finished}
-            if pending:
-                now = time.monotonic()
-                for e in done_people(rt, pending, len(connectors)):
-                    finished[e] = now
-            await asyncio.sleep(0.01)
+        while len(accepted) < len(leavers) or open_leavers(rt) or \
+                len(finish_times(rt, leavers, len(connectors))) < len(leavers):
+            await asyncio.sleep(0.25)
 
     peer_cpu0, cpu0, load0 = peers.cpu_seconds(), cpu_now(), os.getloadavg()[0]
     wait0, peer_wait0 = runqueue_wait(), peers.runqueue_wait()
@@ -440,7 +447,8 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
             per.setdefault(f"{c}/{a}", []).append((done - created).total_seconds())
     await rt.close()
     rt.store.close()
-    lat = [finished[e] - accepted[e] for e in leavers]
+    finished = finish_times(rt, leavers, len(connectors))
+    lat = [(_aware(finished[e]) - accepted[e]).total_seconds() for e in leavers]
     out: dict[str, Any] = {
         "people": args.people, "leavers": args.leavers, "limits": args.limits, "connectors": list(connectors),
         "peers_up_s": round(peers_up, 1), "setup_s": round(setup, 1),

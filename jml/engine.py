@@ -120,11 +120,25 @@ class Engine:
         self._next_full_scan = 0.0
         self.full_scan_interval = 5.0
         self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------
     def wake(self) -> None:
         """New or re-opened work (a webhook leaver, an approval, a retry): dispatch now."""
         self._full_scan = True
+        self._wake.set()
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run a hook's follow-up work (the SLA read-back) beside the workers, not in them:
+        `run_until_idle` waits for it, and a stop grants it what is left of the grace."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
         self._wake.set()
 
     def recover(self) -> int:
@@ -151,6 +165,12 @@ class Engine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._background:
+            # Follow-ups of finished operations (read-backs): what is cut off, tick() redoes.
+            _, late = await asyncio.wait(set(self._background), timeout=max(0.0, deadline - time.monotonic()))
+            for f in late:
+                f.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self.outbox.release(sorted(claimed | self._claimed), self.clock())
         self._claimed.clear()
         self._running.clear()
@@ -170,7 +190,7 @@ class Engine:
         try:
             while True:
                 self.dispatch()
-                if not self._in_flight and self.outbox.open_count(plan_id) == 0:
+                if not self._in_flight and not self._background and self.outbox.open_count(plan_id) == 0:
                     break
                 if not self._in_flight and self._only_paused_left(plan_id):
                     break

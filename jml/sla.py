@@ -22,6 +22,7 @@ functions in jml/sla_rules.py; this module is the shell that reads and writes th
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 import datetime as dt
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml import lifecycle, metrics
 from jml import plan as planner
@@ -52,7 +53,7 @@ from jml.sla_rules import (  # the pure judgements, re-exported for the shell's 
     seconds_per_op,
     will_breach,
 )
-from jml.store.db import utc
+from jml.store.db import is_write_conflict, utc
 from jml.store.tables import AccountRow, GrantRow, OperationRow, PersonRow, SlaClockRow
 
 if TYPE_CHECKING:
@@ -203,59 +204,161 @@ def _protected(rt: Runtime, employee_id: str, username: str) -> bool:
 
 
 # ---- verification --------------------------------------------------------------------
-def after_success_hook(rt: Runtime) -> Callable[[QueuedOp, ApplyResult], Awaitable[None]]:
-    """The engine hook: after a leaver's last operation in a connector, verify it there."""
+class Verifier:
+    """Reads leavers back off the engine's workers, in batches (group commit).
 
-    async def hook(q: QueuedOp, _result: ApplyResult) -> None:
-        op = q.op
-        if op.priority != Priority.LEAVER or not op.employee_id:
-            return
-        clock = _open_clock(rt, op.connector, op.employee_id)
-        if clock is None:
-            return
-        if _leaver_ops(rt, op.connector, op.employee_id, OPEN_STATES):
-            return  # not the last one: verify after the rest
-        await verify(rt, clock)
+    The engine's after-success hook only notes "(connector, person) finished a leaver
+    operation" and returns, so the worker goes on to the next person at once. One drain
+    task per engine takes everything noted so far: the open clocks and the leaver
+    operations still open for all of them in two queries, every read-back concurrently,
+    and every verified clock with its audit record in one transaction. Whatever is noted
+    while a batch is out forms the next one. A verification that never ran (a crash, a
+    shutdown) is picked up by tick(), which verifies due clocks."""
 
-    return hook
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._keys: dict[tuple[str, str], None] = {}
+        self._draining = False
+
+    def hook(self, spawn: Callable[[Awaitable[None]], object]) -> Callable[[QueuedOp, ApplyResult], Awaitable[None]]:
+        """The engine hook; `spawn` runs the drain as the engine's background work."""
+
+        async def hook(q: QueuedOp, _result: ApplyResult) -> None:
+            op = q.op
+            if op.priority != Priority.LEAVER or not op.employee_id:
+                return
+            self._keys[(op.connector, op.employee_id)] = None
+            if not self._draining:
+                self._draining = True
+                spawn(self._drain())
+
+        return hook
+
+    async def _drain(self) -> None:
+        try:
+            while self._keys:
+                await asyncio.sleep(0)  # operations finishing in this same turn join the batch
+                batch, self._keys = list(self._keys), {}
+                await verify_batch(self.rt, batch)
+        finally:
+            self._draining = False
+
+
+async def verify_batch(rt: Runtime, keys: list[tuple[str, str]]) -> int:
+    """Verify the open clocks of these (connector, employee_id) pairs whose leaver
+    operations there are all finished. Returns how many were verified."""
+    wanted = set(keys)
+    eids = sorted({e for _, e in keys})
+    latest: dict[tuple[str, str], Clock] = {}
+    busy: set[tuple[str, str]] = set()
+    with rt.store.engine.connect() as conn:
+        for r in conn.execute(select(C).where(C.c.employee_id.in_(eids), C.c.verified_at.is_(None), _not_cancelled())
+                              .order_by(C.c.started_at, C.c.id)).mappings():
+            if (r["connector"], r["employee_id"]) in wanted:
+                latest[(r["connector"], r["employee_id"])] = _clock(r)  # the newest wins
+        for connector, eid in conn.execute(select(O.c.connector, O.c.employee_id).where(
+                O.c.employee_id.in_(eids), O.c.priority == int(Priority.LEAVER),
+                O.c.state.in_(list(OPEN_STATES))).distinct()):
+            busy.add((connector, eid))
+    due = [clock for key, clock in latest.items() if key not in busy]  # not the last one: verify after the rest
+    if not due:
+        return 0
+    records = rt.store.load_accounts(sorted({c.employee_id for c in due}))
+    reads = await asyncio.gather(*(_read_back(rt, c, records.get((c.connector, c.employee_id))) for c in due),
+                                 return_exceptions=True)
+    now = rt.clock()
+    verified: list[tuple[Clock, Verdict]] = []
+    for clock, got in zip(due, reads, strict=True):
+        if isinstance(got, BaseException):
+            if not isinstance(got, Exception):
+                raise got
+            _read_failed(rt, clock, got)
+            continue
+        verdict = _verdict(rt, clock, records.get((clock.connector, clock.employee_id)), got)
+        if verdict.verified:
+            verified.append((clock, verdict))
+        else:
+            _not_verified(rt, clock, verdict, got, now)
+    return _record_verified(rt, verified, now)
 
 
 async def verify(rt: Runtime, clock: Clock) -> bool:
     """Read the account back and stop the clock if it is deprovisioned. True if verified."""
-    c, eid = clock.connector, clock.employee_id
-    record = rt.store.load_accounts([eid]).get((c, eid))
-    username = record.username if record else ""
-    remote_id = record.remote_id if record else None
+    record = rt.store.load_accounts([clock.employee_id]).get((clock.connector, clock.employee_id))
     try:
-        connector = rt.connector(c)
-        remote = await connector.read_account(eid, username, remote_id)
+        remote = await _read_back(rt, clock, record)
     except Exception as e:  # the app did not answer: the clock keeps running, tick() retries
-        now = rt.clock()
-        why = redact(str(e)) or type(e).__name__
-        _set(rt, clock.id, last_check=_check("read_error", now, why))
-        metrics.deprovision_verifications.labels(c, "read_error").inc()
-        log.warning("could not read the account back to verify a deprovision",
-                    extra={"connector": c, "employee_id": eid, "error": why})
+        _read_failed(rt, clock, e)
         return False
     now = rt.clock()
-    verdict = judge(remote, keep_active=_protected(rt, eid, username or (remote.username if remote else "")))
+    verdict = _verdict(rt, clock, record, remote)
     if verdict.verified:
-        breached = now > clock.deadline or clock.breached
-        if not _set(rt, clock.id, verified_at=now, predicted_breach=False,
-                    last_check=_check("verified", now, verdict.summary)):
-            return True  # verified concurrently (the hook and tick): count it once
-        seconds = max(0.0, (now - clock.started_at).total_seconds())
-        metrics.deprovision_duration.labels(c).observe(seconds)
-        metrics.deprovision_verifications.labels(c, "verified").inc()
+        _record_verified(rt, [(clock, verdict)], now)
+        return True
+    _not_verified(rt, clock, verdict, remote, now)
+    return False
+
+
+async def _read_back(rt: Runtime, clock: Clock, record: Any) -> RemoteAccount | None:
+    connector = rt.connector(clock.connector)
+    return await connector.read_account(clock.employee_id, record.username if record else "",
+                                        record.remote_id if record else None)
+
+
+def _verdict(rt: Runtime, clock: Clock, record: Any, remote: RemoteAccount | None) -> Verdict:
+    username = (record.username if record else "") or (remote.username if remote else "")
+    return judge(remote, keep_active=_protected(rt, clock.employee_id, username))
+
+
+def _read_failed(rt: Runtime, clock: Clock, e: Exception) -> None:
+    c, eid = clock.connector, clock.employee_id
+    now = rt.clock()
+    why = redact(str(e)) or type(e).__name__
+    _set(rt, clock.id, last_check=_check("read_error", now, why))
+    metrics.deprovision_verifications.labels(c, "read_error").inc()
+    log.warning("could not read the account back to verify a deprovision",
+                extra={"connector": c, "employee_id": eid, "error": why})
+
+
+def _record_verified(rt: Runtime, items: list[tuple[Clock, Verdict]], now: dt.datetime) -> int:
+    """Stop these clocks and audit each, in one transaction; a clock verified concurrently
+    (the hook and tick) counts once."""
+    if not items:
+        return 0
+    won: list[tuple[Clock, Verdict, bool, float]] = []
+    for _attempt in range(20):
+        won = []
+        try:
+            with rt.audit.lock, rt.store.engine.begin() as conn:
+                for clock, verdict in items:
+                    stopped = conn.execute(update(C).where(C.c.id == clock.id, C.c.verified_at.is_(None)).values(
+                        verified_at=now, predicted_breach=False,
+                        last_check=_check("verified", now, verdict.summary))).rowcount
+                    if stopped:
+                        breached = now > clock.deadline or clock.breached
+                        won.append((clock, verdict, breached, max(0.0, (now - clock.started_at).total_seconds())))
+                rt.audit.append_in(conn, [("deprovision_verified", {
+                    "connector": clock.connector, "started_at": clock.started_at.isoformat(),
+                    "deadline": clock.deadline.isoformat(), "verified_at": now.isoformat(),
+                    "seconds": round(seconds, 3), "breached": breached, "check": verdict.summary},
+                    "jml", clock.employee_id) for clock, verdict, breached, seconds in won], now=now)
+            break
+        except (IntegrityError, OperationalError) as e:
+            if not is_write_conflict(e):
+                raise
+    for clock, _, breached, seconds in won:
+        metrics.deprovision_duration.labels(clock.connector).observe(seconds)
+        metrics.deprovision_verifications.labels(clock.connector, "verified").inc()
         if breached:
             _count_breach(rt, clock, now)  # counts only if tick() has not already
-        rt.audit.append("deprovision_verified", {
-            "connector": c, "started_at": clock.started_at.isoformat(), "deadline": clock.deadline.isoformat(),
-            "verified_at": now.isoformat(), "seconds": round(seconds, 3), "breached": breached or clock.breached,
-            "check": verdict.summary}, now=now, subject=eid)
-        log.info("deprovision verified", extra={"connector": c, "employee_id": eid, "seconds": round(seconds, 3),
-                                                "breached": breached or clock.breached})
-        return True
+        log.info("deprovision verified", extra={"connector": clock.connector, "employee_id": clock.employee_id,
+                                                "seconds": round(seconds, 3), "breached": breached})
+    return len(won)
+
+
+def _not_verified(rt: Runtime, clock: Clock, verdict: Verdict, remote: RemoteAccount | None,
+                  now: dt.datetime) -> None:
+    c, eid = clock.connector, clock.employee_id
     outcome, last_at, _ = parse_check(clock.last_check)
     metrics.deprovision_verifications.labels(c, "not_deprovisioned").inc()
     log.warning("deprovision NOT verified: the app still grants access; re-planning",
@@ -267,7 +370,6 @@ async def verify(rt: Runtime, clock: Clock) -> bool:
         "started_at": clock.started_at.isoformat(), "deadline": clock.deadline.isoformat()}, now=now, subject=eid)
     detail = verdict.summary + (f" (re-planned: plan {plan_id})" if plan_id else "")
     _set(rt, clock.id, last_check=_check("replanned" if plan_id else "not_deprovisioned", now, detail))
-    return False
 
 
 def replan(rt: Runtime, connector: str, employee_id: str, remote: RemoteAccount | None,

@@ -294,3 +294,32 @@ async def test_leaver_fast_path_on_a_server_that_ignores_patch_learns_put(peer: 
     finally:
         await c.close()
         proxy.stop()
+
+
+async def test_changes_to_a_busy_group_ride_together(plain: tuple[ScimConnector, WriteFaultProxy],
+                                                     peer: ScimPeer) -> None:
+    """Leavers trickling in one by one: the first removal goes at once, the ones arriving
+    while the group is busy wait `group_linger` and share one PATCH."""
+    c, proxy = plain
+    c.group_linger = 0.5  # wide, so a slow test machine cannot split the batch
+    made = []
+    for i in range(10):
+        res = await c.apply(op(Action.CREATE, f"T{i}", username=f"trickle{i}@acme.example", active=True,
+                               attributes={}), None)
+        made.append(AccountRecord("scim", f"T{i}", f"trickle{i}@acme.example", True, {}, frozenset(),
+                                  remote_id=res.remote_id))
+        await c.apply(op(Action.ADD_MEMBER, f"T{i}", username=f"trickle{i}@acme.example", group="trickle"), made[-1])
+    before = len([s for s in proxy.seen if s.method == "PATCH" and "/Groups/" in s.path])
+
+    async def leave(i: int) -> None:
+        await asyncio.sleep(0.01 * i)
+        await c.apply(op(Action.REMOVE_MEMBER, f"T{i}", username=f"trickle{i}@acme.example", group="trickle"),
+                      made[i])
+
+    await asyncio.gather(*(leave(i) for i in range(10)))
+    patches = len([s for s in proxy.seen if s.method == "PATCH" and "/Groups/" in s.path]) - before
+    assert patches <= 2, patches  # one at once (the group was written moments ago: it waited), then the rest
+    async with aiohttp.ClientSession(headers=peer.headers) as s, \
+            s.get(peer.url + "Groups", params={"filter": 'displayName eq "trickle"'}) as r:
+        [group] = (await r.json(content_type=None))["Resources"]
+    assert not group.get("members")

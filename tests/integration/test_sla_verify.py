@@ -369,3 +369,30 @@ def test_held_plan_leaver_clock_starts_at_the_termination_and_is_predicted_to_br
     env.tick()
     assert sample("jml_plans_held") == 1
     assert sample("jml_deprovisions_predicted_breach", connector="demo") == 1
+
+
+def test_leavers_are_verified_in_one_batch_each_once(env: Env) -> None:
+    """The hook only notes who finished; verify_batch reads them all back together and stops
+    every clock with one audit record each. A person with work still open is left for later."""
+    people = [row(f"E{i}", f"P{i}") for i in range(1, 7)]
+    env.join(*people)
+    env.write([row(f"E{i}", f"P{i}", term="2026-11-23") for i in range(1, 6)] + [people[5]])
+    env.plan()
+    keys = [("demo", f"E{i}") for i in range(1, 6)]
+    assert asyncio.run(sla.verify_batch(env.rt, keys)) == 0  # their operations are still queued
+
+    async def verify_nothing_during_work() -> None:
+        await env.rt.open_connectors()
+        try:
+            engine = env.rt.engine(poll_interval=0.05)
+            engine.after_success.clear()  # the pushes only; the read-back is done below
+            await engine.run_until_idle(timeout=60)
+            assert await sla.verify_batch(env.rt, [*keys, ("demo", "E6")]) == 5
+            assert await sla.verify_batch(env.rt, keys) == 0  # already stopped: counted once
+        finally:
+            await env.rt.close()
+
+    asyncio.run(verify_nothing_during_work())
+    assert all(c.verified_at == env.now for c in env.clocks()) and len(env.clocks()) == 5
+    assert sorted(r["subject"] for r in env.audit("deprovision_verified")) == [f"E{i}" for i in range(1, 6)]
+    assert env.rt.audit.verify().ok
