@@ -377,7 +377,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
 
     rt = Runtime(config(tmp, info, connectors, vendor))
     await rt.open_connectors()
-    engine = rt.engine(poll_interval=0.02)
+    engine = rt.engine()  # as `jml serve` builds it: woken by new plans, else every 0.5 s
     ctx = ServiceContext(rt, engine)
     app = web.Application(client_max_size=4_000_000)
     add_routes(app, ctx)

@@ -341,11 +341,20 @@ def run_moto(args: argparse.Namespace) -> None:
 
 # ---- scim2-server (supervised) -------------------------------------------------------------
 
-def run_scim(args: argparse.Namespace) -> None:
-    from tests.peers import _scim2_server_bin, wait_http
+SCIM2_SERVER_MAIN = ("import socketserver, sys; socketserver.TCPServer.request_queue_size = 1024; "
+                     "sys.argv[0] = 'scim2-server'; from scim2_server.testserver.cli import main; main()")
 
+
+def run_scim(args: argparse.Namespace) -> None:
+    from tests.peers import wait_http
+
+    # scim2-server's stdlib server speaks HTTP/1.0 (a connection per request) and listens with
+    # socketserver's backlog of 5: under a leaver wave the kernel dropped SYNs (ListenOverflows),
+    # and every drop cost a 1 s retransmit that no real SaaS endpoint would add. Same server,
+    # a production-sized backlog.
     proc = subprocess.Popen(
-        [_scim2_server_bin(), "--hostname", "127.0.0.1", "--port", str(args.port), "--bearer-token", args.token],
+        [sys.executable, "-c", SCIM2_SERVER_MAIN,
+         "--hostname", "127.0.0.1", "--port", str(args.port), "--bearer-token", args.token],
         stdout=sys.stderr, stderr=sys.stderr)
     done = threading.Event()
     watch_parent(args.max_seconds, done.set)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import logging
 import random
 import time
@@ -35,7 +36,7 @@ from connectors.base import ApplyResult, Connector
 from jml import metrics
 from jml.audit import AuditLog
 from jml.errors import ConnectorError, RetryableError
-from jml.model import Operation, Priority
+from jml.model import AccountRecord, Action, Operation, Priority
 from jml.redact import redact
 from jml.store.db import is_write_conflict
 from jml.store.outbox import Outbox, QueuedOp
@@ -46,6 +47,18 @@ log = logging.getLogger("jml.engine")
 Clock = Callable[[], dt.datetime]
 OPERATION_TIMEOUT_FACTOR = 5
 AfterSuccess = Callable[[QueuedOp, ApplyResult], Awaitable[None]]
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+_UNSET = _Unset.UNSET
+# Steps that change neither the account's remote id, its name nor its attributes (what
+# connectors address an account by): within one chain, the record read for the first of
+# them serves the next ones too (a leaver's deactivate + removals read it once).
+_KEEPS_ACCOUNT = frozenset({Action.DEACTIVATE, Action.CANCEL_INVITE, Action.REMOVE_MEMBER, Action.UNASSIGN,
+                            Action.ADD_MEMBER, Action.ASSIGN})
 
 
 def utcnow() -> dt.datetime:
@@ -282,6 +295,7 @@ class Engine:
             key = _chain_key(chain[0].op)
             try:
                 failed: QueuedOp | None = None
+                record: AccountRecord | _Unset | None = _UNSET  # the person's account, read once per chain
                 for q in chain:
                     if self._stopping:
                         break
@@ -289,7 +303,7 @@ class Engine:
                         # A joiner's grants cannot land on an account that failed to be created.
                         self._dead(q, f"blocked: operation {failed.id} ({failed.op.action.value}) failed")
                         continue
-                    ok = await self._execute(lane, q)
+                    ok, record = await self._execute(lane, q, record)
                     if not ok and failed is None:
                         failed = q
             finally:
@@ -304,16 +318,22 @@ class Engine:
                     self._in_flight.discard(key)
                 self._wake.set()
 
-    async def _execute(self, lane: _Lane, q: QueuedOp) -> bool:
+    async def _execute(self, lane: _Lane, q: QueuedOp,
+                       known: AccountRecord | _Unset | None = _UNSET) -> tuple[bool, AccountRecord | _Unset | None]:
+        """Run one operation; returns (succeeded, the account record the chain's next step may
+        reuse, or _UNSET when it must be read again)."""
         op = q.op
         now = self.clock()
         if not self.outbox.mark_running([q.id], now):
             # Cancelled (or finished elsewhere) since it was queued: e.g. an offboard dropped
             # this person's pending grants, or an undo dropped their pending deprovision.
-            return True
+            return True, known
         self._running.add(q.id)
-        record = self.store.load_accounts([op.employee_id]).get((op.connector, op.employee_id)) \
-            if op.employee_id else None
+        if known is not _UNSET and op.action in _KEEPS_ACCOUNT:
+            record = known  # the step before changed neither the id nor the name connectors address
+        else:
+            record = self.store.load_accounts([op.employee_id]).get((op.connector, op.employee_id)) \
+                if op.employee_id else None
         started = time.monotonic()
         attempts = 0
 
@@ -344,13 +364,13 @@ class Engine:
         except ConnectorError as e:
             self._running.discard(q.id)
             self._finish_failed(q, str(e), attempts, started)
-            return False
+            return False, _UNSET
         except Exception as e:  # a bug or an unexpected library error: dead-letter, never crash the daemon
             log.exception("unexpected error applying operation", extra={"operation_id": q.id})
             self._running.discard(q.id)
             self._finish_failed(q, f"{op.connector}: unexpected {type(e).__name__}: {redact(str(e))}", attempts,
                                 started)
-            return False
+            return False, _UNSET
         self._running.discard(q.id)
         done_at = self.clock()
         elapsed = time.monotonic() - started
@@ -368,7 +388,8 @@ class Engine:
                 await hook(q, result)
             except Exception:
                 log.exception("after-success hook failed", extra={"operation_id": q.id})
-        return True
+        same_id = result.remote_id is None or (record is not None and result.remote_id == record.remote_id)
+        return True, record if op.action in _KEEPS_ACCOUNT and same_id else _UNSET
 
     async def _record(self, done: _Done) -> None:
         """Group commit of results: a finished operation's recorded state, outbox row and

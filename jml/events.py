@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -392,11 +393,21 @@ async def process_pending(rt: Runtime, *, limit: int = 2000) -> Batch:
     return batch
 
 
+BUSY_WINDOW = 1.0  # seconds since the last pass within which the inbox counts as busy
+EVENT_LINGER = 0.1  # what a busy inbox waits before the next pass (an idle one: nothing)
+
+
 async def run_event_processor(ctx: ServiceContext) -> None:
     """The daemon's task: process the inbox whenever a webhook stored something (and every
     few seconds, for events stored by another process or left by a crash)."""
+    last_pass = -BUSY_WINDOW
     while not ctx.stopping.is_set():
         ctx.event_wakeup.clear()
+        if time.monotonic() - last_pass < BUSY_WINDOW:
+            # Events are streaming in (a leaver wave, one webhook each): let the next ones
+            # join this pass, so a pass plans several people and its fixed cost is shared.
+            await asyncio.sleep(EVENT_LINGER)
+        last_pass = time.monotonic()
         try:
             batch = await process_pending(ctx.rt)
         except asyncio.CancelledError:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml import lifecycle, metrics
@@ -148,7 +149,7 @@ def start_for_plan(rt: Runtime, plan_id: str, now: dt.datetime, *,
             for r in conn.execute(select(C).where(C.c.employee_id.in_(chunk))).mappings():
                 c = _clock(r)
                 existing.setdefault((c.connector, c.employee_id), []).append(c)
-    opened = 0
+    rows: list[dict[str, Any]] = []
     for (connector, eid), actions in sorted(pairs.items()):
         eff = (effective or {}).get(eid) or known.get(eid)
         start = clock_start(eff, now)
@@ -159,18 +160,22 @@ def start_for_plan(rt: Runtime, plan_id: str, now: dt.datetime, *,
             continue  # this termination's clock already ran (e.g. the delete after `delete_after`)
         if actions == {"delete"} and any(c.verified_at is not None for c in prior):
             continue  # deleting an account already verified deprovisioned is not a new leaver
-        deadline = deadline_for(start, rt.config.connector_sla(connector))
-        try:
-            with rt.store.engine.begin() as conn:
-                conn.execute(C.insert().values(connector=connector, employee_id=eid, started_at=start,
-                                               deadline=deadline, breached=False, predicted_breach=False,
-                                               last_check=_check("started", now, f"plan {plan_id}")))
-        except IntegrityError:
-            continue  # opened concurrently by another path (webhook and export at once)
-        opened += 1
-        log.info("deprovision SLA clock started", extra={"connector": connector, "employee_id": eid,
-                                                         "plan_id": plan_id, "started_at": start.isoformat(),
-                                                         "deadline": deadline.isoformat()})
+        rows.append({"connector": connector, "employee_id": eid, "started_at": start,
+                     "deadline": deadline_for(start, rt.config.connector_sla(connector)), "breached": False,
+                     "predicted_breach": False, "last_check": _check("started", now, f"plan {plan_id}")})
+    opened = 0
+    # One transaction for the plan's clocks; one opened concurrently by another path (a
+    # webhook and an export at once) is left as it is.
+    with rt.store.engine.begin() as conn:
+        pg = conn.dialect.name == "postgresql"
+        for row in rows:
+            ins: Any = (postgresql.insert(C) if pg else sqlite.insert(C)).values(**row)
+            if not conn.execute(ins.on_conflict_do_nothing()).rowcount:
+                continue
+            opened += 1
+            log.info("deprovision SLA clock started", extra={
+                "connector": row["connector"], "employee_id": row["employee_id"], "plan_id": plan_id,
+                "started_at": row["started_at"].isoformat(), "deadline": row["deadline"].isoformat()})
     return opened
 
 

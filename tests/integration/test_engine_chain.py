@@ -1,0 +1,85 @@
+"""One person's steps in one connector run as a chain: the account record is read once for
+the steps that cannot change it (a leaver's deactivate and removals), and the chain still
+ends exactly where the plan says."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jml import config as config_mod
+from jml.runtime import Runtime
+from jml.sync import plan_cycle
+from tests.integration.contract.target_scim import PeerReader
+from tests.peers import ScimPeer
+
+TODAY = dt.datetime.now(dt.UTC).date().isoformat()  # a leaver today: deactivated, not yet deleted
+
+
+def _export(path: Path, statuses: list[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["employee_id", "first_name", "last_name", "work_email", "department", "status", "hire_date",
+                    "termination_date"])
+        for i, status in enumerate(statuses):
+            w.writerow([f"E{i}", "P", f"N{i}", f"p{i}@acme.example", "Eng", status, "2020-01-01",
+                        TODAY if status == "Terminated" else ""])
+
+
+def test_leaver_chain_reads_the_account_once_and_ends_deprovisioned(
+        tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("C_TOKEN", scim_peer.token)
+    export = tmp_path / "hr.csv"
+    cfg_path = tmp_path / "jml.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
+        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
+        "guard": {"max_deprovision_percent": 100},
+        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": ["Staff", "Eng"]}}]},
+        "connectors": {"app": {"type": "scim", "url": scim_peer.url, "token_env": "C_TOKEN"}},
+    }))
+    cfg = config_mod.load(cfg_path)
+
+    async def sync() -> int:
+        rt = Runtime(cfg)
+        reads = 0
+        load = rt.store.load_accounts
+
+        def counting(*a: Any, **k: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return load(*a, **k)
+
+        monkeypatch.setattr(rt.store, "load_accounts", counting)
+        outcome = await plan_cycle(rt)
+        assert not outcome.held
+        await rt.open_connectors()
+        try:
+            engine = rt.engine(poll_interval=0.05)
+            engine.after_success.clear()  # the engine's own reads only (no SLA read-back)
+            before = reads
+            await engine.run_until_idle(timeout=60)
+            return reads - before
+        finally:
+            await rt.close()
+            rt.store.close()
+
+    _export(export, ["Active"] * 3)
+    asyncio.run(sync())
+    _export(export, ["Terminated"] * 3)
+    assert asyncio.run(sync()) == 3  # 3 chains of deactivate + 2 removals: one read each, not nine
+    reader = PeerReader(scim_peer)
+
+    async def check() -> None:
+        for i in range(3):
+            user = await reader.find(f"E{i}", "")
+            assert user is not None and user["active"] is False
+            assert await reader.groups(str(user["id"])) == {}
+
+    asyncio.run(check())
