@@ -254,10 +254,17 @@ class ScimConnector(MembershipMixin):
         resources = p.resources_of(body)
         # userName and displayName are caseExact=false (RFC 7643 §4.1.1, §4.2); ids are exact.
         exact = attribute in ("externalId", "id")
-        for r in resources:
-            have = str(r.get(attribute) or "")
-            if have == value or (not exact and have.casefold() == value.casefold()):
-                return r
+        matches = [r for r in resources if (have := str(r.get(attribute) or "")) == value
+                   or (not exact and have.casefold() == value.casefold())]
+        if len(matches) > 1:
+            # Twins (displayName need not be unique, RFC 7643 §4.2): e.g. a create that stalled
+            # past its timeout and landed after the retry made another. Every process must pick
+            # the same one, or members split between them: the oldest, then the smallest id.
+            log.warning("%s: %d resources in %s with %s %r: using the oldest", self.name, len(matches),
+                        endpoint, attribute, value)
+            return min(matches, key=_age)
+        if matches:
+            return matches[0]
         if len(resources) > 1:
             self.learn(key, False, "filter ignored: results do not match")
         return None
@@ -421,3 +428,9 @@ class ScimConnector(MembershipMixin):
 def _is_resource(body: Any, remote_id: str) -> bool:
     """The answer is the resource itself (so it can serve as the read-back)."""
     return isinstance(body, Mapping) and str(body.get("id") or "") == remote_id and "active" in body
+
+
+def _age(resource: Mapping[str, Any]) -> tuple[str, str]:
+    meta = resource.get("meta")
+    created = str(meta.get("created") or "") if isinstance(meta, Mapping) else ""
+    return created or "\uffff", str(resource.get("id") or "")

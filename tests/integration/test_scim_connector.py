@@ -66,6 +66,15 @@ class ResourceLockProxy(WriteFaultProxy):
         return status, body
 
 
+class ReversedListsProxy(WriteFaultProxy):
+    """Lists in the reverse order (RFC 7644 promises no order without sortBy)."""
+
+    async def transform_response(self, method: str, path: str, status: int, body: Any) -> tuple[int, Any]:
+        if isinstance(body, dict) and isinstance(body.get("Resources"), list):
+            body = {**body, "Resources": body["Resources"][::-1]}
+        return status, body
+
+
 @pytest.fixture
 def peer() -> Iterator[ScimPeer]:
     with scim2_server() as p:
@@ -323,3 +332,36 @@ async def test_changes_to_a_busy_group_ride_together(plain: tuple[ScimConnector,
             s.get(peer.url + "Groups", params={"filter": 'displayName eq "trickle"'}) as r:
         [group] = (await r.json(content_type=None))["Resources"]
     assert not group.get("members")
+
+
+async def test_twin_groups_every_process_picks_the_oldest(plain: tuple[ScimConnector, WriteFaultProxy],
+                                                          peer: ScimPeer) -> None:
+    """Two groups with one displayName (a create that landed after its retry made another):
+    every connector instance must use the same one, the oldest, so members never split."""
+    c, _ = plain
+    made = await c.apply(op(Action.CREATE, "W1", username="twin1@acme.example", active=True, attributes={}), None)
+    async with aiohttp.ClientSession(headers=peer.headers) as s:
+        for _ in range(2):
+            async with s.post(peer.url + "Groups", json={
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "twins"}) as r:
+                assert r.status == 201
+            await asyncio.sleep(0.01)  # distinct meta.created
+        async with s.get(peer.url + "Groups", params={"filter": 'displayName eq "twins"'}) as r:
+            twins = (await r.json(content_type=None))["Resources"]
+    oldest = min(twins, key=lambda g: (g["meta"]["created"], g["id"]))
+    for proxy in (ReversedListsProxy(peer.url.removesuffix("/v2/")), WriteFaultProxy(peer.url.removesuffix("/v2/"))):
+        fresh = _proxied(peer, proxy)  # a fresh instance each time: nothing cached; lists in either order
+        try:
+            await fresh.open()
+            await fresh.apply(op(Action.ADD_MEMBER, "W1", username="twin1@acme.example", group="twins"),
+                              AccountRecord("scim", "W1", "twin1@acme.example", True, {}, frozenset(),
+                                            remote_id=made.remote_id))
+        finally:
+            await fresh.close()
+            proxy.stop()
+    async with aiohttp.ClientSession(headers=peer.headers) as s, \
+            s.get(peer.url + "Groups", params={"filter": 'displayName eq "twins"'}) as r:
+        after = {g["id"]: [m["value"] for m in g.get("members") or []]
+                 for g in (await r.json(content_type=None))["Resources"]}
+    assert after[oldest["id"]] == [made.remote_id]
+    assert all(not v for k, v in after.items() if k != oldest["id"])
