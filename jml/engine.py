@@ -141,6 +141,10 @@ class Engine:
         self._full_scan = True
         self._wake.set()
 
+    def busy(self) -> bool:
+        """Operations queued or running here (dispatched chains)."""
+        return bool(self._in_flight)
+
     def spawn(self, work: Awaitable[None]) -> None:
         """Run a hook's follow-up work (the SLA read-back) beside the workers, not in them:
         `run_until_idle` waits for it, and a stop grants it what is left of the grace."""

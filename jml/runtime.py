@@ -132,5 +132,5 @@ class Runtime:
             timeouts={n: c.timeout.total_seconds() for n, c in cfgs.items()},
             audit=self.audit, clock=self.clock, poll_interval=poll_interval)
         # A leaver's last deprovision in a connector is read back to stop the SLA clock.
-        engine.after_success.append(sla.Verifier(self).hook(engine.spawn))
+        engine.after_success.append(sla.Verifier(self, engine.busy).hook(engine.spawn))
         return engine

@@ -27,6 +27,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -220,8 +221,13 @@ class Verifier:
     while a batch is out forms the next one. A verification that never ran (a crash, a
     shutdown) is picked up by tick(), which verifies due clocks."""
 
-    def __init__(self, rt: Runtime) -> None:
+    # While the engine still has work queued or running, read-backs wait (up to this long):
+    # in a leaver wave the pushes that cut access go first, the proofs right after.
+    yield_at_most = 10.0
+
+    def __init__(self, rt: Runtime, busy: Callable[[], bool] = lambda: False) -> None:
         self.rt = rt
+        self.busy = busy
         self._keys: dict[tuple[str, str], None] = {}
         self._draining = False
 
@@ -243,6 +249,9 @@ class Verifier:
         try:
             while self._keys:
                 await asyncio.sleep(0)  # operations finishing in this same turn join the batch
+                deadline = time.monotonic() + self.yield_at_most
+                while self.busy() and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded
+                    await asyncio.sleep(0.1)
                 batch, self._keys = list(self._keys), {}
                 await verify_batch(self.rt, batch)
         finally:
