@@ -455,6 +455,9 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
     rt.store.close()
     finished = finish_times(rt, leavers)
     lat = [(_aware(finished[e]) - accepted[e]).total_seconds() for e in leavers]
+    cpu_ms = {"bench": round(1000 * cpu / args.leavers, 1), **{
+        n: round(1000 * (peer_cpu1[n] - peer_cpu0[n]) / args.leavers, 1) for n in peer_cpu1 if n in peer_cpu0}}
+    offered = args.leavers / args.over if not vendor else 0.0
     out: dict[str, Any] = {
         "people": args.people, "leavers": args.leavers, "limits": args.limits, "connectors": list(connectors),
         "peers_up_s": round(peers_up, 1), "setup_s": round(setup, 1),
@@ -471,6 +474,12 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
                  "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         "cpu_percent_during_run": {"bench": round(100 * cpu / total, 1), **{
             n: round(100 * (peer_cpu1[n] - peer_cpu0[n]) / total, 1) for n in peer_cpu1 if n in peer_cpu0}},
+        # CPU each process spent per leaver, and the cores that work needs at the offered rate
+        # (leavers / --over): more than the host has, and queues must grow whatever jml does.
+        "cpu_ms_per_leaver": cpu_ms, "cores_needed_at_offered_rate": {
+            "jml": round(cpu_ms["bench"] * offered / 1000, 2),
+            "peers": round(sum(v for k, v in cpu_ms.items() if k not in ("bench", "probe")) * offered / 1000, 2),
+            "offered_leavers_per_s": round(offered, 2)},
         # Time runnable but not running (another process had the CPU), as % of the run's wall time.
         "runqueue_wait_percent_during_run": {"bench": round(100 * waited / total, 1), **{
             n: round(100 * (peer_wait1[n] - peer_wait0[n]) / total, 1) for n in peer_wait1 if n in peer_wait0}},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml.redact import redact
@@ -26,6 +26,9 @@ from jml.store.tables import AuditHeadRow, AuditRow
 
 AU = AuditRow.__table__  # type: ignore[attr-defined]
 AH = AuditHeadRow.__table__  # type: ignore[attr-defined]
+# Every transaction that audits reads and moves the head: built once (see repo._ACCOUNTS_OF).
+_HEAD = select(AH).where(AH.c.id == 1).with_for_update()
+_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(count=bindparam("n"), head_hash=bindparam("h"))
 GENESIS = "0" * 64
 Records = Iterable[tuple[str, Any, str, str | None]]
 _COLUMNS = ("seq", "at", "kind", "actor", "subject", "data", "prev_hash", "hash")
@@ -107,12 +110,12 @@ class AuditLog:
         """Append inside the caller's transaction (the caller holds `lock`, taken before any
         write of that transaction, and retries the whole transaction on a write conflict)."""
         at = now.astimezone(dt.UTC).isoformat()
-        head = conn.execute(select(AH).where(AH.c.id == 1).with_for_update()).mappings().first()
+        head = conn.execute(_HEAD).mappings().first()
         state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
         if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, now, at)):
             return state.count
         if head:
-            conn.execute(update(AH).where(AH.c.id == 1).values(count=state.count, head_hash=state.prev))
+            conn.execute(_MOVE_HEAD, {"n": state.count, "h": state.prev})
         else:
             conn.execute(AH.insert().values(id=1, count=state.count, head_hash=state.prev))
         return state.count

@@ -423,9 +423,8 @@ class Engine:
         for _attempt in range(20):
             try:
                 with self.audit.lock, self.store.engine.begin() as conn:
-                    for d in batch:
-                        self.store.record_success(d.q.op, d.remote_id, d.at, conn)
-                        self.outbox.mark_done(d.q.id, d.at, conn)
+                    self.store.record_results([(d.q.op, d.remote_id, d.at) for d in batch], conn)
+                    self.outbox.mark_done_many([(d.q.id, d.at) for d in batch], conn)
                     self.audit.append_in(conn, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
                                          now=batch[-1].at)
                 return

@@ -96,8 +96,11 @@ class MembershipMixin:
                     found = body if isinstance(body, Mapping) and body.get("id") else None
                 except ConflictError:
                     pass
-                if found is None:
-                    found = await self.search_one(self.groups_endpoint, "displayName", name)
+                # Search again even after a 201: a create that stalled past its timeout may have
+                # landed between our search and our POST, making ours the younger twin. Any twin
+                # landing after this search is younger than ours, so "the oldest" (search_one) is
+                # the same group in every process and members never split between twins.
+                found = await self.search_one(self.groups_endpoint, "displayName", name) or found
             if found is None:
                 return None
             self._remember_group(str(found["id"]), name)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from jml.model import Action, Operation, Priority
 from jml.store.db import bulk_write, utc
@@ -28,6 +28,12 @@ _OP_COLUMNS = ("plan_id", "connector", "employee_id", "action", "detail", "prior
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 PL = PlanRow.__table__  # type: ignore[attr-defined]
 L = LeaseRow.__table__  # type: ignore[attr-defined]
+
+# Run for every operation: built once (see repo._ACCOUNTS_OF).
+_CLAIM = update(O).where(O.c.id.in_(bindparam("ids", expanding=True)), O.c.state == "pending").values(
+    state="running", updated_at=bindparam("now"))
+_DONE = update(O).where(O.c.id == bindparam("op_id")).values(
+    state="done", done_at=bindparam("at"), updated_at=bindparam("at"), attempts=O.c.attempts + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +163,18 @@ class Outbox:
     def mark_running(self, ids: Sequence[int], now: dt.datetime) -> int:
         """Claim pending operations; returns how many were still pending (a cancelled one is not)."""
         with self.engine.begin() as conn:
-            return int(conn.execute(update(O).where(O.c.id.in_(list(ids)), O.c.state == "pending")
-                                    .values(state="running", updated_at=now)).rowcount)
+            return int(conn.execute(_CLAIM, {"ids": list(ids), "now": now}).rowcount)
 
     def mark_done(self, op_id: int, now: dt.datetime, conn: Any = None) -> None:
-        stmt = update(O).where(O.c.id == op_id).values(state="done", done_at=now, updated_at=now,
-                                                        attempts=O.c.attempts + 1)
-        if conn is not None:
-            conn.execute(stmt)
+        self.mark_done_many([(op_id, now)], conn)
+
+    def mark_done_many(self, done: Sequence[tuple[int, dt.datetime]], conn: Any = None) -> None:
+        if conn is None:
+            with self.engine.begin() as c:
+                self.mark_done_many(done, c)
             return
-        with self.engine.begin() as c:
-            c.execute(stmt)
+        if done:
+            conn.execute(_DONE, [{"op_id": i, "at": at} for i, at in done])
 
     def mark_failed(self, op_id: int, error: str, *, dead: bool, attempts: int, now: dt.datetime) -> None:
         with self.engine.begin() as conn:
