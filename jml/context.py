@@ -24,9 +24,9 @@ class ServiceContext:
     event_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def wake(self) -> None:
-        """New outbox work: dispatch now rather than at the next tick."""
-        self.engine.wake()
+    def wake(self, *plan_ids: str) -> None:
+        """New outbox work: dispatch now rather than at the next tick (Engine.wake)."""
+        self.engine.wake(*plan_ids)
 
     @property
     def now(self) -> dt.datetime:

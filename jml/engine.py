@@ -130,15 +130,23 @@ class Engine:
         self._record_lock = asyncio.Lock()
         self._watermark = 0
         self._full_scan = True
+        self._new_plans: set[str] = set()
         self._next_full_scan = 0.0
         self.full_scan_interval = 5.0
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------
-    def wake(self) -> None:
-        """New or re-opened work (a webhook leaver, an approval, a retry): dispatch now."""
-        self._full_scan = True
+    def wake(self, *plan_ids: str) -> None:
+        """Dispatch now. New plans (a webhook leaver, an offboard, an HR poll) name themselves
+        and only their operations are read; re-opened work (an approval, a retry: operations
+        older than the last one seen) asks, with no plan ids, for a full scan. In a leaver
+        wave a plan arrives every tenth of a second: a full scan each time re-read the whole
+        backlog (measured: 12% of jml's CPU)."""
+        if plan_ids:
+            self._new_plans.update(plan_ids)
+        else:
+            self._full_scan = True
         self._wake.set()
 
     def busy(self) -> bool:
@@ -267,6 +275,13 @@ class Engine:
             self.paused = set(self.store.get_setting("paused_connectors", []) or [])
         fresh = self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused,
                                     after_id=None if full else self._watermark)
+        plans, self._new_plans = self._new_plans, set()
+        if plans and not full:
+            # Normally newer than the watermark and read above; but on PostgreSQL a plan whose
+            # transaction committed after a later one's has lower ids: read it by name.
+            seen = {q.id for q in fresh}
+            fresh += [q for q in self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused,
+                                                     plan_ids=plans) if q.id not in seen]
         chains: dict[tuple[str, str], list[QueuedOp]] = {}
         for q in fresh:
             self._watermark = max(self._watermark, q.id)

@@ -23,11 +23,11 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jml import guard
@@ -59,6 +59,8 @@ W = WebhookEventRow.__table__  # type: ignore[attr-defined]
 P = PersonRow.__table__  # type: ignore[attr-defined]
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 PL = PlanRow.__table__  # type: ignore[attr-defined]
+_FINISH = update(W).where(W.c.id == bindparam("k_id")).values(processed_at=bindparam("processed_at"),
+                                                             outcome=bindparam("outcome"))
 
 OKTA_LEAVER = frozenset({"user.lifecycle.deactivate", "user.lifecycle.suspend"})
 OKTA_RETURN = frozenset({"user.lifecycle.activate", "user.lifecycle.unsuspend", "user.lifecycle.reactivate"})
@@ -109,9 +111,10 @@ class Inbox:
                     for r in conn.execute(q)]
 
     def finish(self, outcomes: Mapping[str, str], now: dt.datetime) -> None:
-        with self.engine.begin() as conn:
-            for eid, outcome in outcomes.items():
-                conn.execute(update(W).where(W.c.id == eid).values(processed_at=now, outcome=outcome[:200]))
+        if outcomes:
+            with self.engine.begin() as conn:
+                conn.execute(_FINISH, [{"k_id": i, "processed_at": now, "outcome": o[:200]}
+                                       for i, o in outcomes.items()])
 
     def outcomes(self) -> dict[str, str | None]:
         with self.engine.connect() as conn:
@@ -239,15 +242,10 @@ def plan_event(rt: Runtime, scope: Mapping[str, bool], changed: Mapping[str, Per
     return out
 
 
-def cancel_pending(rt: Runtime, eid: str, now: dt.datetime, *, leaver_too: bool) -> int:
-    """Drop a person's queued work: non-leaver work for a new leaver (outbox.cancel_person),
-    everything for a lifted override (a queued deactivate must not run after a reactivation)."""
-    if not leaver_too:
-        return rt.outbox.cancel_person(eid, now)
-    with rt.store.engine.begin() as conn:
-        res = conn.execute(update(O).where(O.c.employee_id == eid, O.c.state == "pending")
-                           .values(state="cancelled", updated_at=now))
-        return int(res.rowcount or 0)
+def cancel_pending(rt: Runtime, eids: Sequence[str], now: dt.datetime, *, leaver_too: bool) -> int:
+    """Drop people's queued work: non-leaver work for new leavers, everything for lifted
+    overrides (a queued deactivate must not run after a reactivation)."""
+    return rt.outbox.cancel_people(eids, now, leaver_too=leaver_too)
 
 
 # ---- what each event changes ---------------------------------------------------------------
@@ -380,12 +378,10 @@ async def process_pending(rt: Runtime, *, limit: int = 2000) -> Batch:
         return batch
     applied = apply_items(rt, items, now)
     batch.outcomes = applied.outcomes
-    for eid, override in applied.overrides.items():
-        rt.store.set_override(eid, override, now)
-    for eid in applied.new_leavers:
-        cancel_pending(rt, eid, now, leaver_too=False)
-    for eid in applied.lifted:
-        cancel_pending(rt, eid, now, leaver_too=True)
+    if applied.overrides:
+        rt.store.set_overrides(applied.overrides, now)
+    cancel_pending(rt, applied.new_leavers, now, leaver_too=False)
+    cancel_pending(rt, applied.lifted, now, leaver_too=True)
     if applied.scope:
         batch.plans = plan_event(rt, applied.scope, applied.changed, now, origin="event", order=applied.new_leavers)
     Inbox(rt.store).finish(batch.outcomes, now)
@@ -415,8 +411,8 @@ async def run_event_processor(ctx: ServiceContext) -> None:
         except Exception:  # never let one bad event stop the intake
             log.exception("event processing failed")
             batch = Batch()
-        if any(p.plan_id and not p.held for p in batch.plans):
-            ctx.wake()
+        if queued := [p.plan_id for p in batch.plans if p.plan_id and not p.held]:
+            ctx.wake(*queued)
         if batch.outcomes:
             continue
         waits = [asyncio.ensure_future(ctx.event_wakeup.wait()), asyncio.ensure_future(ctx.stopping.wait())]

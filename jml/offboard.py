@@ -56,7 +56,7 @@ async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.da
         if current is None:
             return OffboardResult(employee_id, True, None, False)
         rt.store.set_override(employee_id, None, now)
-        cancel_pending(rt, employee_id, now, leaver_too=True)
+        cancel_pending(rt, [employee_id], now, leaver_too=True)
         effective = None
     else:
         effective = (at or now).astimezone(dt.UTC)
@@ -64,7 +64,7 @@ async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.da
             effective = current.effective_at  # an earlier leaver decision stands
         rt.store.set_override(employee_id, Override(OverrideKind.OFFBOARD, effective, reason, actor), now)
         if effective <= now:
-            cancel_pending(rt, employee_id, now, leaver_too=False)
+            cancel_pending(rt, [employee_id], now, leaver_too=False)
     rt.audit.append("offboard_undo" if undo else "offboard",
                     {"reason": reason, "effective_at": effective.isoformat() if effective else None,
                      "lifted": current.kind.value if undo and current else None},

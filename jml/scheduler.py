@@ -167,7 +167,7 @@ async def poll_sources(ctx: ServiceContext, workers: Workers) -> None:
     elif outcome.plan_id is not None:
         log.info("planned from the HR source", extra={"plan_id": outcome.plan_id, "summary": outcome.summary(),
                                                         "unchanged": outcome.unchanged})
-        ctx.wake()
+        ctx.wake(outcome.plan_id)
 
 
 def _source_failed(ctx: ServiceContext, error: str) -> None:

@@ -124,7 +124,8 @@ def clocks(rt: Runtime, *, open_only: bool = False, started_from: dt.datetime | 
 
 
 def start_for_plan(rt: Runtime, plan_id: str, now: dt.datetime, *,
-                   effective: Mapping[str, dt.datetime | None] | None = None) -> int:
+                   effective: Mapping[str, dt.datetime | None] | None = None,
+                   operations: Iterable[Operation] | None = None) -> int:
     """Open a clock for every leaver (connector, person) of the plan; returns how many.
 
     `effective` gives effective terminations the caller knows (a held plan does not record
@@ -133,9 +134,10 @@ def start_for_plan(rt: Runtime, plan_id: str, now: dt.datetime, *,
     restart it); a clock is never opened twice for the same start.
     """
     pairs: dict[tuple[str, str], set[str]] = {}
-    for q in rt.outbox.plan_ops(plan_id):
-        if q.op.priority == Priority.LEAVER and q.op.employee_id:
-            pairs.setdefault((q.op.connector, q.op.employee_id), set()).add(q.op.action.value)
+    # The planner hands its operations over; otherwise (an approval, a tool) they are read back.
+    for op in operations if operations is not None else (q.op for q in rt.outbox.plan_ops(plan_id)):
+        if op.priority == Priority.LEAVER and op.employee_id:
+            pairs.setdefault((op.connector, op.employee_id), set()).add(op.action.value)
     if not pairs:
         return 0
     eids = sorted({e for _, e in pairs})
@@ -168,10 +170,10 @@ def start_for_plan(rt: Runtime, plan_id: str, now: dt.datetime, *,
     # One transaction for the plan's clocks; one opened concurrently by another path (a
     # webhook and an export at once) is left as it is.
     with rt.store.engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
+        ins: Any = (postgresql.insert(C) if conn.dialect.name == "postgresql" else sqlite.insert(C))
+        ins = ins.on_conflict_do_nothing()
         for row in rows:
-            ins: Any = (postgresql.insert(C) if pg else sqlite.insert(C)).values(**row)
-            if not conn.execute(ins.on_conflict_do_nothing()).rowcount:
+            if not conn.execute(ins, row).rowcount:
                 continue
             opened += 1
             log.info("deprovision SLA clock started", extra={

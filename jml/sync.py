@@ -265,9 +265,9 @@ def _plan_scope(
         if verdict.held:
             metrics.guard_held_plans.inc()
         # Leavers' SLA clocks start now (held or not), at their effective termination.
-        # (Only when there are leavers: it reads the plan back, which a 100k-joiner import need not pay.)
+        # (Only when there are leavers: a 100k-joiner import need not pay for the clock queries.)
         if any(op.priority == Priority.LEAVER for op in result.operations):
-            sla.start_for_plan(rt, plan_id, now, effective={
+            sla.start_for_plan(rt, plan_id, now, operations=result.operations, effective={
                 s.state.employee_id: s.lifecycle.effective_termination for s in saves
                 if s.lifecycle is not None and s.lifecycle.effective_termination is not None})
     del saves

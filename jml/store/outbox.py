@@ -143,11 +143,14 @@ class Outbox:
 
     # ---- operations --------------------------------------------------------------
     def pending(self, *, limit: int = 5000, exclude: Iterable[int] = (), paused: Iterable[str] = (),
-                after_id: int | None = None) -> list[QueuedOp]:
-        """Pending operations, leavers first; `after_id` reads only ones newer than that."""
+                after_id: int | None = None, plan_ids: Iterable[str] | None = None) -> list[QueuedOp]:
+        """Pending operations, leavers first; `after_id` reads only ones newer than that,
+        `plan_ids` only those of these plans."""
         q = select(O).where(O.c.state == "pending")
         if after_id is not None:
             q = q.where(O.c.id > after_id)
+        if plan_ids is not None:
+            q = q.where(O.c.plan_id.in_(list(plan_ids)))
         paused = list(paused)
         if paused:
             q = q.where(O.c.connector.not_in(paused))
@@ -233,12 +236,16 @@ class Outbox:
         with self.engine.connect() as conn:
             return {s: int(n) for s, n in conn.execute(q)}
 
-    def cancel_person(self, employee_id: str, now: dt.datetime) -> int:
-        """Drop a person's queued non-leaver work (an offboard supersedes a pending grant)."""
+    def cancel_people(self, employee_ids: Sequence[str], now: dt.datetime, *, leaver_too: bool = False) -> int:
+        """Drop these people's queued work: the non-leaver work (an offboard supersedes a
+        pending grant), or everything (`leaver_too`: a lifted override's queued deactivate)."""
+        if not employee_ids:
+            return 0
+        q = update(O).where(O.c.employee_id.in_(list(employee_ids)), O.c.state == "pending")
+        if not leaver_too:
+            q = q.where(O.c.priority != int(Priority.LEAVER))
         with self.engine.begin() as conn:
-            return int(conn.execute(update(O).where(
-                O.c.employee_id == employee_id, O.c.state == "pending", O.c.priority != int(Priority.LEAVER)
-            ).values(state="cancelled", updated_at=now)).rowcount)
+            return int(conn.execute(q.values(state="cancelled", updated_at=now)).rowcount or 0)
 
     # ---- lease -------------------------------------------------------------------
     def acquire_lease(self, holder: str, now: dt.datetime, ttl: dt.timedelta, name: str = "workers") -> bool:

@@ -6,7 +6,7 @@ The same code runs on SQLite and PostgreSQL; `Store(url)` migrates on open.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ _DELETE_ACCOUNT = delete(A).where(A.c.connector == bindparam("k_connector"), A.c
 _DELETE_GRANTS = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"))
 _DELETE_GRANT = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"),
                                 G.c.name == bindparam("k_name"))
+_SET_OVERRIDE = update(P).where(P.c.employee_id == bindparam("k_eid")).values(
+    {c: bindparam(c) for c in ("override_kind", "override_at", "override_reason", "override_actor", "updated_at")})
 _ACCOUNT_COLUMNS = ("connector", "employee_id", "username", "active", "deleted", "attributes", "remote_id",
                     "created_at", "updated_at")
 _GRANT_COLUMNS = ("connector", "employee_id", "name", "rule", "since")
@@ -124,17 +126,21 @@ class Store:
                    update=cols[1:])
 
     def set_override(self, employee_id: str, override: Override | None, now: dt.datetime) -> None:
-        values = {
-            "override_kind": override.kind.value if override else None,
-            "override_at": override.effective_at if override else None,
-            "override_reason": override.reason if override else None,
-            "override_actor": override.actor if override else None,
-            "updated_at": now,
-        }
+        self.set_overrides({employee_id: override}, now)
+
+    def set_overrides(self, overrides: Mapping[str, Override | None], now: dt.datetime) -> None:
+        """Set (or lift, with None) people's sticky overrides, in one transaction."""
         with self.engine.begin() as conn:
-            res = conn.execute(update(P).where(P.c.employee_id == employee_id).values(**values))
-            if res.rowcount == 0:
-                conn.execute(P.insert().values(employee_id=employee_id, missing_count=0, **values))
+            for employee_id, override in overrides.items():
+                values = {
+                    "override_kind": override.kind.value if override else None,
+                    "override_at": override.effective_at if override else None,
+                    "override_reason": override.reason if override else None,
+                    "override_actor": override.actor if override else None,
+                    "updated_at": now,
+                }
+                if conn.execute(_SET_OVERRIDE, {"k_eid": employee_id, **values}).rowcount == 0:
+                    conn.execute(P.insert().values(employee_id=employee_id, missing_count=0, **values))
 
     def due_people(self, now: dt.datetime) -> list[str]:
         """People whose phase changes by time alone at or before `now` (pre-hire day, termination)."""

@@ -55,7 +55,7 @@ async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt
     except JMLError as e:
         raise ActionError(404 if type(e).__name__ == "UnknownEmployee" else 400, str(e)) from None
     ctx.event_wakeup.set()
-    ctx.wake()
+    ctx.wake(*[p.plan_id for p in getattr(result, "plans", None) or [] if p.plan_id and not p.held])
     return {"employee_id": employee_id, "undo": undo, **summarize(result)}
 
 
