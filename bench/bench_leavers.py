@@ -18,11 +18,14 @@ peers are stopped at the end, always (and they exit by themselves when this proc
    it answers is counted. The leavers arrive at once; the run time is compared with the
    rate-limit floor computed from the writes the peers took during the run (`floor`).
 
-Peer latency: a probe process (peers_server `probe`) GETs each peer every 0.1 s, for 3 s
+Peer latency: a probe process (peers_server `probe`) GETs each peer every 0.25 s, for 5 s
 with everything idle before the run (`peer_latency_ms.idle`) and throughout the run
-(`peer_latency_ms.during_run`); the wrappers also report their own handling time
-(`peer_handle_ms`, upstream included). `cpu` gives this process's and each peer's CPU%
-during the measured phase.
+(`peer_latency_ms.during_run`). (Measuring must not take what it measures: probing every
+0.1 s cost the peers and the probe 0.23 of a core, every 0.25 s 0.09.) The wrappers also report
+their own handling time (`peer_handle_ms`, upstream included). `cpu_percent_during_run` and
+`cpu_ms_per_leaver` give this process's (jml and the webhook sender) and each peer's CPU during
+the measured phase; `cores_needed_at_offered_rate` what that work needs at `--leavers / --over`
+per second: past the host's cores, queues grow whatever jml does.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ ALL = ("scim", "aws", "slack", "github")
 ACCOUNT = "111111111111"
 TOKENS = {"scim": "bench-scim-token", "aws": "bench-aws-token", "slack": "xoxp-bench"}
 READY_TIMEOUT = 120.0
+PROBE_INTERVAL = 0.25  # seconds between the probe's reads of one peer
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -373,10 +377,10 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
     await rt0.close()
     rt0.store.close()
     # Peer latency with everything idle, then the probe keeps going through the run.
-    peers.start("probe", "probe", "--interval", "0.1",
+    peers.start("probe", "probe", "--interval", str(PROBE_INTERVAL),
                 "--targets", json.dumps(probe_targets(info, connectors, args.people - 1)))
     await asyncio.to_thread(peers.wait, "probe")
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(5.0)
     idle = await asyncio.to_thread(peers.stats, "probe")
     served = [n for n in ("aws", "moto", "slack", "github") if n in info]
     await asyncio.to_thread(peers.reset, "probe", *served)

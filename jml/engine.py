@@ -131,6 +131,7 @@ class Engine:
         self._watermark = 0
         self._full_scan = True
         self._new_plans: set[str] = set()
+        self._last_read = -float("inf")
         self._next_full_scan = 0.0
         self.full_scan_interval = 5.0
         self._stopping = False
@@ -264,18 +265,26 @@ class Engine:
 
         Between full scans (every few seconds, and whenever `wake()` is called from outside:
         an approval or a retry re-opens old operations) only operations newer than the last
-        one seen are read, so a busy outbox is not re-read and re-decoded on every step."""
+        one seen are read, so a busy outbox is not re-read and re-decoded on every step; and
+        those only when a plan was announced (`wake(plan_id)`) or `poll_interval` has passed
+        (work another process wrote): a finished chain alone needs no read."""
         if self._stopping:
             return
-        full = self._full_scan or time.monotonic() >= self._next_full_scan
+        now = time.monotonic()
+        full = self._full_scan or now >= self._next_full_scan
+        plans, self._new_plans = self._new_plans, set()
+        if not full and not plans and now - self._last_read < self.poll_interval:
+            return
+        self._last_read = now
         if full:
             self._full_scan = False
-            self._next_full_scan = time.monotonic() + self.full_scan_interval
+            self._next_full_scan = now + self.full_scan_interval
             # `jml pause`/`resume` from another process take effect within one full scan.
             self.paused = set(self.store.get_setting("paused_connectors", []) or [])
-        fresh = self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused,
-                                    after_id=None if full else self._watermark)
-        plans, self._new_plans = self._new_plans, set()
+        # Claimed operations are at or below the watermark: only a full scan must leave them out.
+        fresh = [q for q in self.outbox.pending(limit=20000, exclude=self._claimed if full else (),
+                                                paused=self.paused, after_id=None if full else self._watermark)
+                 if q.id not in self._claimed]
         if plans and not full:
             # Normally newer than the watermark and read above; but on PostgreSQL a plan whose
             # transaction committed after a later one's has lower ids: read it by name.
