@@ -97,6 +97,19 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def connectors(scim: ScimPeer, aws: AwsStack, slack_proxy: SlackScimProxy, github: GithubFake, *,
+               github_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The four connectors' config on these peers; tokens from $T_SCIM, $T_AWS, $T_SLACK, $T_GITHUB."""
+    return {
+        "scim": {"type": "scim", "url": scim.url, "token_env": "T_SCIM"},
+        "aws": {"type": "aws_identity_center", "scim_url": aws.proxy.scim_url, "token_env": "T_AWS",
+                "instance_arn": aws.instance_arn, "region": "us-east-1", "endpoint_url": aws.moto_url},
+        "slack": {"type": "slack", "scim_url": slack_proxy.url, "token_env": "T_SLACK"},
+        "github": {"type": "github", "mode": "org", "org": github.org, "api_url": github.url,
+                   "token_env": "T_GITHUB", **(github_limits or {})},
+    }
+
+
 @contextlib.contextmanager
 def peers() -> Iterator[tuple[ScimPeer, AwsStack, ScimPeer, SlackScimProxy, GithubFake]]:
     with scim2_server() as scim, aws_stack() as aws, scim2_server(token="slack-tok") as slack, \
@@ -142,14 +155,7 @@ def test_one_export_four_connectors_then_a_day_of_churn(tmp_path: Path, monkeypa
             "sources": {"hris": {"location": "./exports/", "timezone": "UTC"}},
             "guard": {"max_deprovision_percent": 50, "max_deprovision_count": 100},
             "policy": {"username": "{work_email}", "rules": RULES},
-            "connectors": {
-                "scim": {"type": "scim", "url": scim.url, "token_env": "T_SCIM"},
-                "aws": {"type": "aws_identity_center", "scim_url": aws.proxy.scim_url, "token_env": "T_AWS",
-                        "instance_arn": aws.instance_arn, "region": "us-east-1", "endpoint_url": aws.moto_url},
-                "slack": {"type": "slack", "scim_url": slack_proxy.url, "token_env": "T_SLACK"},
-                "github": {"type": "github", "mode": "org", "org": github.org, "api_url": github.url,
-                           "token_env": "T_GITHUB", "rate_limit": 100, "burst": 100},
-            },
+            "connectors": connectors(scim, aws, slack_proxy, github, github_limits={"rate_limit": 100, "burst": 100}),
         }))
         had: dict[str, set[str]] = {}
         for day, path in (("day0", day0), ("day1", day1)):
