@@ -218,18 +218,20 @@ class Verifier:
     The engine's after-success hook only notes "(connector, person) finished a leaver
     operation" and returns, so the worker goes on to the next person at once. One drain
     task per engine takes everything noted so far: the open clocks and the leaver
-    operations still open for all of them in two queries, every read-back concurrently,
-    and every verified clock with its audit record in one transaction. Whatever is noted
+    operations still open for all of them in two queries, the read-backs concurrently (a
+    connector's `concurrency` at a time), and every verified clock with its audit record in
+    one transaction. Whatever is noted
     while a batch is out forms the next one. A verification that never ran (a crash, a
     shutdown) is picked up by tick(), which verifies due clocks."""
-
-    # While the engine still has work queued or running, read-backs wait (up to this long):
-    # in a leaver wave the pushes that cut access go first, the proofs right after.
-    yield_at_most = 10.0
 
     def __init__(self, rt: Runtime, busy: Callable[[], bool] = lambda: False) -> None:
         self.rt = rt
         self.busy = busy
+        # While the engine still has work queued or running, read-backs wait: in a leaver wave
+        # the pushes that cut access go first (they share the apps and their limits), the
+        # proofs right after; but never longer than a tenth of the tightest SLA (1 min of 10).
+        slas = [rt.config.connector_sla(n).total_seconds() for n in rt.config.connectors] or [600.0]
+        self.yield_at_most = max(1.0, min(slas) / 10)
         self._keys: dict[tuple[str, str], None] = {}
         self._draining = False
 
@@ -280,8 +282,15 @@ async def verify_batch(rt: Runtime, keys: list[tuple[str, str]]) -> int:
     if not due:
         return 0
     records = rt.store.load_accounts(sorted({c.employee_id for c in due}))
-    reads = await asyncio.gather(*(_read_back(rt, c, records.get((c.connector, c.employee_id))) for c in due),
-                                 return_exceptions=True)
+    # At most a connector's `concurrency` reads at once: a wave's proofs, all due together,
+    # must not bury the pushes still going to the same app (nor burst its rate limit).
+    gates = {n: asyncio.Semaphore(c.concurrency) for n, c in rt.config.connectors.items()}
+
+    async def read(clock: Clock) -> RemoteAccount | None:
+        async with gates.setdefault(clock.connector, asyncio.Semaphore(4)):
+            return await _read_back(rt, clock, records.get((clock.connector, clock.employee_id)))
+
+    reads = await asyncio.gather(*(read(c) for c in due), return_exceptions=True)
     now = rt.clock()
     verified: list[tuple[Clock, Verdict]] = []
     for clock, got in zip(due, reads, strict=True):
