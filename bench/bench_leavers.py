@@ -12,7 +12,11 @@ peers are stopped at the end, always (and they exit by themselves when this proc
 
 1. `--limits lifted` (default): `--people` provisioned, then `--leavers` Okta deactivate
    webhooks spread evenly over `--over` seconds; for each leaver, the time from the 200 to
-   every operation of that person done on every connector; p50 / p99 / max.
+   every operation of that person done on every connector (each confirmed by the app: the
+   SCIM PATCH answers with the resource, Slack's DELETE is read back, AWS's assignment
+   deletion is polled to SUCCEEDED, GitHub answers the DELETE 204); p50 / p99 / max. Then
+   `verified_p50_s` / `verified_p99_s`: to the person's SLA clock stopped by a separate
+   read-back (inactive, no groups, no assignments) in every connector.
 2. `--limits vendor`: each connector at its vendor default (Slack 3 writes/s per endpoint,
    AWS 20 TPS, GitHub 5,000/h); the Slack wrapper enforces Slack's own limit, so every 429
    it answers is counted. The leavers arrive at once; the run time is compared with the
@@ -25,7 +29,8 @@ with everything idle before the run (`peer_latency_ms.idle`) and throughout the 
 their own handling time (`peer_handle_ms`, upstream included). `cpu_percent_during_run` and
 `cpu_ms_per_leaver` give this process's (jml and the webhook sender) and each peer's CPU during
 the measured phase; `cores_needed_at_offered_rate` what that work needs at `--leavers / --over`
-per second: past the host's cores, queues grow whatever jml does.
+per second: past the host's cores, queues grow whatever jml does. `host.python_loop_s` times a
+fixed loop just before the run: a shared host's speed drifts, so compare runs of like speed.
 """
 
 from __future__ import annotations
@@ -58,13 +63,15 @@ from jml import events, metrics
 from jml.config import from_dict
 from jml.context import ServiceContext
 from jml.runtime import Runtime
-from jml.store.tables import OperationRow
+from jml.store.tables import OperationRow, SlaClockRow
 from jml.sync import plan_cycle
 from jml.webhooks import add_routes
 from tests.peers import free_port
 
 OKTA = "bench-okta-secret"
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
+C = SlaClockRow.__table__  # type: ignore[attr-defined]
+VERIFY_TIMEOUT = 300.0  # seconds the proofs may take after the pushes
 HEADER = "employee_id,first_name,last_name,work_email,department,status,hire_date,github_username\n"
 ALL = ("scim", "aws", "slack", "github")
 ACCOUNT = "111111111111"
@@ -279,6 +286,25 @@ def finish_times(rt: Runtime, leavers: list[str]) -> dict[str, dt.datetime]:
     return {e: t for e, t in last.items() if e not in open_}
 
 
+async def verified_times(rt: Runtime, leavers: list[str], timeout: float) -> dict[str, dt.datetime]:
+    """When each leaver's last SLA clock was verified, once all of a leaver's clocks are
+    (waiting up to `timeout` seconds for the rest)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last: dict[str, dt.datetime] = {}
+        open_: set[str] = set()
+        with rt.store.engine.connect() as conn:
+            for eid, at in conn.execute(select(C.c.employee_id, C.c.verified_at).where(
+                    C.c.employee_id.in_(leavers))):
+                if at is None:
+                    open_.add(eid)
+                else:
+                    last[eid] = max(last.get(eid, at), at)
+        if not open_ or time.monotonic() > deadline:
+            return {e: t for e, t in last.items() if e not in open_}
+        await asyncio.sleep(0.5)
+
+
 def floors(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Seconds the writes the peers took during the run need at least, per connector, under
     (a) the vendor's documented limit and (b) jml's default bucket for that connector."""
@@ -336,6 +362,16 @@ def request_counts() -> dict[str, float]:
                 key = f"{sample.labels['connector']} {sample.labels['method']}"
                 out[key] = out.get(key, 0.0) + sample.value
     return out
+
+
+def host_speed() -> float:
+    """Seconds a fixed pure-Python loop takes here now. (Seen on one 2-core VM within an hour:
+    0.84 s and 1.69 s, so figures are comparable only between runs at a similar speed.)"""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return round(time.perf_counter() - t0, 3)
 
 
 def cpu_now() -> float:
@@ -419,10 +455,12 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
                 len(finish_times(rt, leavers)) < len(leavers):
             await asyncio.sleep(0.25)
 
+    speed = host_speed()
     peer_cpu0, cpu0, load0 = peers.cpu_seconds(), cpu_now(), os.getloadavg()[0]
     wait0, peer_wait0 = runqueue_wait(), peers.runqueue_wait()
     requests0 = request_counts()
     watcher = asyncio.create_task(watch())
+    pushed = False
     start = time.monotonic()
     try:
         async with aiohttp.ClientSession() as session:
@@ -436,6 +474,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
                     senders.append(asyncio.create_task(send(session, [i])))
                 await asyncio.gather(*senders)
         await asyncio.wait_for(watcher, args.timeout)
+        pushed = True
     finally:
         total = time.monotonic() - start
         cpu = cpu_now() - cpu0
@@ -444,6 +483,9 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         requests = {k: int(v - requests0.get(k, 0)) for k, v in sorted(request_counts().items())
                     if v > requests0.get(k, 0)}
         watcher.cancel()
+        # The proofs: every leaver's SLA clock in every connector stopped by a read-back
+        # (they wait while pushes are queued, at most a tenth of the SLA: jml.sla.Verifier).
+        proven = await verified_times(rt, leavers, VERIFY_TIMEOUT) if pushed else {}
         ctx.stopping.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
@@ -459,6 +501,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
     rt.store.close()
     finished = finish_times(rt, leavers)
     lat = [(_aware(finished[e]) - accepted[e]).total_seconds() for e in leavers]
+    proof = [(_aware(proven[e]) - accepted[e]).total_seconds() for e in leavers if e in proven]
     cpu_ms = {"bench": round(1000 * cpu / args.leavers, 1), **{
         n: round(1000 * (peer_cpu1[n] - peer_cpu0[n]) / args.leavers, 1) for n in peer_cpu1 if n in peer_cpu0}}
     offered = args.leavers / args.over if not vendor else 0.0
@@ -468,13 +511,16 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         "setup_outbox": {f"{c}/{s}": n for (c, s), n in dead.items()},
         "p50_s": round(statistics.median(lat), 3), "p99_s": round(pct(lat, 0.99), 3),
         "max_s": round(max(lat), 3), "total_s": round(total, 2),
+        # webhook 200 -> the SLA clock stopped by a read-back in every connector (None: not all proven)
+        "verified_p50_s": round(statistics.median(proof), 3) if len(proof) == len(leavers) else None,
+        "verified_p99_s": round(pct(proof, 0.99), 3) if len(proof) == len(leavers) else None,
         "per_connector_p50_s": {c: round(statistics.median(v), 3) for c, v in sorted(per.items())},
         "per_connector_p99_s": {c: round(pct(v, 0.99), 3) for c, v in sorted(per.items())},
         "per_connector_max_s": {c: round(max(v), 3) for c, v in sorted(per.items())},
         "requests_per_leaver": {k: round(v / args.leavers, 2) for k, v in requests.items()},
         "peer_latency_ms": {"idle": idle, "during_run": during},
         "peer_handle_ms": {n: s["handle_ms"] for n, s in served_stats.items()},
-        "host": {"cpus": os.cpu_count(), "loadavg_1m_before": round(load0, 2),
+        "host": {"cpus": os.cpu_count(), "python_loop_s": speed, "loadavg_1m_before": round(load0, 2),
                  "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         "cpu_percent_during_run": {"bench": round(100 * cpu / total, 1), **{
             n: round(100 * (peer_cpu1[n] - peer_cpu0[n]) / total, 1) for n in peer_cpu1 if n in peer_cpu0}},
