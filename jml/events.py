@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -242,12 +242,6 @@ def plan_event(rt: Runtime, scope: Mapping[str, bool], changed: Mapping[str, Per
     return out
 
 
-def cancel_pending(rt: Runtime, eids: Sequence[str], now: dt.datetime, *, leaver_too: bool) -> int:
-    """Drop people's queued work: non-leaver work for new leavers, everything for lifted
-    overrides (a queued deactivate must not run after a reactivation)."""
-    return rt.outbox.cancel_people(eids, now, leaver_too=leaver_too)
-
-
 # ---- what each event changes ---------------------------------------------------------------
 @dataclass
 class Applied:
@@ -380,8 +374,9 @@ async def process_pending(rt: Runtime, *, limit: int = 2000) -> Batch:
     batch.outcomes = applied.outcomes
     if applied.overrides:
         rt.store.set_overrides(applied.overrides, now)
-    cancel_pending(rt, applied.new_leavers, now, leaver_too=False)
-    cancel_pending(rt, applied.lifted, now, leaver_too=True)
+    # New leavers' queued grants go; a lifted override's queued deactivate must not run either.
+    rt.outbox.cancel_people(applied.new_leavers, now)
+    rt.outbox.cancel_people(applied.lifted, now, leaver_too=True)
     if applied.scope:
         batch.plans = plan_event(rt, applied.scope, applied.changed, now, origin="event", order=applied.new_leavers)
     Inbox(rt.store).finish(batch.outcomes, now)

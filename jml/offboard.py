@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from jml.config import Config
 from jml.errors import UsageError
-from jml.events import cancel_pending, plan_event
+from jml.events import plan_event
 from jml.model import Operation, Override, OverrideKind, PersonState
 from jml.runtime import Runtime
 from jml.sync import PlanOutcome
@@ -56,7 +56,7 @@ async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.da
         if current is None:
             return OffboardResult(employee_id, True, None, False)
         rt.store.set_override(employee_id, None, now)
-        cancel_pending(rt, [employee_id], now, leaver_too=True)
+        rt.outbox.cancel_people([employee_id], now, leaver_too=True)
         effective = None
     else:
         effective = (at or now).astimezone(dt.UTC)
@@ -64,7 +64,7 @@ async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.da
             effective = current.effective_at  # an earlier leaver decision stands
         rt.store.set_override(employee_id, Override(OverrideKind.OFFBOARD, effective, reason, actor), now)
         if effective <= now:
-            cancel_pending(rt, [employee_id], now, leaver_too=False)
+            rt.outbox.cancel_people([employee_id], now)
     rt.audit.append("offboard_undo" if undo else "offboard",
                     {"reason": reason, "effective_at": effective.isoformat() if effective else None,
                      "lifted": current.kind.value if undo and current else None},

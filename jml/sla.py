@@ -220,9 +220,9 @@ class Verifier:
     task per engine takes everything noted so far: the open clocks and the leaver
     operations still open for all of them in two queries, the read-backs concurrently (a
     connector's `concurrency` at a time), and every verified clock with its audit record in
-    one transaction. Whatever is noted
-    while a batch is out forms the next one. A verification that never ran (a crash, a
-    shutdown) is picked up by tick(), which verifies due clocks."""
+    one transaction. Whatever is noted while a batch is out forms the next one. A
+    verification that never ran (a crash, a shutdown) is picked up by tick(), which
+    verifies due clocks."""
 
     def __init__(self, rt: Runtime, busy: Callable[[], bool] = lambda: False) -> None:
         self.rt = rt
