@@ -18,8 +18,9 @@ peers are stopped at the end, always (and they exit by themselves when this proc
    `verified_p50_s` / `verified_p99_s`: to the person's SLA clock stopped by a separate
    read-back (inactive, no groups, no assignments) in every connector.
 2. `--limits vendor`: each connector at its vendor default (Slack 3 writes/s per endpoint,
-   AWS 20 TPS, GitHub 5,000/h); the Slack wrapper enforces Slack's own limit, so every 429
-   it answers is counted. The leavers arrive at once; the run time is compared with the
+   AWS 20 TPS, GitHub 5,000/h and a second between writes); the Slack wrapper enforces
+   Slack's own limit and the GitHub peer its second between writes, so every 429 (Slack) and
+   403 secondary limit (GitHub) they answer is counted. The leavers arrive at once; the run time is compared with the
    rate-limit floor computed from the writes the peers took during the run (`floor`).
 
 Peer latency: a probe process (peers_server `probe`) GETs each peer every 0.25 s, for 5 s
@@ -178,7 +179,7 @@ def start_peers(peers: Peers, connectors: tuple[str, ...], vendor_limits: bool) 
     if "slack" in connectors:
         peers.start("slack-scim2", "scim", "--token", TOKENS["slack"])
     if "github" in connectors:
-        peers.start("github", "github")
+        peers.start("github", "github", *(["--vendor-limits"] if vendor_limits else []))
     if "aws" in connectors:
         peers.wait("aws-scim2")
         peers.start("aws", "aws", "--upstream", peers.info["aws-scim2"]["url"])
@@ -330,7 +331,7 @@ def floors(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if gh is not None:
         writes = gh["counts"].get("write", 0)
         out["github"] = {"writes": writes, "vendor_s": round(max(0, writes - 1) / 1.0, 2),
-                         "jml_default_s": round(max(0, writes - 5) / 1.0, 2)}
+                         "jml_default_s": round(max(0, writes - 1) / 1.0, 2)}  # one at a time, 1 s apart
     out["floor_vendor_s"] = max([v["vendor_s"] for v in out.values()] or [0.0])
     out["floor_jml_default_s"] = max([v["jml_default_s"] for k, v in out.items() if isinstance(v, dict)] or [0.0])
     return out
@@ -535,7 +536,9 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
             n: round(100 * (peer_wait1[n] - peer_wait0[n]) / total, 1) for n in peer_wait1 if n in peer_wait0}},
         "slack_429": served_stats["slack"]["rate_limited"] if "slack" in served_stats else None,
         "peer_violations": {"aws_400": served_stats["aws"]["violations"] if "aws" in served_stats else None,
-                            "github_invalid": served_stats["github"]["invalid"] if "github" in served_stats else None},
+                            "github_invalid": served_stats["github"]["invalid"] if "github" in served_stats else None,
+                            "github_secondary_limited": (served_stats["github"]["secondary_limited"]
+                                                         if "github" in served_stats else None)},
         "outbox_after": {f"{c}/{s}": n for (c, s), n in counts.items()}}
     if vendor:
         fl = floors(served_stats)

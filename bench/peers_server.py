@@ -11,7 +11,9 @@ KIND is one of:
            the ready line carries the instance ARN.
 * `slack`  the Slack SCIM wrapper (tests/vendor_peers/slack_scim.py) in front of `--upstream`,
            with Slack's own limits (`--vendor-limits`) or lifted ones.
-* `github` the loopback GitHub (tests/vendor_peers/github.py), invited users auto-accept.
+* `github` the loopback GitHub (tests/vendor_peers/github.py), invited users auto-accept;
+           with `--vendor-limits`, from the first reset on, a write sooner than a second after
+           the previous write's answer is refused as GitHub's secondary limit (403).
 * `probe`  no peer: GETs each of `--targets` (JSON list of {name, url, method, headers, body})
            every `--interval` seconds and keeps the latencies, so peer latency is measured from
            a process that is neither jml nor the peer. Its requests carry `X-Bench-Probe`,
@@ -213,6 +215,9 @@ async def run_github(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
     def reset() -> None:
         gh.seen.clear()
+        gh.secondary_limited = 0
+        if args.vendor_limits:  # from the measured phase on (the setup runs with limits lifted)
+            gh.min_write_gap = 1.0  # GitHub: "wait at least one second between each" write
         real_reset()
 
     timings.reset = reset  # type: ignore[method-assign]
@@ -220,7 +225,8 @@ async def run_github(args: argparse.Namespace, stop: asyncio.Event) -> None:
     def key(request: web.Request, response: web.StreamResponse) -> str | None:
         return "write" if request.method in WRITES and response.status != 429 else None
 
-    await serve_aiohttp(args.port, gh._handle, lambda: {"invalid": len(gh.invalid), "remaining": gh.remaining},
+    await serve_aiohttp(args.port, gh._handle, lambda: {"invalid": len(gh.invalid), "remaining": gh.remaining,
+                                                   "secondary_limited": gh.secondary_limited},
                         timings, key, stop, token=gh.token, org=gh.org, api_url=gh.url)
 
 
@@ -381,7 +387,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", help="aws/slack: the scim2-server base URL (…/v2)")
     ap.add_argument("--token", default="test-scim-token", help="scim: bearer token; slack: the token it accepts")
-    ap.add_argument("--vendor-limits", action="store_true", help="slack: enforce Slack's own rate limits")
+    ap.add_argument("--vendor-limits", action="store_true",
+                    help="slack: enforce Slack's own rate limits; github: GitHub's second between writes")
     ap.add_argument("--permission-set", action="append", default=[], help="moto: create this permission set")
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--targets", default="[]", help="probe: JSON list of {name, url, method?, headers?, body?}")

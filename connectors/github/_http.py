@@ -8,8 +8,10 @@ Rate limits (docs.github.com "Rate limits for the REST API", 2022-11-28):
     x-ratelimit-reset (UTC epoch seconds); at 0 nothing may be sent until the reset.
   * secondary: 403 or 429 with a message naming a secondary rate limit. Honour retry-after
     when present, else x-ratelimit-reset when remaining is 0, else wait at least a minute.
-  * writes: "wait at least one second between" POST/PATCH/PUT/DELETE — the default
-    write bucket is 1/s with a small burst (config `rate_limit`/`burst` override it).
+  * writes: "make requests serially instead of concurrently" and, for POST/PATCH/PUT/DELETE,
+    "wait at least one second between each request" (Best practices for using the REST API).
+    By default writes go one at a time, each a second after the previous one's answer
+    (WriteSpacing); a configured `rate_limit`/`burst` replaces that with a token bucket.
   * provisions: EMU warns above 1,000 user provisions per hour; org invitations are capped
     per 24 h. `provisions_per_hour` is an exact sliding-window ceiling on the create path.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import re
 import time
@@ -85,6 +88,33 @@ def next_link(headers: Mapping[str, str]) -> str | None:
     return match.group(1) if match else None
 
 
+class WriteSpacing:
+    """One write at a time, the next `gap` seconds after the previous one's *answer*: timed
+    from the answer, not the send, the gap holds at GitHub whatever the network or a busy
+    event loop did to either request (a bucket's 1/s spacing holds only at the sender)."""
+
+    def __init__(self, gap: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.gap, self._clock = gap, clock
+        self._free_at = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def rate(self) -> float:
+        """Writes per second at most (what the SLA prediction paces a queue by)."""
+        return 1.0 / self.gap
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self._lock:
+            wait = self._free_at - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                yield
+            finally:
+                self._free_at = self._clock() + self.gap
+
+
 class GithubHttp:
     """Send one request, honour every rate-limit signal, classify the answer."""
 
@@ -93,7 +123,12 @@ class GithubHttp:
         self.name, self.cfg, self.ctx = name, cfg, ctx
         self.base = cfg.api_url.rstrip("/")
         self.gate = TokenBucket(None)  # every request waits here while GitHub says stop
-        self.writes = connector_defaults(cfg, DEFAULT_WRITE_RATE, DEFAULT_WRITE_BURST)
+        paced = cfg.rate_limit is None and cfg.burst is None
+        # GitHub's own guidance by default; an operator's rate replaces it with a bucket. The
+        # bucket stays either way: it is what a rate-limit answer pauses.
+        self.writes = connector_defaults(cfg, None if paced else DEFAULT_WRITE_RATE, DEFAULT_WRITE_BURST)
+        self.spacing = WriteSpacing(1.0 / DEFAULT_WRITE_RATE) if paced else None
+        self.pace: TokenBucket | WriteSpacing = self.spacing or self.writes  # its `rate`: the write pace
         self.provisions = HourlyCeiling(provisions_per_hour) if provisions_per_hour else None
         self.session: aiohttp.ClientSession | None = None
 
@@ -128,26 +163,15 @@ class GithubHttp:
         come back as replies; other failures raise our error types."""
         await self.open()
         assert self.session is not None
-        await self.gate.acquire()
-        if method != "GET":
-            await self.writes.acquire()
-        url = path if path.startswith(("http://", "https://")) else self.base + path
-        data = json.dumps(body).encode() if body is not None else None
-        started = time.monotonic()
+        write = method != "GET"
+        turn: contextlib.AbstractAsyncContextManager[None] = (
+            self.spacing.turn() if write and self.spacing is not None else contextlib.nullcontext())
         label = what or f"{method} {path}"
-        status = 0
-        headers: CIMultiDict[str] = CIMultiDict()
-        try:
-            async with self.session.request(method, url, data=data, params=params,
-                                            headers=self._headers("application/json" if data else None)) as resp:
-                raw = await resp.read()
-                status, headers = resp.status, CIMultiDict(resp.headers)
-        except TimeoutError as exc:
-            raise RetryableError(self.name, f"{label}: timed out", reason="timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise RetryableError(self.name, f"{label}: {type(exc).__name__}", reason="connection") from exc
-        finally:
-            self.ctx.observe(self.name, label, time.monotonic() - started, status)
+        async with turn:
+            await self.gate.acquire()
+            if write:
+                await self.writes.acquire()
+            status, headers, raw = await self._send(method, path, body, params, label)
         try:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
@@ -156,6 +180,26 @@ class GithubHttp:
         if status < 400 or status in ok:
             return Reply(status, parsed, headers)
         raise self.classify(status, parsed, headers, label)
+
+    async def _send(self, method: str, path: str, body: Any, params: Mapping[str, str] | None,
+                    label: str) -> tuple[int, CIMultiDict[str], bytes]:
+        assert self.session is not None
+        url = path if path.startswith(("http://", "https://")) else self.base + path
+        data = json.dumps(body).encode() if body is not None else None
+        started = time.monotonic()
+        status = 0
+        try:
+            async with self.session.request(method, url, data=data, params=params,
+                                            headers=self._headers("application/json" if data else None)) as resp:
+                raw = await resp.read()
+                status = resp.status
+                return status, CIMultiDict(resp.headers), raw
+        except TimeoutError as exc:
+            raise RetryableError(self.name, f"{label}: timed out", reason="timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableError(self.name, f"{label}: {type(exc).__name__}", reason="connection") from exc
+        finally:
+            self.ctx.observe(self.name, label, time.monotonic() - started, status)
 
     def _note_primary_limit(self, headers: Mapping[str, str]) -> None:
         wait = self._until_reset(headers)

@@ -81,6 +81,7 @@ class GithubEmuConnector:
         self.enterprise = cfg.enterprise
         self.root = f"/scim/v2/enterprises/{quote(cfg.enterprise, safe='')}"
         self.http = GithubHttp(name, cfg, ctx, provisions_per_hour=cfg.provisions_per_hour or EMU_PROVISIONS_PER_HOUR)
+        self.bucket = self.http.pace  # the write pace, read by the SLA prediction
         self._group_ids: dict[str, str] = {}
         self.page_size = PAGE
 

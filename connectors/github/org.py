@@ -54,6 +54,7 @@ class GithubOrgConnector:
         self.traits = traits_for(name, cfg)
         self.org = cfg.org
         self.http = GithubHttp(name, cfg, ctx, provisions_per_hour=cfg.provisions_per_hour)
+        self.bucket = self.http.pace  # the write pace, read by the SLA prediction
         self._logins: dict[str, str] = {}  # employee_id -> login, learned from apply
         # Logins this process removed from the org: GitHub removed their team memberships
         # with it, so a leaver's team removals that follow need no request (the SLA check

@@ -181,6 +181,56 @@ async def test_retry_after_and_secondary_limits_are_retryable(org: Any, fake: Gi
         await org.apply(invite("c"), None)
 
 
+async def _three_invites_at_once(conn: Any) -> list[Any]:
+    return await asyncio.gather(*(conn.apply(invite(f"u{n}", f"E{n}"), None) for n in range(3)),
+                                return_exceptions=True)
+
+
+async def test_default_writes_go_one_at_a_time_a_second_after_the_last_answer(fake: GithubFake) -> None:
+    """GitHub: "make requests serially" and "wait at least one second between each" write.
+    With no rate configured, concurrent writes queue: none reaches GitHub within a second of
+    the previous write's answer, which a peer holding clients to that refuses (see below)."""
+    fake.min_write_gap = 1.0
+    cfg = GithubConnectorConfig.model_validate({"type": "github", "mode": "org", "org": fake.org,
+                                                "api_url": fake.url, "token_env": "GITHUB_TOKEN"})
+    conn = build("github", cfg, ConnectorContext("github", lambda _k: fake.token))
+    await conn.open()
+    try:
+        started = time.monotonic()
+        outcomes = await _three_invites_at_once(conn)
+        took = time.monotonic() - started
+    finally:
+        await conn.close()
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    assert fake.secondary_limited == 0 and len(fake.writes()) == 3
+    assert took >= 2.0  # two gaps of a second: the pacing is real, not skipped
+
+
+def test_the_sla_prediction_paces_a_github_queue_at_its_write_pace(fake: GithubFake) -> None:
+    """500 GitHub leavers queued take 500 s: the prediction must know the pace, not guess
+    it from latency (which would predict seconds and never flag the breach coming)."""
+    from types import SimpleNamespace
+
+    from jml.sla_forecast import _rate
+
+    for mode in ("org", "emu"):
+        cfg = GithubConnectorConfig.model_validate({"type": "github", "mode": mode, "org": fake.org,
+                                                    "enterprise": fake.enterprise, "api_url": fake.url})
+        conn = build("github", cfg, ConnectorContext("github", lambda _k: fake.token))
+        rt = SimpleNamespace(config=SimpleNamespace(connectors={"github": cfg}), connector=lambda _n, c=conn: c)
+        assert _rate(rt, "github") == 1.0  # type: ignore[arg-type]
+
+
+async def test_the_peer_refuses_writes_closer_than_a_second(org: Any, fake: GithubFake) -> None:
+    """Not vacuous: a connector configured faster than GitHub asks (the `org` fixture lifts
+    the rate) is refused as GitHub refuses a secondary-rate-limited client."""
+    fake.min_write_gap = 1.0
+    outcomes = await _three_invites_at_once(org)
+    limited = [o for o in outcomes if isinstance(o, RetryableError) and o.reason == "rate_limited"]
+    assert fake.secondary_limited >= 1 and len(limited) == fake.secondary_limited
+    assert all(o.retry_after == 60 for o in limited)
+
+
 async def test_primary_limit_pauses_until_reset(org: Any, fake: GithubFake) -> None:
     reset = str(int(time.time()) + 1)
     fake.fail_next_write(Fault(403, {"message": "API rate limit exceeded for user ID 1."},

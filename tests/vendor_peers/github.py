@@ -6,6 +6,10 @@ description (`@octokit/openapi` generated/ghec.json, see openapi_validator.py): 
 path, parameters and body. A request the description does not allow is answered 400 and
 recorded in `invalid`; tests fail when `invalid` is not empty. It also insists on what
 GitHub's docs demand of every client: a User-Agent and a supported X-GitHub-Api-Version.
+With `min_write_gap` set it also holds clients to GitHub's "wait at least one second
+between each" mutative request: a write that arrives sooner after the previous write's
+answer is refused as GitHub refuses a secondary-rate-limited request (403, Retry-After 60)
+and counted in `secondary_limited`.
 
 State follows the description's semantics: PUT membership makes a `pending` invitation
 (`accept()` plays the user accepting it); DELETE membership removes a member or cancels
@@ -79,6 +83,9 @@ class GithubFake:
         self.invalid: list[str] = []
         self.remaining = 5000
         self.auto_accept = False  # invited users accept at once (for the connector contract)
+        self.min_write_gap: float | None = None
+        self.secondary_limited = 0
+        self._last_write_answered = float("-inf")
         self.url = ""
         self._ids = itertools.count(100)
         self._runner: web.AppRunner | None = None
@@ -114,6 +121,8 @@ class GithubFake:
         self.seen.append(seen)
         response = await self._answer(request, raw, body)
         seen.status = response.status
+        if request.method in WRITES:
+            self._last_write_answered = time.monotonic()
         self.remaining = max(0, self.remaining - 1)
         response.headers.setdefault("x-ratelimit-limit", "5000")
         response.headers.setdefault("x-ratelimit-remaining", str(max(self.remaining, 1)))
@@ -133,6 +142,14 @@ class GithubFake:
             return _rest_error(400, "request does not match GitHub's REST API description: " + problems[0])
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _rest_error(401, "Bad credentials")
+        if self.min_write_gap is not None and request.method in WRITES:
+            since = time.monotonic() - self._last_write_answered
+            if since < self.min_write_gap:
+                self.secondary_limited += 1
+                return web.json_response(
+                    {"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+                                "try again.", "documentation_url": "https://docs.github.com/rest"},
+                    status=403, headers={"Retry-After": "60"})
         if self.faults and request.method in WRITES:
             fault = self.faults.popleft()
             if fault.delay:
