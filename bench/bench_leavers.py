@@ -20,8 +20,9 @@ peers are stopped at the end, always (and they exit by themselves when this proc
 2. `--limits vendor`: each connector at its vendor default (Slack 3 writes/s per endpoint,
    AWS 20 TPS, GitHub 5,000/h and a second between writes); the Slack wrapper enforces
    Slack's own limit and the GitHub peer its second between writes, so every 429 (Slack) and
-   403 secondary limit (GitHub) they answer is counted. The leavers arrive at once; the run time is compared with the
-   rate-limit floor computed from the writes the peers took during the run (`floor`).
+   403 secondary limit (GitHub) they answer is counted. The leavers arrive at once; the run
+   time is compared with the rate-limit floor computed from the writes the peers took during
+   the run (`floor`).
 
 Peer latency: a probe process (peers_server `probe`) GETs each peer every 0.25 s, for 5 s
 with everything idle before the run (`peer_latency_ms.idle`) and throughout the run

@@ -171,16 +171,16 @@ class Store:
             if eids is None:
                 return _records(conn.execute(select(A)).mappings(),
                                 conn.execute(select(G.c.connector, G.c.employee_id, G.c.name)))
-            out: dict[Key, AccountRecord] = {}
-            for chunk in _chunks(eids):
-                out.update(self._accounts_of(conn, chunk or []))
-            return out
+            return self._accounts_of(conn, eids)
 
     @staticmethod
-    def _accounts_of(conn: Connection, eids: list[str]) -> dict[Key, AccountRecord]:
-        """Every connector's account of these people (at most 900: SQLite's bound-parameter cap)."""
-        return _records(conn.execute(_ACCOUNTS_OF, {"eids": eids}).mappings(),
-                        conn.execute(_GRANTS_OF, {"eids": eids}))
+    def _accounts_of(conn: Connection, eids: Iterable[str]) -> dict[Key, AccountRecord]:
+        """Every connector's account of these people, 900 at a time (SQLite's bound-parameter cap)."""
+        out: dict[Key, AccountRecord] = {}
+        for chunk in _chunks(eids):
+            out.update(_records(conn.execute(_ACCOUNTS_OF, {"eids": chunk}).mappings(),
+                                conn.execute(_GRANTS_OF, {"eids": chunk})))
+        return out
 
     def grant_details(self, eids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -222,9 +222,7 @@ class Store:
         if not ops:
             return
         eids = sorted({e for op, _, _ in ops for e in _touched(op)})
-        before: dict[Key, AccountRecord] = {}
-        for chunk in _chunks(eids):
-            before.update(self._accounts_of(conn, chunk or []))
+        before = self._accounts_of(conn, eids)
         state = dict(before)
         rule_of: dict[tuple[Key, str], str | None] = {}  # the rule of the operation that added a grant
         stamped: dict[Key, dt.datetime] = {}
