@@ -207,3 +207,13 @@ class SettingRow(SQLModel, table=True):
     __tablename__ = "setting"
     key: str = Field(primary_key=True)
     value: Any = Field(default=None, sa_column=Column(JSON))
+
+
+class ConnectorDialectRow(SQLModel, table=True):
+    """What one connector's server turned out to support (PATCH forms, filters, paging,
+    attributes it rejects or drops), learnt at run time and shared by every replica."""
+
+    __tablename__ = "connector_dialect"
+    connector: str = Field(primary_key=True)
+    facts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    updated_at: dt.datetime | None = _ts()
