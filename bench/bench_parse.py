@@ -3,7 +3,7 @@
 
     python bench/bench_parse.py [--people 100000] [--runs 5] [--file day0.csv]
 
-Generates the export with /work/shared/bench/gen_hris.py (or $GEN_HRIS) unless --file is
+Generates the export with bench/gen_hris.py (or $GEN_HRIS) unless --file is
 given, then times (best of --runs, so noise from other processes counts least):
   * a bare csv.DictReader pass over the same bytes (the baseline),
   * a full parse_export (every row validated and turned into a Person),
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jml.sources.hris import parse_export
 
-GEN = Path(os.environ.get("GEN_HRIS", "/work/shared/bench/gen_hris.py"))
+GEN = Path(os.environ.get("GEN_HRIS") or Path(__file__).resolve().parent / "gen_hris.py")
 
 
 def best(runs: int, fn: Callable[[], object]) -> float:

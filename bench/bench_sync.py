@@ -1,4 +1,4 @@
-"""Benchmark: 100,000 people from shared/bench/gen_hris.py through read → plan.
+"""Benchmark: 100,000 people from bench/gen_hris.py through read → plan.
 
     .venv/bin/python bench/bench_sync.py [--people 100000] [--gen PATH]
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GEN = ROOT.parent / "shared" / "bench" / "gen_hris.py"
+GEN = ROOT / "bench" / "gen_hris.py"
 
 CONFIG = """
 state: {{url: "sqlite:///{db}"}}

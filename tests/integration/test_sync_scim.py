@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import io
 import json
-import os
 import random
 import subprocess
 import sys
@@ -36,10 +35,8 @@ from jml.sync import PlanOutcome, plan_cycle
 from tests.peers import ScimPeer, scim2_server
 from tests.vendor_peers.proxy import VendorProxy
 
-# The shared export generator (as the benchmarks use it): shared/ beside the checkout, as CI
-# lays it out; $GEN_HRIS points elsewhere.
-_BESIDE = Path(__file__).resolve().parents[3] / "shared" / "bench" / "gen_hris.py"
-GEN_HRIS = Path(os.environ.get("GEN_HRIS") or (_BESIDE if _BESIDE.exists() else "/work/shared/bench/gen_hris.py"))
+# The project's own seeded export generator (as the benchmarks use it), inside the repository.
+GEN_HRIS = Path(__file__).resolve().parents[2] / "bench" / "gen_hris.py"
 BERLIN = ZoneInfo("Europe/Berlin")
 TOKEN_ENV = "JML_TEST_SCIM_TOKEN"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"

@@ -108,60 +108,33 @@ class RandomFaultProxy(VendorProxy):
 
 # ---- HR exports ------------------------------------------------------------------------
 
-def _gen_hris_module() -> ModuleType | None:
-    for candidate in (os.environ.get("GEN_HRIS"), "/work/shared/bench/gen_hris.py",
-                      str(ROOT.parent / "shared" / "bench" / "gen_hris.py")):
-        if candidate and Path(candidate).exists():
-            spec = importlib.util.spec_from_file_location("gen_hris", candidate)
-            assert spec is not None and spec.loader is not None
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            return mod
-    return None
+def _gen_hris_module() -> ModuleType:
+    """The project's own seeded generator, bench/gen_hris.py (a copy of the reference one)."""
+    path = ROOT / "bench" / "gen_hris.py"
+    spec = importlib.util.spec_from_file_location("gen_hris", path)
+    assert spec is not None and spec.loader is not None, path
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 GEN = _gen_hris_module()
-FIELDS: list[str] = list(GEN.FIELDS) if GEN else [
-    "employee_id", "first_name", "last_name", "preferred_name", "work_email", "department", "cost_center",
-    "job_title", "manager_id", "location", "country", "employment_type", "status", "hire_date",
-    "termination_date", "github_username"]
-DEPARTMENTS = [d for d, _ in GEN.DEPTS] if GEN else ["Engineering", "Sales", "Finance", "People"]
-LOCATIONS = [c for c, _ in GEN.LOCS] if GEN else ["Berlin", "London", "Tokyo"]
-TITLES = sorted({t for ts in GEN.TITLES.values() for t in ts}) if GEN else ["Engineer", "Manager", "Analyst"]
+FIELDS: list[str] = list(GEN.FIELDS)
+DEPARTMENTS = [d for d, _ in GEN.DEPTS]
+LOCATIONS = [c for c, _ in GEN.LOCS]
+TITLES = sorted({t for ts in GEN.TITLES.values() for t in ts})
 
 
 def generate(people: int, seed: int) -> list[dict[str, str]]:
-    """gen_hris.py's day-0 export (a small built-in stand-in if the generator is not around)."""
-    import datetime as dt
-
-    today = dt.date.fromisoformat(TODAY)
-    if GEN is not None:
-        return list(GEN.generate(people, seed, today))
-    rng = random.Random(seed)
-    rows = []
-    for i in range(1, people + 1):
-        row = dict.fromkeys(FIELDS, "")
-        row.update(employee_id=f"E{i:07d}", first_name=f"First{i}", last_name=f"Last{i}",
-                   work_email=f"user{i}@example.com", department=rng.choice(DEPARTMENTS),
-                   job_title=rng.choice(TITLES), location=rng.choice(LOCATIONS), status="Active",
-                   employment_type="Employee", hire_date="2024-01-15")
-        rows.append(row)
-    return rows
+    """gen_hris.py's day-0 export."""
+    return list(GEN.generate(people, seed, dt.date.fromisoformat(TODAY)))
 
 
 def evolve(rows: list[dict[str, str]], seed: int, *, joiners: float, movers: float,
            leavers: float) -> list[dict[str, str]]:
     """gen_hris.py's next day (joiners, movers, leavers marked Terminated today)."""
-    import datetime as dt
-
     rows = [dict(r) for r in rows]
-    if GEN is not None:
-        return list(GEN.evolve(rows, seed, dt.date.fromisoformat(TODAY), joiners, movers, leavers))
-    rng = random.Random(seed)
-    active = [r for r in rows if r["status"] == "Active"]
-    for r in rng.sample(active, int(len(active) * leavers)):
-        r["status"], r["termination_date"] = "Terminated", TODAY
-    return rows
+    return list(GEN.evolve(rows, seed, dt.date.fromisoformat(TODAY), joiners, movers, leavers))
 
 
 def csv_bytes(rows: list[dict[str, str]]) -> bytes:
