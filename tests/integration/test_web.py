@@ -275,9 +275,10 @@ async def test_malformed_offboard_is_400(client: TestClient[Any, Any], body: byt
     assert (await r.json())["error"]
 
 
-async def test_offboard_api_unknown_person_or_unavailable(client: TestClient[Any, Any]) -> None:
+async def test_offboard_api_unknown_person_is_404(client: TestClient[Any, Any]) -> None:
     r = await client.post("/api/v1/offboard", json={"employee_id": "NOBODY", "reason": "test"}, headers=BEARER)
-    assert r.status in (404, 503)  # 503 until jml.events.offboard exists
+    assert r.status == 404, await r.text()
+    assert "NOBODY" in (await r.json())["error"]
 
 
 async def test_offboard_form_has_a_confirmation_step(client: TestClient[Any, Any],
