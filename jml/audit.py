@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from jml.redact import redact
+from jml.redact import redact_data
 from jml.store.db import RawJSON, bulk_write, is_write_conflict, utc
 from jml.store.repo import Store
 from jml.store.tables import AuditHeadRow, AuditRow
@@ -64,8 +64,9 @@ class _Head:
 def _rows(source: Records, state: _Head, now: dt.datetime, at: str) -> Iterator[tuple[Any, ...]]:
     for kind, data, actor, subject in source:
         state.count += 1
-        # Redact the serialised record once (C regex over one string), not field by field.
-        body = redact(dump(data))
+        # Redacted by structure, then serialised: a regex over the serialised record could
+        # cross from one HR field into the next and leave text that is not JSON (issue 14).
+        body = dump(redact_data(data))
         h = chain(state.prev, canonical(state.count, at, kind, actor, subject, None, body))
         yield (state.count, now, kind, actor, subject, RawJSON(body), state.prev, h)
         state.prev = h
@@ -122,7 +123,11 @@ class AuditLog:
 
     def records(self, since: dt.datetime | None = None, subject: str | None = None,
                 limit: int | None = None) -> Iterator[dict[str, Any]]:
-        q = select(AU).order_by(AU.c.seq)
+        """The records, oldest first. A row whose data is not JSON (written before issue 14's
+        fix, or edited) comes back with its text as `data` and an `error`, never an exception."""
+        cols = [c for c in AU.c if c.name != "data"]
+        # The stored text, parsed here: the JSON column's own decoder would raise mid-iteration.
+        q = select(*cols, cast(AU.c.data, Text).label("data")).order_by(AU.c.seq)
         if since is not None:
             q = q.where(AU.c.at >= since)
         if subject is not None:
@@ -132,8 +137,15 @@ class AuditLog:
         with self.engine.connect() as conn:
             for r in conn.execute(q).mappings():
                 at = utc(r["at"])
-                yield {"seq": r["seq"], "at": at.isoformat() if at else None, "kind": r["kind"], "actor": r["actor"],
+                rec = {"seq": r["seq"], "at": at.isoformat() if at else None, "kind": r["kind"], "actor": r["actor"],
                        "subject": r["subject"], "data": r["data"], "prev_hash": r["prev_hash"], "hash": r["hash"]}
+                if r["data"] is not None:
+                    try:
+                        rec["data"] = json.loads(r["data"])
+                    except ValueError as e:
+                        rec["error"] = f"data is not JSON ({e.msg} at character {e.pos})" \
+                            if isinstance(e, json.JSONDecodeError) else "data is not JSON"
+                yield rec
 
     def head(self) -> tuple[int, str]:
         with self.engine.connect() as conn:
@@ -156,12 +168,17 @@ def verify_lines(records: Iterable[dict[str, Any]], *, expect_count: int | None 
     for rec in records:
         n += 1
         seq = rec.get("seq")
+        if rec.get("error"):
+            return VerifyResult(False, n, f"record {seq}: {rec['error']}")
         if last_seq is not None and seq != last_seq + 1:
             return VerifyResult(False, n, f"record {seq}: sequence gap after {last_seq} (a record was deleted)")
         if prev is not None and rec.get("prev_hash") != prev:
             return VerifyResult(False, n, f"record {seq}: does not chain to record {last_seq}")
-        body = canonical(int(seq or 0), str(rec.get("at")), str(rec.get("kind")), str(rec.get("actor")),
-                         rec.get("subject"), rec.get("data"))
+        try:
+            body = canonical(int(seq or 0), str(rec.get("at")), str(rec.get("kind")), str(rec.get("actor")),
+                             rec.get("subject"), rec.get("data"))
+        except (TypeError, ValueError):
+            return VerifyResult(False, n, f"record {seq!r}: malformed (sequence number or subject unreadable)")
         if chain(str(rec.get("prev_hash")), body) != rec.get("hash"):
             return VerifyResult(False, n, f"record {seq}: content does not match its hash (edited)")
         prev, last_seq = str(rec.get("hash")), seq

@@ -1,14 +1,24 @@
 """Keep secrets out of every string jml emits (logs, errors, pages, audit).
 
-Secrets are registered when the config resolves them; anything that looks like a
-credential in an Authorization header or a URL's userinfo is masked too, so a vendor
-echoing a header back in an error body does not leak it.
+Secrets are registered when the config resolves them; a credential after Bearer/Basic/token
+and the password of a URL are masked too, so a vendor echoing a header back in an error
+body does not leak it.
+
+Redaction works on structure, never on serialised JSON (issue 14: an HR title `SRE//oncall`
+let a userinfo regex swallow JSON up to a later `:` and `@`, and the audit row stopped
+being JSON): `redact_data` walks dicts and lists, masks the values of known secret field
+names and passes every string through `redact`; `redact` masks registered secrets, a
+credential after an auth scheme, and only the password of a URL that urllib parses as
+`scheme://user:password@host`. None of these patterns can cross a quote, a backslash or
+whitespace, so text that was JSON stays JSON.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from typing import Any
+from urllib.parse import urlsplit
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -16,10 +26,23 @@ _pattern: re.Pattern[str] | None = None
 
 MASK = "***"
 
-# Bearer/Basic/token credentials and user:password@ in URLs.
-_GENERIC = re.compile(
-    r"(?i)(\b(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=\-]{6,}|(//[^/\s:@]+:)[^@\s/]+(@)"
+# A credential after an auth scheme. It must look like one (a digit or one of ._~+/=- in it,
+# or 20+ characters): "Basic Operations Manager" is a job title, not a header.
+_SCHEME = re.compile(
+    r"(?i)(\b(?:bearer|basic|token)\s+)"
+    r"((?=[A-Za-z0-9._~+/=\-]*[0-9._~+/=\-])[A-Za-z0-9._~+/=\-]{6,}|[A-Za-z0-9._~+/=\-]{20,})"
 )
+# A URL with userinfo: RFC 3986 scheme, then userinfo characters (unreserved, pct-encoded,
+# sub-delims, ':'), then '@'. No quote, backslash, whitespace or '/' can be part of it.
+_URL_USERINFO = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[A-Za-z0-9\-._~%!$&'()*+,;=:]*@")
+
+# Field names whose values are secrets wherever they appear in a record (compared
+# case-insensitively, '-' read as '_').
+SECRET_FIELDS = frozenset({
+    "password", "passwd", "secret", "client_secret", "token", "access_token", "refresh_token", "id_token",
+    "api_key", "apikey", "api_token", "authorization", "proxy_authorization", "cookie", "set_cookie",
+    "private_key", "bearer", "x_api_key",
+})
 
 
 def register_secret(value: str | None) -> None:
@@ -36,15 +59,55 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
+    """`text` with registered secrets, auth-scheme credentials and URL passwords masked."""
     if not text:
         return text
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
-    return _GENERIC.sub(_mask_generic, text)
+    if "://" in text:
+        text = _URL_USERINFO.sub(_mask_url, text)
+    return _SCHEME.sub(_mask_scheme, text)
 
 
-def _mask_generic(m: re.Match[str]) -> str:
-    if m.group(1):
-        return m.group(1) + MASK
-    return f"{m.group(2)}{MASK}{m.group(3)}"
+def is_secret_field(name: str) -> bool:
+    return name.casefold().replace("-", "_") in SECRET_FIELDS
+
+
+def redact_data(data: Any) -> Any:
+    """A copy of `data` (JSON-like: dicts, lists, scalars) with the values of secret field
+    names masked and every string through `redact`. Keys are kept (they are structure)."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {k: (_masked(v) if isinstance(k, str) and is_secret_field(k) else redact_data(v))
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_data(v) for v in data]
+    return data
+
+
+def _masked(value: Any) -> Any:
+    # An empty or absent secret is not one: keep None/""/False (they say "not set").
+    if value is None or value == "" or value is False:
+        return value
+    return MASK
+
+
+def _mask_scheme(m: re.Match[str]) -> str:
+    return m.group(1) + MASK
+
+
+def _mask_url(m: re.Match[str]) -> str:
+    """`scheme://user:password@` -> `scheme://user:***@`, judged by urllib; anything urllib
+    does not read as a URL with a password is left as it was."""
+    prefix = m.group(0)
+    try:
+        password = urlsplit(prefix + "host").password
+    except ValueError:
+        return prefix
+    if not password:
+        return prefix
+    scheme, _, userinfo = prefix[:-1].partition("://")
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:{MASK}@"

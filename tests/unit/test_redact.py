@@ -67,3 +67,40 @@ async def test_token_bucket_paces_and_pauses() -> None:
         assert clock[0] >= 5.2
     finally:
         asyncio.sleep = orig  # type: ignore[assignment]
+
+
+# ---- issue 14 finding 1: redaction by structure, never a regex over serialised JSON -------
+HR_VALUES = ["SRE//oncall", "Ops: on-call @ night", "a:b@c", "//x:y@z", "Dev//Ops: lead@EMEA", "http:/x", 'q"uote:',
+             "back\\slash//a:b@", "Basic Operations Manager", "Token Ring Engineer", "mailto:ana@example.com"]
+
+
+@pytest.mark.parametrize("value", HR_VALUES)
+def test_hr_values_pass_redaction_unchanged(value: str) -> None:
+    from jml.redact import redact_data
+
+    record = {"job_title": value, "first_name": "Ana", "department": f"Eng {value}", "note": value,
+              "person": {"last_name": value, "manager": "boss:1@2"}}
+    assert redact_data(record) == record
+
+
+def test_serialised_hr_record_stays_json_after_text_redaction() -> None:
+    import json
+
+    record = {"job_title": "SRE//oncall", "last_name": "O'Neil", "work_email": "ana@example.com"}
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    assert json.loads(redact(text)) == record
+
+
+def test_structure_masks_secret_fields_and_url_passwords_only() -> None:
+    from jml.redact import redact_data
+
+    out = redact_data({"password": "hunter2-long", "client_secret": "abc", "api_key": 12345,
+                       "nested": [{"Authorization": "Bearer abcdef123456xyz"}],
+                       "url": "https://isu:hunter2pass@wd.example:8443/ccx?x=1",
+                       "msg": "GET https://isu:hunter2pass@wd.example/ccx failed",
+                       "title": "SRE//oncall", "user_only": "https://isu@wd.example/"})
+    assert out["password"] == MASK and out["client_secret"] == MASK and out["api_key"] == MASK
+    assert out["nested"] == [{"Authorization": MASK}]
+    assert out["url"] == f"https://isu:{MASK}@wd.example:8443/ccx?x=1"
+    assert out["msg"] == f"GET https://isu:{MASK}@wd.example/ccx failed"
+    assert out["title"] == "SRE//oncall" and out["user_only"] == "https://isu@wd.example/"
