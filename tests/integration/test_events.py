@@ -76,6 +76,23 @@ async def wait_for(cond: Callable[[], Awaitable[bool]], timeout: float = 15.0) -
     raise AssertionError("condition not met in time")
 
 
+async def settled(env: Env, tag: str) -> None:
+    """A barrier instead of a sleep: an Okta event for nobody, published now. The processor
+    takes every pending event in one pass, so once this one has its outcome, every request
+    answered before it has been applied and planned; once the outbox is empty too, whatever
+    those plans queued has been pushed. What the test asserts after this is final."""
+    uid = f"barrier-{tag}"
+    r = await post_okta(env, okta_body((uid, "user.lifecycle.deactivate", "nobody@acme.example"),
+                                       at=dt.datetime.now(dt.UTC)))
+    assert r.status == 200
+
+    async def done() -> bool:
+        return (events.Inbox(env.rt.store).outcomes().get(f"okta:{uid}") is not None
+                and env.rt.outbox.open_count() == 0)
+    await wait_for(done)
+    assert events.Inbox(env.rt.store).outcomes()[f"okta:{uid}"] == "unmatched"
+
+
 def make_config(tmp: Path, peer: ScimPeer, **overrides: Any) -> Any:
     os.environ["JML_TEST_OKTA_SECRET"] = OKTA_SECRET
     os.environ["JML_TEST_HR_SECRET"] = HR_SECRET
@@ -175,8 +192,9 @@ async def test_deactivate_event_deprovisions_once(env: Env) -> None:
     assert await env.active("E2") is True
     for _ in range(3):  # Okta retries and at-least-once delivery
         assert (await post_okta(env, body)).status == 200
-    await asyncio.sleep(0.5)
-    assert env.count(WebhookEventRow.__table__) == 1
+    await settled(env, "dup")
+    W = WebhookEventRow.__table__
+    assert env.count(W, W.c.id == "okta:u-1") == 1 and env.count(W) == 2  # the event, and the barrier
     assert env.count(PlanRow.__table__, PlanRow.__table__.c.origin == "event") == 1
     state = env.rt.store.load_states(["E1"])["E1"]
     assert state.override is not None and state.override.kind is OverrideKind.IDP_DEACTIVATE
@@ -200,9 +218,10 @@ async def test_rejected_okta_requests_change_nothing(env: Env) -> None:
     assert (await post_okta(env, b'{"data": {"events": [{"uuid": 1}]}}')).status == 400
     assert (await post_okta(env, b"{" * 10)).status == 400
     assert (await post_okta(env, b" " * (env.rt.config.server.max_body_bytes + 1))).status == 413
-    await asyncio.sleep(0.3)
-    assert env.count(WebhookEventRow.__table__) == 0
+    await settled(env, "rejected")
+    assert env.count(WebhookEventRow.__table__) == 1  # the barrier only
     assert await env.active("E2") is True
+    assert "deactivate" not in {r["data"]["action"] for r in env.rt.audit.records(subject="E2") if r["kind"] == "push"}
 
 
 async def test_unmatched_and_reactivation(env: Env) -> None:
@@ -234,8 +253,8 @@ async def test_hr_webhooks(env: Env) -> None:
     assert (await post_hr(env, {**term, "type": "fired"})).status == 400
     assert (await post_hr(env, {**term, "person": {"first_name": "Cy"}})).status == 400  # no employee_id
     assert (await post_hr(env, {**term, "person": {"employee_id": "E4", "hire_date": "03/03/2025"}})).status == 400
-    await asyncio.sleep(0.2)
-    assert env.count(WebhookEventRow.__table__) == 0 and await env.active("E4") is True
+    await settled(env, "hr-rejected")
+    assert env.count(WebhookEventRow.__table__) == 1 and await env.active("E4") is True  # the barrier only
     r = await post_hr(env, term)
     assert r.status == 200 and (await r.json())["status"] == "accepted"
     await wait_for(lambda: _inactive(env, "E4"))
@@ -269,13 +288,20 @@ async def test_offboard_undo_and_stickiness(env: Env) -> None:
     # An unchanged export still saying Active does not undo it, nor does a changed row saying Active.
     rows = [*PEOPLE, ("E5", "Ed", "Wu", "ed@acme.example", "Sales")]
     env.export.write_text(export_text(rows))
-    await plan_cycle(env.rt)
+    unchanged_row = await plan_cycle(env.rt)
     rows[1] = ("E2", "Ana", "Diaz", "ana@acme.example", "Marketing")
     env.export.write_text(export_text(rows))
-    await plan_cycle(env.rt)
+    changed_row = await plan_cycle(env.rt)
+    for outcome in (unchanged_row, changed_row):
+        assert not outcome.held
+        assert not [op for op in outcome.operations
+                    if op.employee_id == "E2" and op.action.value in ("create", "reactivate", "add_member")]
+    assert any(op.employee_id == "E5" for op in unchanged_row.operations)  # the plans did plan something
     env.ctx.wake()
-    await wait_for(lambda: _exists(env, "E5"))
-    await asyncio.sleep(0.3)
+
+    async def pushed() -> bool:
+        return await _exists(env, "E5") and env.rt.outbox.open_count() == 0
+    await wait_for(pushed)
     assert await env.active("E2") is False
     undo = await offboard_mod.offboard(env.rt, "E2", reason="mistake", actor="hr@acme", undo=True)
     assert undo.changed and not undo.held
@@ -301,7 +327,10 @@ async def test_event_leaver_cap_holds(tmp_path: Path) -> None:
         await wait_for(held)
         plan = next(p for p in env.rt.outbox.plans(["held"]) if p.origin == "event")
         assert "max_event_leavers_per_hour 1" in plan.reasons[0]
-        await asyncio.sleep(0.3)
+        ops = env.rt.outbox.plan_ops(plan.id)
+        assert ("E2", "deactivate") in {(q.op.employee_id, q.op.action.value) for q in ops}
+        assert {q.state for q in ops} == {"held"}  # nothing of it queued
+        await settled(env, "cap")
         assert await env.active("E2") is True
 
 
