@@ -120,6 +120,20 @@ def _csv_rows(doc: dict[str, Any]) -> Iterable[dict[str, Any]]:
                    "change": ch["action"], "changed_at": ch["at"]}
 
 
+# OWASP "CSV Injection": a cell starting with one of these is read as a formula by Excel,
+# LibreOffice and Google Sheets (=HYPERLINK(…) exfiltrates, =cmd|… runs). HR names, group
+# names and usernames are outside our control: prefix such a cell with ' so it stays text.
+# (The csv module quotes separators, quotes and line breaks inside a cell.)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text, never evaluates."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def access(rt: Runtime, out: IO[str], *, fmt: str = "csv", changes_since: dt.datetime | None = None) -> None:
     """`jml report access`: who has what in every connector and which rule grants it."""
     doc = access_data(rt, changes_since)
@@ -127,10 +141,12 @@ def access(rt: Runtime, out: IO[str], *, fmt: str = "csv", changes_since: dt.dat
         json.dump(doc, out, indent=2, ensure_ascii=False, default=str)
         out.write("\n")
         return
-    writer = csv.DictWriter(out, fieldnames=list(ACCESS_COLUMNS), lineterminator="\n")
+    # RFC 4180 line ends: with "\n" the csv module leaves a bare CR in a cell unquoted, and a
+    # spreadsheet starts a new row there.
+    writer = csv.DictWriter(out, fieldnames=list(ACCESS_COLUMNS), lineterminator="\r\n")
     writer.writeheader()
     for row in _csv_rows(doc):
-        writer.writerow(row)
+        writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
 
 
 # ---- SLA -----------------------------------------------------------------------------

