@@ -15,6 +15,7 @@ import boto3
 
 from tests.e2e.conftest import AWS_TEST_ENV
 from tests.e2e.helpers import (
+    Served,
     db_scalar,
     export_bytes,
     person,
@@ -40,6 +41,14 @@ def _plans(db: Path) -> int:
     return int(db_scalar(db, "SELECT count(*) FROM plan"))
 
 
+UNCHANGED = "export unchanged: planning only dated transitions"
+
+
+def _unchanged_polls(served: Served) -> int:
+    """How many polls so far found the export unchanged (each one logs it)."""
+    return sum(1 for r in served.log_records() if r.get("event") == UNCHANGED)
+
+
 def test_serve_health_metrics_folder_poll_and_unchanged_export(scim: ScimPeer, tmp_path: Path) -> None:
     exports = tmp_path / "exports"
     first = [person(i) for i in range(1, 6)]
@@ -62,11 +71,11 @@ def test_serve_health_metrics_folder_poll_and_unchanged_export(scim: ScimPeer, t
         assert "jml_operations_total" in text
         assert _plans(db) == 1
 
-        # More polls of the same file: no new plan, no new export recorded.
-        time.sleep(2.5)
+        # More polls of the same file (waited for in the log): no new plan, no new export recorded.
+        polls = _unchanged_polls(served)
+        wait_until(lambda: _unchanged_polls(served) >= polls + 2, 15, what="two more polls of the unchanged export")
         assert _plans(db) == 1
         assert db_scalar(db, "SELECT count(*) FROM export") == 1
-        assert any(r.get("event") == "export unchanged: planning only dated transitions" for r in served.log_records())
 
         # A newer export in the folder is read at the next poll and reaches the app.
         write_export(exports, "export-2.csv", [*first, person(6)])
@@ -132,10 +141,12 @@ def test_s3_export_picked_up_on_next_poll(scim: ScimPeer, moto_url: str, tmp_pat
     with start_serve(cfg, env={"SCIM_TOKEN": scim.token, **AWS_TEST_ENV}) as served:
         served.wait_ready()
         wait_until(lambda: _has_users(scim, {p["employee_id"] for p in first}), 20, what="the S3 export pushed")
-        # Two polls of an unchanged object (same ETag): nothing planned. (The wait also keeps the
-        # next object's one-second-resolution LastModified newer.)
-        time.sleep(2.2)
+        # Two polls of an unchanged object (same ETag): nothing planned. (Two one-second polls
+        # also keep the next object's one-second-resolution LastModified newer.)
+        polls = _unchanged_polls(served)
+        wait_until(lambda: _unchanged_polls(served) >= polls + 2, 15, what="two polls of the unchanged object")
         assert _plans(db) == 1
+        assert db_scalar(db, "SELECT count(*) FROM export") == 1
         s3.put_object(Bucket=bucket, Key="workday/export-2.csv", Body=export_bytes([*first, person(4)]))
         wait_until(lambda: _has_users(scim, {"E0000004"}), 15, what="the newer S3 object pushed")
         assert _plans(db) == 2
@@ -181,8 +192,10 @@ def test_sigterm_mid_batch_exits_within_grace_and_restart_finishes_exactly_once(
                        == 0, 60, 0.5, what="the batch finished")
             assert db_scalar(db, "SELECT count(*) FROM operation WHERE state = 'dead'") == 0
             assert _plans(db) == 1
-            # Let the stalled requests (forwarded late by the proxy) land before counting.
-            time.sleep(max(0.0, t0 + stall + 0.5 - time.monotonic()))
+            # Let the stalled requests (forwarded late by the proxy) land before counting: the
+            # proxy sets a request's status once the app has answered it.
+            wait_until(lambda: all(s.status for s in list(proxy.seen)), stall + 15, 0.1,
+                       what="every request through the proxy answered, the stalled ones too")
             counts = _external_ids(scim)
             assert set(counts) == ids
             assert all(c == 1 for c in counts.values()), [e for e, c in counts.items() if c != 1]
