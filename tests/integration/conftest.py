@@ -1,5 +1,10 @@
-"""Shared fixtures for the integration tests: a database URL (SQLite, and PostgreSQL when
-JML_TEST_DATABASE_URL is set) with a clean schema per test, and a fresh scim2-server."""
+"""Shared fixtures for the integration tests: a database URL (SQLite and PostgreSQL) with a
+clean schema per test, and a fresh scim2-server.
+
+PostgreSQL is a peer the suite needs, never an optional one: JML_TEST_DATABASE_URL names the
+server, by default the project machines' own (postgresql+psycopg://postgres@127.0.0.1:5432/test,
+which `.ci/run` starts). An unreachable server fails the tests that use it, loudly; it does not
+skip them."""
 
 from __future__ import annotations
 
@@ -15,13 +20,34 @@ from sqlalchemy.engine import make_url
 from tests.peers import ScimPeer, scim2_server
 
 PG_ENV = "JML_TEST_DATABASE_URL"
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+_pg_checked: dict[str, str] = {}
 
 
-def _pg_base() -> str | None:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        return None
+def _pg_base() -> str:
+    url = os.environ.get(PG_ENV) or PG_DEFAULT
     return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
+def _pg_reachable(base: str) -> str:
+    """`base`, once a connection to it has worked; a failed test naming the server otherwise."""
+    if base not in _pg_checked:
+        engine = create_engine(base, connect_args={"connect_timeout": 5})
+        error = ""
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            error = str(exc).splitlines()[0]
+        finally:
+            engine.dispose()
+        if error:
+            shown = make_url(base).render_as_string(hide_password=True)
+            pytest.fail(f"PostgreSQL at {shown} ({PG_ENV}, default {PG_DEFAULT}) is not reachable: {error}. "
+                        "Start it (`.ci/run` does: pg_ctlcluster ... main start); these tests do not skip.",
+                        pytrace=False)
+        _pg_checked[base] = base
+    return base
 
 
 def pg_schema_url(base: str) -> Iterator[str]:
@@ -45,10 +71,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jml-test.db'}"
         return
-    base = _pg_base()
-    if base is None:
-        pytest.skip(f"{PG_ENV} is not set")
-    yield from pg_schema_url(base)
+    yield from pg_schema_url(_pg_reachable(_pg_base()))
 
 
 @pytest.fixture
