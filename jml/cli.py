@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="what a sync would do")
     p.add_argument("--json", action="store_true")
     for name in ("approve", "discard"):
-        p = sub.add_parser(name, help=f"{name} a held plan")
+        p = sub.add_parser(name, help=f"{name} a held plan (or a pre-approval, pa-…)")
         p.add_argument("plan_id")
     p = sub.add_parser("offboard", help="HR's leaver now")
     p.add_argument("employee_id")
@@ -59,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("employee_ids", nargs="*")
     p.add_argument("--file", help="a file with one employee_id per line")
     p.add_argument("--clear", action="store_true", help="empty the list")
+    p = sub.add_parser("token", help="scoped API tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="create a token; it is printed once")
+    t.add_argument("name")
+    t.add_argument("--role", action="append", nargs="+", required=True, metavar="ROLE",
+                   help="viewer, hr, operator, approver, auditor or admin (repeatable)")
+    t.add_argument("--expires", help="lifetime, e.g. 90d, 12h (default: never)")
+    tsub.add_parser("list", help="the tokens (never their secrets)")
+    t = tsub.add_parser("revoke", help="stop a token at once")
+    t.add_argument("name")
     p = sub.add_parser("audit")
     asub = p.add_subparsers(dest="audit_command", required=True)
     e = asub.add_parser("export")
@@ -134,6 +144,7 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "resume": commands.resume,
         "audit": commands.audit,
         "pre-approve": commands.pre_approve,
+        "token": commands.token,
         "report": commands.report,
         "check": commands.check,
     }

@@ -145,14 +145,23 @@ async def plan(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def _decide(args: argparse.Namespace, cfg: Config, approve: bool) -> int:
-    from jml.approvals import decide
+    """The command line counts as one approver (`cli:<os user>`), never the requester's second vote."""
+    from jml import approvals
 
     rt = Runtime(cfg)
-    refusal = decide(rt, args.plan_id, approve=approve, actor="cli")
-    if refusal:
-        raise UsageError(refusal)
-    if not approve:
-        print(f"plan {args.plan_id} discarded")
+    who = approvals.cli_approver()
+    try:
+        if not approve:
+            approvals.discard(rt, args.plan_id, who)
+            print(f"{args.plan_id} discarded")
+            return EXIT_OK
+        decision = approvals.approve(rt, args.plan_id, who)
+    except approvals.Refused as e:
+        raise UsageError(e.message) from None
+    print(decision.message)
+    if not decision.done:
+        return EXIT_SAFETY  # still held: it waits for another approver
+    if args.plan_id.startswith(approvals.PRE_APPROVAL_PREFIX):
         return EXIT_OK
     print(f"plan {args.plan_id} approved: applying")
     await work(rt, args.plan_id)
@@ -221,13 +230,79 @@ async def pre_approve(args: argparse.Namespace, cfg: Config) -> int:
                 ids += [line.strip() for line in f if line.strip() and not line.startswith("#")]
         except OSError as e:
             raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+    from jml import approvals
+
     rt = Runtime(cfg)
-    current = [] if args.clear else list(rt.store.get_setting("pre_approved_leavers", []) or [])
-    merged = sorted(set(current) | set(ids))
-    rt.store.set_setting("pre_approved_leavers", merged)
-    rt.audit.append("pre_approval", {"added": sorted(set(ids)), "cleared": bool(args.clear), "count": len(merged)},
-                    now=rt.clock(), actor="cli")
-    print(f"{len(merged)} pre-approved leaver(s)")
+    who = approvals.cli_approver()
+    if args.clear:  # emptying the list only makes the guard stricter: no second pair of eyes needed
+        rt.store.set_setting("pre_approved_leavers", [])
+        rt.audit.append("pre_approval", {"added": [], "cleared": True, "count": 0}, now=rt.clock(), actor=who.actor)
+        print("pre-approved leavers cleared")
+    if not ids:
+        return EXIT_OK
+    rid = approvals.request_pre_approval(rt, ids, who)
+    required = cfg.guard.approvals_required
+    print(f"pre-approval {rid} for {len(set(ids))} leaver(s) waits for {required} approval(s) by someone else: "
+          f"`jml approve {rid}` (another user), the page, or POST /api/v1/plans/{rid}/approve")
+    return EXIT_OK
+
+
+async def token(args: argparse.Namespace, cfg: Config) -> int:
+    """`jml token create NAME --role ROLE… [--expires DURATION]` / `token list` / `token revoke NAME`."""
+    import datetime as dt
+    import re
+
+    from jml import approvals
+    from jml.config import ROLE_NAMES, parse_duration
+    from jml.store.identity import IdentityStore
+    from jml.web.auth import new_api_token, token_hash
+
+    rt = Runtime(cfg)
+    store = IdentityStore(rt.store.engine)
+    now = rt.clock()
+    who = approvals.cli_approver()
+    if args.token_command == "list":
+        rows = store.tokens()
+        if not rows:
+            print("no API tokens")
+        for t in rows:
+            state = ("revoked " + t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else
+                     "expired" if not t.live(now) else "live")
+            expires = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
+            used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+            print(f"{t.name}\troles={','.join(t.roles)}\t{state}\texpires={expires}\tlast_used={used}")
+        return EXIT_OK
+    name = args.name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise UsageError("token NAME: 1-64 letters, digits, '.', '_' or '-'")
+    if args.token_command == "revoke":
+        if not store.revoke_token(name, now):
+            raise UsageError(f"no live token named {name!r}")
+        rt.audit.append("token_revoke", {"name": name}, now=now, actor=who.actor)
+        print(f"token {name} revoked")
+        return EXIT_OK
+    roles = sorted({r for group in args.role for r in group})
+    bad = [r for r in roles if r not in ROLE_NAMES]
+    if bad:
+        raise UsageError(f"unknown role(s) {', '.join(bad)} (use {', '.join(ROLE_NAMES)})")
+    expires_at = None
+    if args.expires:
+        try:
+            life = parse_duration(args.expires)
+        except ValueError as e:
+            raise UsageError(f"--expires: {e}") from None
+        if life <= dt.timedelta(0) or life > dt.timedelta(days=3660):
+            raise UsageError("--expires: between 1 second and 10 years")
+        expires_at = now + life
+    secret = new_api_token()
+    if not store.create_token(name, token_hash(secret), roles, created_by=who.actor, now=now, expires_at=expires_at):
+        raise UsageError(f"a token named {name!r} exists (names are not reused; pick another)")
+    rt.audit.append("token_create", {"name": name, "roles": roles,
+                                     "expires_at": expires_at.isoformat() if expires_at else None},
+                    now=now, actor=who.actor)
+    print(secret)
+    print(f"token {name} ({', '.join(roles)}) created; it is shown only this once: "
+          "send it as `Authorization: Bearer <token>`", file=sys.stderr)
     return EXIT_OK
 
 

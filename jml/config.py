@@ -87,12 +87,91 @@ class StateConfig(_Strict):
     url: str = "sqlite:///jml.db"
 
 
+ROLE_NAMES = ("viewer", "hr", "operator", "approver", "auditor", "admin")
+
+
+def _role_list(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value or [])
+    for r in items:
+        if r not in ROLE_NAMES:
+            raise ValueError(f"unknown role {r!r} (use {', '.join(ROLE_NAMES)})")
+    return [str(r) for r in items]
+
+
+class OidcConfig(_Strict):
+    """OpenID Connect sign-in (authorization code + PKCE). Discovery at <issuer>/.well-known/openid-configuration."""
+
+    issuer: str
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile", "groups"])
+    roles_claim: str = "groups"
+    roles: dict[str, str | list[str]] = Field(default_factory=dict)  # group -> role or [roles]
+    person_claim: str = "email"
+    session_ttl: Duration = dt.timedelta(hours=8)
+    clock_skew: Duration = dt.timedelta(seconds=60)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("issuer must be an https:// URL")
+        return v.rstrip("/")
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for roles in v.values():
+            _role_list(roles)
+        return v
+
+    def roles_for(self, groups: Any) -> frozenset[str]:
+        """The roles the IdP groups map to (unknown groups map to nothing)."""
+        if isinstance(groups, str):
+            groups = [groups]
+        if not isinstance(groups, (list, tuple)):
+            return frozenset()
+        out: set[str] = set()
+        for g in groups:
+            if isinstance(g, str) and g in self.roles:
+                out.update(_role_list(self.roles[g]))
+        return frozenset(out)
+
+
 class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
-    admin_token_env: str | None = None
+    admin_token_env: str | None = None  # break-glass once OIDC is configured; every use is audited
     admin_token_file: str | None = None
-    max_body_bytes: int = 1_048_576
+    public_url: str | None = None  # how browsers reach jml; the OIDC redirect is <public_url>/auth/callback
+    trusted_proxies: list[str] = Field(default_factory=list)  # X-Forwarded-For/-Proto honoured only from these
+    oidc: OidcConfig | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_connections: int = Field(256, ge=1)  # open client connections; more are closed at once
+    header_timeout: Duration = dt.timedelta(seconds=10)  # a request's headers must arrive within this
+    body_timeout: Duration = dt.timedelta(seconds=30)  # and its body within this
+    keepalive_timeout: Duration = dt.timedelta(seconds=15)
+    login_failures_per_minute: int = Field(10, ge=1)  # per client address and per account
     shutdown_grace: Duration = dt.timedelta(seconds=20)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("public_url must be an http(s):// URL")
+        return v.rstrip("/") if v else v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {net!r}") from None
+        return v
 
 
 class SourceAuth(_Strict):
@@ -175,6 +254,7 @@ class GuardConfig(_Strict):
     max_deprovision_count: int = Field(100, ge=0)
     max_shrink_percent: float = Field(10, ge=0)
     max_event_leavers_per_hour: int = Field(1000, ge=0)
+    approvals_required: int = Field(1, ge=1, le=10)  # people (other than the requester) to release a held plan
 
 
 class GuardOverride(_Strict):

@@ -217,3 +217,41 @@ class ConnectorDialectRow(SQLModel, table=True):
     connector: str = Field(primary_key=True)
     facts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     updated_at: dt.datetime | None = _ts()
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A scoped API token (`jml token create`): only its sha256 is kept, never the token."""
+
+    __tablename__ = "api_token"
+    name: str = Field(primary_key=True)
+    token_hash: str = Field(unique=True)
+    roles: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: dt.datetime | None = _ts()
+    created_by: str | None = None
+    expires_at: dt.datetime | None = _ts()
+    revoked_at: dt.datetime | None = _ts()
+    last_used_at: dt.datetime | None = _ts()
+
+
+class ApprovalRequestRow(SQLModel, table=True):
+    """Something that needs four eyes: a held plan or a layoff pre-approval, and who asked for it."""
+
+    __tablename__ = "approval_request"
+    id: str = Field(primary_key=True)  # the plan id, or "pa-…" for a pre-approval
+    kind: str  # plan | pre_approval
+    requested_by: str | None = None  # identity key of the requester (None: jml itself)
+    requester: str | None = None  # the actor text, for people to read
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    state: str = "pending"  # pending | approved | discarded
+    created_at: dt.datetime | None = _ts()
+    decided_at: dt.datetime | None = _ts()
+
+
+class ApprovalVoteRow(SQLModel, table=True):
+    """One approver's yes to one request; one per identity."""
+
+    __tablename__ = "approval_vote"
+    request_id: str = Field(primary_key=True)
+    approver_key: str = Field(primary_key=True)
+    approver: str | None = None
+    at: dt.datetime | None = _ts()

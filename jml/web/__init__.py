@@ -1,5 +1,7 @@
 """The signed-in web layer of `jml serve`: the status page, the HR view, the JSON API and
 the OpenAPI document. The service mounts it with `add_routes(app, ctx)`.
+
+ROUTES is the one table of what each route needs (jml.web.roles); the role tests walk it.
 """
 
 from __future__ import annotations
@@ -7,29 +9,72 @@ from __future__ import annotations
 from aiohttp import web
 
 from jml.context import ServiceContext
+from jml.store.identity import IdentityStore
 from jml.web import api, login, people, status_page
 from jml.web.auth import Gate
-from jml.web.state import WEB, WebState, form, page
+from jml.web.oidc import OidcClient
+from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, VIEW
+from jml.web.state import WEB, PageHandler, WebState, form, page
 from jml.web.state import api as api_auth
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "add_routes"]
+
+# (method, path, kind, handler, right): kind is page (HTML GET), form (HTML POST) or api (JSON).
+ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
+    ("GET", "/", "page", status_page.status_page, VIEW),
+    ("GET", "/people", "page", people.search, PEOPLE),
+    ("GET", "/people/{employee_id}", "page", people.person, PEOPLE),
+    ("POST", "/people/{employee_id}/offboard", "form", people.offboard, OFFBOARD),  # type: ignore[list-item]
+    ("POST", "/plans/{plan_id}/approve", "form", api.approve_form, APPROVE),  # type: ignore[list-item]
+    ("POST", "/plans/{plan_id}/discard", "form", api.discard_form, OPERATE),  # type: ignore[list-item]
+    ("POST", "/retry", "form", api.retry_form, OPERATE),  # type: ignore[list-item]
+    ("POST", "/connectors/{connector}/pause", "form", api.pause_form, OPERATE),  # type: ignore[list-item]
+    ("POST", "/connectors/{connector}/resume", "form", api.pause_form, OPERATE),  # type: ignore[list-item]
+    ("GET", "/audit", "page", api.audit_page, AUDIT),
+    ("GET", "/api/v1/status", "api", api.status, VIEW),
+    ("POST", "/api/v1/offboard", "api", api.offboard, OFFBOARD),
+    ("POST", "/api/v1/plans/{plan_id}/approve", "api", api.approve, APPROVE),
+    ("POST", "/api/v1/plans/{plan_id}/discard", "api", api.discard, OPERATE),
+    ("POST", "/api/v1/retry", "api", api.retry, OPERATE),
+    ("POST", "/api/v1/connectors/{connector}/pause", "api", api.pause, OPERATE),
+    ("POST", "/api/v1/connectors/{connector}/resume", "api", api.resume, OPERATE),
+    ("GET", "/api/v1/people/{employee_id}/progress", "api", api.progress, VIEW),
+    ("GET", "/api/v1/audit", "api", api.audit_export, AUDIT),
+    ("GET", "/api/v1/reports/access", "api", api.access_report, AUDIT),
+]
+
+
+def _audit(ctx: ServiceContext) -> object:
+    def append(kind: str, data: dict[str, object], actor: str) -> None:
+        ctx.rt.audit.append(kind, data, now=ctx.rt.clock(), actor=actor)
+
+    return append
 
 
 def add_routes(app: web.Application, ctx: ServiceContext) -> None:
     """Register the pages, the API and /api/openapi.json on `app` (before it starts)."""
-    app[WEB] = WebState(ctx=ctx, gate=Gate(ctx.rt.config))
-    app.router.add_get("/", page(status_page.status_page))
+    cfg = ctx.rt.config
+    oidc = None
+    if cfg.server.oidc is not None:
+        base = cfg.server.public_url or "http://" + cfg.server.listen
+        oidc = OidcClient(cfg.server.oidc, base.rstrip("/") + "/auth/callback")
+    gate = Gate(cfg, identities=IdentityStore(ctx.rt.store.engine), audit=_audit(ctx),  # type: ignore[arg-type]
+                clock=ctx.rt.clock)
+    st = WebState(ctx=ctx, gate=gate, oidc=oidc)
+    app[WEB] = st
+
+    async def close_http(_app: web.Application) -> None:
+        if st.http is not None:
+            await st.http.close()
+
+    app.on_cleanup.append(close_http)
     app.router.add_get("/login", login.login_form)
     app.router.add_post("/login", login.login)
+    app.router.add_get("/auth/callback", login.callback)
     app.router.add_post("/logout", login.logout)
-    app.router.add_get("/people", page(people.search))
-    app.router.add_get("/people/{employee_id}", page(people.person))
-    app.router.add_post("/people/{employee_id}/offboard", form(people.offboard))
-    app.router.add_post("/plans/{plan_id}/approve", form(api.approve_form))
-    app.router.add_get("/api/v1/status", api_auth(api.status))
-    app.router.add_post("/api/v1/offboard", api_auth(api.offboard))
-    app.router.add_post("/api/v1/plans/{plan_id}/approve", api_auth(api.approve))
-    app.router.add_get("/api/v1/people/{employee_id}/progress", api_auth(api.progress))
+    wrap = {"page": page, "form": form, "api": api_auth}
+    for method, path, kind, handler, right in ROUTES:
+        app.router.add_route(method, path, wrap[kind](handler, right))  # type: ignore[operator]
     app.router.add_get("/api/openapi.json", api.openapi)
     app.router.add_get("/static/style.css", api.static_file)
     app.router.add_get("/static/app.js", api.static_file)

@@ -1,6 +1,8 @@
-"""The two things a signed-in person can change: approve a held plan, offboard someone.
+"""What a signed-in person can change: approve or discard a held plan (or a pre-approval),
+offboard someone, retry dead letters, pause or resume a connector.
 
 Shared by the HTML forms and the JSON API so both audit and wake the workers the same way.
+The actor is always the person (or token) who asked, as `Principal.actor` names them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import importlib
 import re
 from typing import Any
 
-from jml.approvals import decide
+from jml import approvals
+from jml.approvals import Approver, Decision
 from jml.context import ServiceContext
 from jml.errors import GuardHeld, JMLError
 
@@ -25,11 +28,44 @@ class ActionError(Exception):
         self.message = message
 
 
-def approve(ctx: ServiceContext, plan_id: str, actor: str) -> None:
-    refusal = decide(ctx.rt, plan_id, approve=True, actor=actor)
-    if refusal:
-        raise ActionError(404 if refusal.startswith("no plan") else 409, refusal)
-    ctx.wake()
+def approve(ctx: ServiceContext, plan_id: str, who: Approver) -> Decision:
+    try:
+        decision = approvals.approve(ctx.rt, plan_id, who)
+    except approvals.Refused as e:
+        raise ActionError(404 if e.not_found else 409, e.message) from None
+    if decision.done:
+        ctx.wake()
+    return decision
+
+
+def discard(ctx: ServiceContext, plan_id: str, who: Approver) -> None:
+    try:
+        approvals.discard(ctx.rt, plan_id, who)
+    except approvals.Refused as e:
+        raise ActionError(404 if e.not_found else 409, e.message) from None
+
+
+def retry(ctx: ServiceContext, operation_id: int | None, actor: str) -> int:
+    rt = ctx.rt
+    n = rt.outbox.retry(operation_id, rt.clock())
+    rt.audit.append("retry", {"operation_id": operation_id, "all": operation_id is None, "count": n},
+                    now=rt.clock(), actor=actor)
+    if n:
+        ctx.wake()
+    return n
+
+
+def pause(ctx: ServiceContext, connector: str, paused: bool, actor: str) -> list[str]:
+    rt = ctx.rt
+    if connector not in rt.config.connectors:
+        raise ActionError(404, f"no connector {connector!r}")
+    current = set(rt.store.get_setting("paused_connectors", []) or [])
+    current = current | {connector} if paused else current - {connector}
+    rt.store.set_setting("paused_connectors", sorted(current))
+    rt.audit.append("pause" if paused else "resume", {"connector": connector}, now=rt.clock(), actor=actor)
+    if not paused:
+        ctx.wake()
+    return sorted(current)
 
 
 def events_module() -> Any:
@@ -41,7 +77,7 @@ def events_module() -> Any:
 
 
 async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt.datetime | None, actor: str,
-                   undo: bool) -> dict[str, Any]:
+                   undo: bool, who: Approver | None = None) -> dict[str, Any]:
     fn = getattr(events_module(), "offboard", None)
     if fn is None:
         raise ActionError(503, "offboarding is not available in this build (jml.offboard is missing); "
@@ -54,6 +90,9 @@ async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt
         raise ActionError(409, str(e)) from None
     except JMLError as e:
         raise ActionError(404 if type(e).__name__ == "UnknownEmployee" else 400, str(e)) from None
+    held = [p.plan_id for p in getattr(result, "plans", None) or [] if p.plan_id and p.held]
+    if held and who is not None:  # whoever caused a held plan cannot approve it themselves
+        approvals.record_requester(ctx.rt, held, who)
     ctx.event_wakeup.set()
     ctx.wake(*[p.plan_id for p in getattr(result, "plans", None) or [] if p.plan_id and not p.held])
     return {"employee_id": employee_id, "undo": undo, **summarize(result)}
@@ -96,6 +135,9 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
 
 
+EARLIEST_YEAR, LATEST_YEAR = 1900, 9000  # far enough; beyond, date arithmetic (deadlines) overflows
+
+
 def parse_at(value: Any) -> dt.datetime:
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError("`at` must be an ISO 8601 date-time string, e.g. 2026-11-23T17:00:00+01:00")
@@ -111,6 +153,9 @@ def parse_at(value: Any) -> dt.datetime:
         if tz_s and tz_s not in ("Z", "z"):
             sign = 1 if tz_s[0] == "+" else -1
             tz = dt.timezone(sign * dt.timedelta(hours=int(tz_s[1:3]), minutes=int(tz_s[4:6])))
-        return dt.datetime(y, mo, d, hh, mi, min(ss, 59), micro, tzinfo=tz).astimezone(dt.UTC)
+        t = dt.datetime(y, mo, d, hh, mi, min(ss, 59), micro, tzinfo=tz).astimezone(dt.UTC)
+        if not EARLIEST_YEAR <= t.year <= LATEST_YEAR:
+            raise ValueError("out of range")
+        return t
     except (ValueError, OverflowError):
         raise ValueError(f"`at` is not a valid date-time: {value[:64]!r}") from None

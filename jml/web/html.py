@@ -117,11 +117,19 @@ def secure_headers(resp: web.StreamResponse, *, private: bool = True) -> web.Str
 def page(title: str, body: str, *, now: dt.datetime, csrf: str = "", active: str = "", signed_in: bool = True,
          refresh: int = 0, status: int = 200) -> web.Response:
     links = [("/", "Status", "status"), ("/people", "People", "people")]
-    nav = "".join(f'<a href="{u}" class="{"active" if k == active else ""}">{t}</a>' for u, t, k in links)
+    from jml.web.auth import CURRENT, VIEW_RIGHTS
+
+    who = CURRENT.get() if signed_in else None
+    if who is not None:
+        links += [(u, t, k) for u, t, k, right in VIEW_RIGHTS if who.can(right)]
+    nav = "".join(f'<a href="{u}" class="{"active" if k == active else ""}">{t}</a>' for u, t, k in links
+                  if k != "people" or who is None or who.can("people"))
     account = ""
+    if who is not None:
+        account = f'<span class="whoami" id="signed-in-as">Signed in as {h(who.label)}</span>'
     if signed_in and csrf:
-        account = (f'<form method="post" action="/logout" class="logout">{csrf_input(csrf)}'
-                   '<button type="submit" class="link">Sign out</button></form>')
+        account += (f'<form method="post" action="/logout" class="logout">{csrf_input(csrf)}'
+                    '<button type="submit" class="link">Sign out</button></form>')
     text = template("base.html").substitute(
         title=h(title), csrf=h(csrf), now=h(now.isoformat()), now_text=h(when(now)), nav=nav, account=account,
         body=body, refresh=str(int(refresh)))

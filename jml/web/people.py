@@ -164,7 +164,7 @@ async def person(request: web.Request, who: Principal) -> web.StreamResponse:
         + f'<section class="card"><h1>{h(name)}</h1>{_facts(facts)}</section>'
         + (_progress(eid, prog, now) if prog["leaver"] else "")
         + f'<section class="card" id="access"><h2>Access</h2>{_access(access)}</section>'
-        + _offboard_form(eid, facts, csrf)
+        + (_offboard_form(eid, facts, csrf) if who.can("offboard") else "")
     )
     return page(name, body, now=now, csrf=csrf, active="people")
 
@@ -191,7 +191,8 @@ async def offboard(request: web.Request, who: Principal, form: dict[str, str]) -
         access = await asyncio.to_thread(data.access, ctx.rt, eid)
         return _confirm(eid, facts, access, reason, undo, csrf, ctx, now)
     try:
-        result = await actions.offboard(ctx, eid, reason=reason, at=None, actor=who.actor, undo=undo)
+        result = await actions.offboard(ctx, eid, reason=reason, at=None, actor=who.actor, undo=undo,
+                                        who=who.approver)
     except actions.ActionError as e:
         return message_page("Not done", e.message, now=now, csrf=csrf, status=e.status, back=back)
     done = "held" if result.get("held") else "undone" if undo else "offboarded"

@@ -3,13 +3,16 @@
 `page` (GET, HTML): no credentials → 303 to /login.  `form` (POST, HTML): the same, plus the
 Origin check and, for a browser session, the CSRF field.  `api` (JSON): no credentials → 401;
 a cookie-authenticated POST needs the Origin check and the `X-CSRF-Token` header.
+Each wrapper names the right its route needs (jml.web.roles); a caller without it gets 403
+(a plain page, or JSON), and so does a caller with no role at all.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -17,13 +20,17 @@ from multidict import MultiDictProxy
 
 from jml.context import ServiceContext
 from jml.web import html
-from jml.web.auth import CSRF_FIELD, CSRF_HEADER, Gate, Principal, csrf_ok, login_redirect, same_origin
+from jml.web.auth import CSRF_FIELD, CSRF_HEADER, CURRENT, Gate, Principal, csrf_ok, login_redirect, same_origin
+from jml.web.oidc import OidcClient
+from jml.web.roles import VIEW
 
 
 @dataclass
 class WebState:
     ctx: ServiceContext
     gate: Gate
+    oidc: OidcClient | None = None
+    http: Any = field(default=None)  # aiohttp.ClientSession for the IdP, opened on first use
 
 
 WEB = web.AppKey("jml_web", WebState)
@@ -59,23 +66,42 @@ def json_ok(doc: Any, status: int = 200) -> web.Response:
     return resp
 
 
-def page(handler: PageHandler) -> Handler:
+def can(right: str) -> bool:
+    """Whether the current request's caller has `right` (pages show only what they may do)."""
+    who = CURRENT.get()
+    return who is not None and who.can(right)
+
+
+def forbidden_page(request: web.Request, who: Principal) -> web.Response:
+    csrf = who.session.csrf if who.session else ""
+    return html.message_page("Not allowed", f"You are signed in as {who.label}; that role does not allow this "
+                             "page or action. Ask an administrator for the role you need.",
+                             now=state(request).ctx.rt.clock(), csrf=csrf, status=403)
+
+
+def page(handler: PageHandler, right: str = VIEW) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        who = state(request).gate.principal(request)
+        who = await state(request).gate.principal(request)
         if who is None:
             raise login_redirect(request)
+        CURRENT.set(who)
+        if not who.can(right):
+            return forbidden_page(request, who)
         return await handler(request, who)
 
     return wrapped
 
 
-def form(handler: FormHandler) -> Handler:
+def form(handler: FormHandler, right: str = VIEW) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         st = state(request)
         now = st.ctx.rt.clock()
-        who = st.gate.principal(request)
+        who = await st.gate.principal(request)
         if who is None:
             raise login_redirect(request)
+        CURRENT.set(who)
+        if not who.can(right):
+            return forbidden_page(request, who)
         csrf = who.session.csrf if who.session else ""
         if not same_origin(request):
             return html.message_page("Refused", "This form was sent from another site.", now=now, csrf=csrf,
@@ -92,11 +118,14 @@ def form(handler: FormHandler) -> Handler:
     return wrapped
 
 
-def api(handler: PageHandler) -> Handler:
+def api(handler: PageHandler, right: str = VIEW) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        who = state(request).gate.principal(request)
+        who = await state(request).gate.principal(request)
         if who is None:
-            return json_error(401, "sign in: send `Authorization: Bearer <admin token>`")
+            return json_error(401, "sign in: send `Authorization: Bearer <API token>`")
+        CURRENT.set(who)
+        if not who.can(right):
+            return json_error(403, f"{who.label} may not do this (needs the right `{right}`)")
         if request.method not in ("GET", "HEAD") and who.session is not None:
             if not same_origin(request):
                 return json_error(403, "cross-site request refused (Origin does not match this host)")
@@ -129,12 +158,29 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not body.strip():
         raise BadInput("the request body must be a JSON object")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise BadInput("the request body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise BadInput("the request body must be a JSON object")
+    if not finite(doc):
+        raise BadInput("the request body holds a number that is not finite")
     return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parsed document (floats like 1e999 parse to inf)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(finite(v) for v in value)
+    return True
 
 
 _CONTROL = {chr(c) for c in range(0x20)} - {"\t", "\n", "\r"} | {"\x7f"}

@@ -14,7 +14,7 @@ from jml.web import data
 from jml.web.auth import Principal
 from jml.web.html import badge, countdown, csrf_input, duration, h, page, table, when
 from jml.web.plot import durations_section
-from jml.web.state import state
+from jml.web.state import can, state
 
 
 def _person_link(eid: str, names: dict[str, str]) -> str:
@@ -92,8 +92,50 @@ def _held(ctx: ServiceContext, doc: dict[str, Any], csrf: str) -> str:
             f'<p class="summary">{summary}</p><ul class="reasons">{reasons}</ul>'
             f'<details><summary>First operations</summary>'
             f'{table(["Connector", "Action", "Person", "Target"], op_rows, empty="none")}</details>'
-            f'<form method="post" action="/plans/{h(pid)}/approve" class="approve">{csrf_input(csrf)}'
-            f'<button type="submit" class="primary">Approve plan {h(pid)}</button></form></article>')
+            + _plan_buttons(ctx, pid, csrf) + "</article>")
+    return "".join(out)
+
+
+def _plan_buttons(ctx: ServiceContext, pid: str, csrf: str) -> str:
+    out = ""
+    req = _request(ctx, pid)
+    required = ctx.rt.config.guard.approvals_required
+    if req is not None and (req.approvers or req.requester):
+        who = ", ".join(req.approvers) or "nobody yet"
+        out += (f'<p class="muted approvals">Approvals {len(req.approvers)} of {required}: {h(who)}'
+                + (f"; requested by {h(req.requester)}" if req.requester else "") + "</p>")
+    if can("approve"):
+        out += (f'<form method="post" action="/plans/{h(pid)}/approve" class="approve">{csrf_input(csrf)}'
+                f'<button type="submit" class="primary">Approve plan {h(pid)}</button></form>')
+    if can("operate"):
+        out += (f'<form method="post" action="/plans/{h(pid)}/discard" class="discard">{csrf_input(csrf)}'
+                f'<button type="submit">Discard plan {h(pid)}</button></form>')
+    return out
+
+
+def _request(ctx: ServiceContext, pid: str) -> Any:
+    from jml.approvals import identities
+
+    return identities(ctx.rt).request(pid)
+
+
+def _pre_approvals(ctx: ServiceContext, csrf: str) -> str:
+    from jml.approvals import identities
+
+    reqs = identities(ctx.rt).requests("pre_approval")
+    if not reqs:
+        return ""
+    required = ctx.rt.config.guard.approvals_required
+    out = []
+    for r in reqs:
+        ids = ", ".join(str(x) for x in r.payload.get("employee_ids", [])[:50])
+        button = (f'<form method="post" action="/plans/{h(r.id)}/approve" class="approve">{csrf_input(csrf)}'
+                  f'<button type="submit" class="primary">Approve pre-approval {h(r.id)}</button></form>'
+                  if can("approve") else "")
+        out.append(f'<article class="held" data-plan="{h(r.id)}"><header><strong>Layoff pre-approval '
+                   f'<code>{h(r.id)}</code></strong> <span class="muted">requested by {h(r.requester or "—")}'
+                   f'</span></header><p>Leavers the guard is to let through: {h(ids)}</p>'
+                   f'<p class="muted">Approvals {len(r.approvers)} of {required}</p>{button}</article>')
     return "".join(out)
 
 
@@ -101,10 +143,25 @@ def _dead(doc: dict[str, Any], names: dict[str, str]) -> str:
     rows = [[h(f"#{d['operation_id']}"), h(d["connector"]), h(d["action"]), _person_link(str(d["person"]), names),
              f'<span class="error">{h(d["error"])}</span>', h(d["attempts"]), when(d["at"])]
             for d in doc["dead_letters"]]
-    return table(["Op", "Connector", "Action", "Person", "Error", "Attempts", "At"], rows, cls="dead",
-                 empty="No dead letters.") + (
-        '<p class="hint">Re-queue with <code>jml retry ID</code> or <code>jml retry --all</code>.</p>'
+    if rows and can("operate"):
+        for row, d in zip(rows, doc["dead_letters"], strict=True):
+            row.append(f'<form method="post" action="/retry" class="retry">{csrf_input(_csrf())}'
+                       f'<input type="hidden" name="operation_id" value="{h(d["operation_id"])}">'
+                       '<button type="submit">Retry</button></form>')
+    heads = ["Op", "Connector", "Action", "Person", "Error", "Attempts", "At"] + (
+        [""] if rows and can("operate") else [])
+    return table(heads, rows, cls="dead", empty="No dead letters.") + (
+        (f'<form method="post" action="/retry" class="retry">{csrf_input(_csrf())}'
+         '<button type="submit">Retry all</button></form>' if can("operate") else
+         '<p class="hint">Re-queue with <code>jml retry ID</code> or <code>jml retry --all</code>.</p>')
         if rows else "")
+
+
+def _csrf() -> str:
+    from jml.web.auth import CURRENT
+
+    who = CURRENT.get()
+    return who.session.csrf if who is not None and who.session is not None else ""
 
 
 def _freshen(ctx: ServiceContext, doc: dict[str, Any], now: dt.datetime) -> None:
@@ -141,11 +198,17 @@ def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
 def _connectors(doc: dict[str, Any]) -> str:
     rows = []
     for name, c in doc["connectors"].items():
-        paused = badge("PAUSED", "warn") if name in doc["paused"] else badge("running", "ok")
-        rows.append([h(name), paused, h(c["pending"]), h(c["running"]), h(c["held"]),
-                     f'<span class="{"error" if c["dead"] else ""}">{h(c["dead"])}</span>'])
-    return table(["Connector", "State", "Pending", "Running", "Held", "Dead"], rows, cls="connectors",
-                 empty="No connectors configured.")
+        is_paused = name in doc["paused"]
+        paused = badge("PAUSED", "warn") if is_paused else badge("running", "ok")
+        row = [h(name), paused, h(c["pending"]), h(c["running"]), h(c["held"]),
+               f'<span class="{"error" if c["dead"] else ""}">{h(c["dead"])}</span>']
+        if can("operate"):
+            verb = "resume" if is_paused else "pause"
+            row.append(f'<form method="post" action="/connectors/{h(name)}/{verb}" class="{verb}">'
+                       f'{csrf_input(_csrf())}<button type="submit">{verb.capitalize()} {h(name)}</button></form>')
+        rows.append(row)
+    heads = ["Connector", "State", "Pending", "Running", "Held", "Dead"] + ([""] if can("operate") else [])
+    return table(heads, rows, cls="connectors", empty="No connectors configured.")
 
 
 def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.datetime]:
@@ -174,7 +237,8 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
         (f'<p class="flash">{h(flash)}</p>' if flash else "")
         + f'<section class="stats">{summary}</section>'
         + f'<section class="card" id="leavers"><h2>Leavers in flight</h2>{_leavers(doc, clocks, names, now)}</section>'
-        + f'<section class="card" id="held"><h2>Held plans</h2>{_held(ctx, doc, csrf)}</section>'
+        + f'<section class="card" id="held"><h2>Held plans</h2>{_held(ctx, doc, csrf)}'
+          f'{_pre_approvals(ctx, csrf)}</section>'
         + '<div class="two">'
         + f'<section class="card" id="breaches"><h2>Recent breaches</h2>{_breaches(breaches, names, now)}</section>'
         + f'<section class="card" id="sources"><h2>Source freshness</h2>{_source(ctx, doc)}</section>'
@@ -192,7 +256,18 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
 async def status_page(request: web.Request, who: Principal) -> web.StreamResponse:
     ctx = state(request).ctx
     csrf = who.session.csrf if who.session else ""
-    approved = request.query.get("approved", "")
-    flash = f"Plan {approved[:64]} approved: its operations are queued." if approved else ""
+    q = request.query
+    flash = ""
+    if q.get("approved"):
+        what = "Pre-approval" if q["approved"].startswith("pa-") else "Plan"
+        flash = f"{what} {q['approved'][:64]} approved: " + (
+            "its leavers pass the guard." if what == "Pre-approval" else "its operations are queued.")
+    elif q.get("waiting"):
+        flash = (f"Your approval of {q['waiting'][:64]} is recorded ({q.get('votes', '?')[:3]} of "
+                 f"{q.get('required', '?')[:3]}): it waits for someone else's.")
+    elif q.get("discarded"):
+        flash = f"Plan {q['discarded'][:64]} discarded."
+    elif q.get("retried"):
+        flash = f"{q['retried'][:8]} operation(s) back in the outbox."
     body, now = await asyncio.to_thread(render, ctx, csrf, flash)
     return page("Status", body, now=now, csrf=csrf, active="status", refresh=5)

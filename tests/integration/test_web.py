@@ -236,9 +236,13 @@ async def test_approve_held_plan_via_form(client: TestClient[Any, Any]) -> None:
     assert r.status == 303
     rt = _rt(client)
     info = rt.outbox.plan("plan-held-1")
-    assert info is not None and info.state == "queued" and info.decided_by == "web"
+    # The break-glass admin token is the actor, named as such with the client's address.
+    actor = "break-glass via=session role=admin addr=127.0.0.1"
+    assert info is not None and info.state == "queued" and info.decided_by == actor
     assert [q.op.employee_id for q in rt.outbox.ops(["pending"])] == ["E200"]
-    assert any(rec["kind"] == "approval" and rec["actor"] == "web" for rec in rt.audit.records())
+    assert any(rec["kind"] == "approval" and rec["actor"] == actor for rec in rt.audit.records())
+    assert any(rec["kind"] == "break_glass" and rec["data"]["path"] == "/plans/plan-held-1/approve"
+               for rec in rt.audit.records())
     r = await client.post("/plans/plan-held-1/approve", data={"csrf_token": csrf}, allow_redirects=False)
     assert r.status == 409  # no longer held
 
@@ -306,7 +310,8 @@ async def test_offboard_form_has_a_confirmation_step(client: TestClient[Any, Any
     r = await client.post("/people/E100/offboard", data={"csrf_token": csrf, "reason": "resigned",
                                                         "confirm": "yes"}, allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == "/people/E100?done=offboarded"
-    assert calls == [{"employee_id": "E100", "reason": "resigned", "actor": "web", "undo": False}]
+    assert calls == [{"employee_id": "E100", "reason": "resigned",
+                      "actor": "break-glass via=session role=admin addr=127.0.0.1", "undo": False}]
     r = await client.post("/people/E100/offboard", data={"csrf_token": csrf, "confirm": "yes"},
                           allow_redirects=False)
     assert r.status == 400  # a reason is required
@@ -314,7 +319,7 @@ async def test_offboard_form_has_a_confirmation_step(client: TestClient[Any, Any
                           headers=BEARER)
     assert r.status == 202
     assert (await r.json())["progress"] == "/api/v1/people/E100/progress"
-    assert calls[-1]["actor"] == "api" and calls[-1]["undo"] is True
+    assert calls[-1]["actor"] == "break-glass via=bearer role=admin addr=127.0.0.1" and calls[-1]["undo"] is True
 
 
 # ---- pages -----------------------------------------------------------------------------------
@@ -386,7 +391,8 @@ async def test_real_offboard_through_the_api_queues_leaver_work(client: TestClie
     assert doc["employee_id"] == "E100" and doc["changed"] is True and doc["held"] is False
     rt = _rt(client)
     state = rt.store.load_states(["E100"])["E100"]
-    assert state.override is not None and state.override.actor == "api" and state.override.reason == "resigned (HR-1)"
+    assert state.override is not None and state.override.reason == "resigned (HR-1)"
+    assert state.override.actor == "break-glass via=bearer role=admin addr=127.0.0.1"
     ops = rt.outbox.ops(["pending"])
     assert ops and all(q.op.priority is Priority.LEAVER for q in ops if q.op.employee_id == "E100")
     prog = await (await client.get("/api/v1/people/E100/progress", headers=BEARER)).json()
