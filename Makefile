@@ -25,6 +25,8 @@ test: $(VENV)/.installed-dev
 	@# Peers the suite uses from Debian: promtool (alert rule tests) and Chromium (status page).
 	-bash docker/prometheus/ensure_promtool.sh
 	-bash tests/e2e/ensure_chromium.sh
+	@# The SCIM peers written in Node (tests/scim_peers): a failed install fails the run.
+	bash tests/scim_peers/install.sh
 	$(BIN)/ruff check jml connectors tests bench
 	$(BIN)/mypy jml connectors
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
