@@ -114,6 +114,12 @@ class AwsIdentityCenterConnector(ScimConnector):
             return frozenset()
         return frozenset(self.group_grant(n) for n in names)
 
+    async def members_present(self, group_id: str, ids: list[str], add: bool) -> set[str]:
+        # GetGroup lists no members (see groups_of): ask per member by the members filter.
+        name = await self._group_name(group_id)
+        grant = self.group_grant(name)
+        return {uid for uid in ids if grant in await self.groups_of({"id": uid})}
+
     # ---- the Connector protocol -----------------------------------------------------
     async def open(self) -> None:
         await super().open()

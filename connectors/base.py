@@ -54,6 +54,10 @@ class ConnectorContext:
     secret: Callable[[str], str | None]  # secret("token") -> value, re-read for rotation
     # Called with (connector, action/endpoint, seconds, status) for HTTP latency metrics.
     observe: Callable[[str, str, float, int], None] = field(default=lambda *_: None)
+    # The server's dialect as remembered in the store (shared by replicas, kept across
+    # restarts): `recall()` reads it, `remember(facts)` merges new facts and returns the whole.
+    recall: Callable[[], dict[str, Any]] = field(default=dict)
+    remember: Callable[[dict[str, Any]], dict[str, Any]] = field(default=lambda facts: dict(facts))
 
 
 @runtime_checkable
@@ -167,37 +171,3 @@ def connector_defaults(cfg: _ConnectorBase, rate: float | None, burst: int | Non
     """The connector's bucket: the configured rate, else the vendor default."""
     return TokenBucket(cfg.rate_limit if cfg.rate_limit is not None else rate,
                        cfg.burst if cfg.burst is not None else burst)
-
-
-def build(name: str, cfg: Any, ctx: ConnectorContext) -> Connector:
-    """Build the connector for a config section. Imports lazily: an unconfigured
-    connector never imports its SDK."""
-    kind = cfg.type
-    if kind == "scim":
-        from connectors.scim import ScimConnector
-
-        return ScimConnector(name, cfg, ctx)
-    if kind == "aws_identity_center":
-        from connectors.aws_identity_center import AwsIdentityCenterConnector
-
-        return AwsIdentityCenterConnector(name, cfg, ctx)
-    if kind == "github":
-        from connectors.github import GithubConnector
-
-        return GithubConnector(name, cfg, ctx)
-    if kind == "slack":
-        from connectors.slack import SlackConnector
-
-        return SlackConnector(name, cfg, ctx)
-    raise ValueError(f"unknown connector type {kind!r}")
-
-
-def traits_for(name: str, cfg: Any) -> ConnectorTraits:
-    """The planner's view of a configured connector, without building it."""
-    kind = cfg.type
-    if kind == "aws_identity_center":
-        return ConnectorTraits(name=name, kind=kind, assignment_grants=True)
-    if kind == "github" and cfg.mode == "org":
-        return ConnectorTraits(name=name, kind=kind, create_action="invite", can_delete=False,
-                               supports_inactive_create=False)
-    return ConnectorTraits(name=name, kind=kind)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from connectors.base import Connector, ConnectorContext, build, traits_for
+from connectors.base import Connector, ConnectorContext
+from connectors.registry import build, traits_for
 from jml import metrics
 from jml.audit import AuditLog
 from jml.config import Config, resolve_secret
@@ -102,7 +104,9 @@ class Runtime:
             cfg = self.config.connectors[name]
             ctx = ConnectorContext(name=name, secret=self.secret_getter(cfg, f"connectors.{name}"),
                                    observe=lambda c, method, secs, status: metrics.observe_http(c, method, secs,
-                                                                                                status))
+                                                                                                status),
+                                   recall=functools.partial(self.store.dialects.load, name),
+                                   remember=functools.partial(self.store.dialects.merge, name))
             self._connectors[name] = build(name, cfg, ctx)
         return self._connectors[name]
 

@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ApplyResult, CheckFinding, ConnectorContext, traits_for
+from connectors.base import ApplyResult, CheckFinding, ConnectorContext
 from connectors.github._http import GithubHttp
 from connectors.github.scopes import check_scopes
+from connectors.registry import traits_for
 from jml.config import GithubConnectorConfig
 from jml.errors import NotFoundError, PermanentError
 from jml.model import AccountRecord, Action, Operation, RemoteAccount

@@ -31,8 +31,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ApplyResult, CheckFinding, ConnectorContext, connector_defaults, traits_for
+from connectors.base import ApplyResult, CheckFinding, ConnectorContext, connector_defaults
+from connectors.registry import traits_for
 from connectors.scim import protocol as p
+from connectors.scim.dialect import Dialect
+from connectors.scim.index import ResourceIndex
+from connectors.scim.learning import OPTIONAL_KEYS, is_conflict, patch_refused, refused_optional
 from connectors.scim.membership import MembershipMixin
 from connectors.scim.transport import ScimTransport, default_classify
 from jml.config import _ConnectorBase
@@ -61,8 +65,12 @@ class ScimConnector(MembershipMixin):
             bucket=self.bucket, classify=self.classify, observe=ctx.observe,
         )
         self.caps: p.Capabilities | None = None
-        # What this server turned out to support, learnt at run time (logged when it changes).
-        self.dialect: dict[str, Any] = {}
+        # What this server turned out to support: learnt from its answers, remembered in the
+        # store (connectors/scim/dialect.py), so restarts and replicas start from it.
+        self.dialect = Dialect(name, ctx.recall, ctx.remember)
+        # Where filters cannot be trusted: paged listings as indexes (connectors/scim/index.py).
+        self.user_index = ResourceIndex(("userName", "externalId"))
+        self.group_index = ResourceIndex(("displayName",))
         self._manager_refs: dict[str, str] = {}
 
     # ---- hooks ----------------------------------------------------------------------
@@ -74,13 +82,48 @@ class ScimConnector(MembershipMixin):
         return default_classify(self.name, status, body, retry_after)
 
     def find_user_filters(self, employee_id: str, username: str) -> list[tuple[str, str]]:
-        # DESIGN: a person is matched by externalId (= employee_id), then by userName.
+        # DESIGN: a person is matched by externalId (= employee_id), then by userName; on a
+        # server that does not keep externalId, by userName alone.
+        if self.dialect.get("external_id") is False:
+            employee_id = ""
         return [(a, v) for a, v in (("externalId", employee_id), ("userName", username)) if v]
 
     def user_payload(self, employee_id: str, username: str, active: bool, attributes: Mapping[str, str],
                      manager_ref: str | None) -> Any:
         return p.build_user(username, employee_id, active, attributes, enterprise=self.enterprise,
-                            manager_ref=manager_ref)
+                            manager_ref=manager_ref, shape=self.shape())
+
+    def shape(self) -> p.Shape:
+        """What not to send this server: attributes it refused, dropped or does not declare."""
+        d = self.dialect
+        return p.Shape(frozenset([*d.get("rejected", ()), *d.get("dropped", ()), *d.get("undeclared", ())]))
+
+    async def query(self, endpoint: str, filter_: str | None = None, *, count: int | None = None,
+                    start_index: int | None = None, cursor: str | None = None,
+                    excluded: str | None = None) -> Any:
+        """One list/search request. `count` and `excludedAttributes` are optional to a
+        server: one that errors on them (some answer any `?count=` with a 500 page) is asked
+        again without, and that is remembered."""
+        if self.dialect.get("count") is False:
+            count = None
+        if self.dialect.get("excluded") is False:
+            excluded = None
+        req = p.search(endpoint, filter_, count=count, start_index=start_index, cursor=cursor, excluded=excluded)
+        try:
+            return (await self.transport.send(req)).body
+        except ConnectorError as e:
+            if (count is None and excluded is None) or e.status not in (400, 500, 501):
+                raise
+            bare = p.search(endpoint, filter_, start_index=start_index, cursor=cursor)
+            try:
+                body = (await self.transport.send(bare)).body
+            except ConnectorError:
+                raise e from None
+            if count is not None:
+                self.dialect.learn("count", False, f"HTTP {e.status} to ?count=: {e.vendor_message}")
+            else:
+                self.dialect.learn("excluded", False, f"HTTP {e.status} to excludedAttributes")
+            return body
 
     async def paginate(self, endpoint: str, filter_: str | None = None, *,
                        excluded: str | None = None) -> AsyncIterator[User]:
@@ -88,22 +131,29 @@ class ScimConnector(MembershipMixin):
         if caps.cursor:
             cursor = ""
             while True:  # RFC 9865 §2: follow nextCursor until it is absent
-                body = (await self.transport.send(p.search(endpoint, filter_, count=self.page_size, cursor=cursor,
-                                                           excluded=excluded))).body
+                body = await self.query(endpoint, filter_, count=self.page_size, cursor=cursor, excluded=excluded)
                 for r in p.resources_of(body):
                     yield r
                 next_cursor = body.get("nextCursor") if isinstance(body, Mapping) else None
                 if not next_cursor:
                     return
                 cursor = str(next_cursor)
-        start = 1
+        start, seen = 1, set[str]()
         while True:  # RFC 7644 §3.4.2.4: 1-based startIndex; stop on an empty page or past the total
-            body = (await self.transport.send(p.search(endpoint, filter_, count=self.page_size, start_index=start,
-                                                       excluded=excluded))).body
+            body = await self.query(endpoint, filter_, count=self.page_size, start_index=start, excluded=excluded)
             page = p.resources_of(body)
+            ids = {str(r.get("id")) for r in page}
+            if page and ids <= seen:  # a server that ignores startIndex answers page one again
+                self.dialect.learn("start_index", False, "startIndex ignored: the same page again")
+                return
+            seen |= ids
             for r in page:
                 yield r
             total = body.get("totalResults") if isinstance(body, Mapping) else None
+            per_page = body.get("itemsPerPage") if isinstance(body, Mapping) else None
+            if isinstance(per_page, int) and page and per_page < self.page_size and isinstance(total, int) \
+                    and total > per_page:
+                self.dialect.learn("page_cap", per_page, f"asked for {self.page_size}, got pages of {per_page}")
             start += len(page)
             if not page or (isinstance(total, int) and start > total):
                 return
@@ -126,6 +176,13 @@ class ScimConnector(MembershipMixin):
             schemas = await self._optional(p.get("Schemas"))
             self.caps = p.capabilities(spc, rtypes, schemas)
             log.info("%s: server capabilities %s", self.name, self.caps)
+            # Announced, not learnt: shown by `jml check`, read again at every start.
+            self.dialect.update(patch=self.caps.patch, etag=self.caps.etag, filter=self.caps.filter)
+            described = p.user_schema(schemas)
+            if described is not None:
+                declared, required = described
+                self.dialect["undeclared"] = sorted({k for k, a in p.CORE_ATTRIBUTE_OF.items() if a not in declared})
+                self.dialect["required"] = sorted(required - {"userName", "id"})
         return self.caps
 
     async def _optional(self, req: p.ScimRequest) -> Any:
@@ -142,11 +199,6 @@ class ScimConnector(MembershipMixin):
         if configured is not None:
             return bool(configured)
         return bool(self.caps and self.caps.enterprise)
-
-    def learn(self, key: str, value: Any, why: str) -> None:
-        if self.dialect.get(key) != value:
-            log.warning("%s: server dialect: %s = %s (%s)", self.name, key, value, why)
-            self.dialect[key] = value
 
     # ---- apply ----------------------------------------------------------------------
     async def apply(self, op: Operation, account: AccountRecord | None) -> ApplyResult:
@@ -193,24 +245,87 @@ class ScimConnector(MembershipMixin):
                       known: str | None) -> ApplyResult:
         user = await self.find_user(employee_id, username, known)
         if user is None:
-            ref = await self.manager_ref(attrs)
-            payload = p.creation_payload(self.user_payload(employee_id, username, active, attrs, ref))
             try:
-                body = (await self.transport.send(p.post(self.users_endpoint, payload))).body
+                return await self._post_new_user(employee_id, username, active, attrs)
             except ConflictError:
                 # A crash between push and record, or an account made by hand: adopt it.
                 user = await self.find_user(employee_id, username, None)
                 if user is None:
                     raise
-            else:
-                if isinstance(body, Mapping) and body.get("id"):
-                    return ApplyResult(remote_id=str(body["id"]))
-                user = await self.find_user(employee_id, username, None)
-                if user is None:
-                    raise PermanentError(self.name, "create answered 2xx but the account cannot be found")
-                return ApplyResult(remote_id=str(user["id"]))
         await self.update_user(user, employee_id, username, active, attrs, list(attrs))
         return ApplyResult(remote_id=str(user["id"]), adopted=known is None or known != user["id"])
+
+    async def _post_new_user(self, employee_id: str, username: str, active: bool,
+                             attrs: dict[str, str]) -> ApplyResult:
+        """POST the user. An optional attribute the server refuses (400 naming it) is
+        dropped for this server and the POST sent again; one it accepts but does not keep
+        (missing from what it answers, and from a read-back) is dropped for next time."""
+        ref = await self.manager_ref(attrs)
+        for _ in range(len(OPTIONAL_KEYS) + 1):
+            sent = self._sent_keys(employee_id, attrs)
+            payload = p.creation_payload(self.user_payload(employee_id, username, active, attrs, ref))
+            try:
+                body = (await self.transport.send(p.post(self.users_endpoint, payload))).body
+            except ConnectorError as e:
+                if is_conflict(e):
+                    if e.status != 409:
+                        self.dialect.learn("conflict_status", e.status, f"a duplicate is answered {e.vendor_message}")
+                    raise ConflictError(self.name, "already exists", status=e.status,
+                                        vendor_message=e.vendor_message) from None
+                if e.status != 400 or not self._drop_refused(e.vendor_message, sent, "create"):
+                    raise
+                continue
+            created = body if isinstance(body, Mapping) and body.get("id") else None
+            if created is None:
+                created = await self.find_user(employee_id, username, None)
+                if created is None:
+                    raise PermanentError(self.name, "create answered 2xx but the account cannot be found")
+            self.user_index.add(created)
+            await self._learn_kept(created, sent, attrs, employee_id)
+            return ApplyResult(remote_id=str(created["id"]))
+        raise PermanentError(self.name, "the server refuses every form of this user")
+
+    def _sent_keys(self, employee_id: str, attrs: Mapping[str, str]) -> set[str]:
+        shape = self.shape()
+        sent = {k for k, v in attrs.items() if v and k not in shape.omit and k not in self._unwritable()}
+        if employee_id and "externalId" not in shape.omit:
+            sent.add("externalId")
+        if attrs.get("email") and not shape.email_plain:
+            sent.add("emails.type")
+        return sent
+
+    def _unwritable(self) -> set[str]:
+        return p.unwritable_keys(enterprise=self.enterprise) | {"manager_id"}
+
+    def _drop_refused(self, message: str, sent: set[str], what: str) -> bool:
+        """Stop sending the optional attributes a refusal names; False if it names none."""
+        keys = refused_optional(message, sent)
+        for k in keys:
+            self.dialect.add("rejected", k, f"{what} refused: {message}")
+        return bool(keys)
+
+    async def _learn_kept(self, user: User, sent: set[str], attrs: Mapping[str, str], employee_id: str) -> None:
+        """Which optional attributes the server did not keep: from the create's answer,
+        confirmed by one read-back while that attribute is not yet known to be kept."""
+        missing = self._missing(user, sent, attrs, employee_id)
+        if missing:
+            again = await self.get_user(str(user["id"]))
+            missing = self._missing(again, sent, attrs, employee_id) if again is not None else []
+            for k in missing:
+                self.dialect.add("dropped", k, "accepted but not kept")
+                if k == "externalId":
+                    self.dialect.learn("external_id", False, "externalId accepted but not kept: match by userName")
+        for k in sent - set(missing):
+            self.dialect.verify(f"create:{k}")
+
+    def _missing(self, user: User, sent: set[str], attrs: Mapping[str, str], employee_id: str) -> list[str]:
+        have = p.user_attributes(user)
+        out = [k for k in sent if k in attrs and k in OPTIONAL_KEYS and not self.dialect.verified(f"create:{k}")
+               and not have.get(k)]
+        if "externalId" in sent and not self.dialect.verified("create:externalId") \
+                and user.get("externalId") != employee_id:
+            out.append("externalId")
+        return out
 
     # ---- users ----------------------------------------------------------------------
     def user_path(self, remote_id: str) -> str:
@@ -239,35 +354,42 @@ class ScimConnector(MembershipMixin):
         return None
 
     async def search_one(self, endpoint: str, attribute: str, value: str) -> User | None:
-        """The resource whose `attribute` equals `value`, by filter; the answer is checked,
-        since some servers ignore a filter they do not support and return everything."""
+        """The resource whose `attribute` equals `value`. By filter while the server's
+        answers match it; a server that ignores or refuses the filter is read through a
+        paged index instead (never `Resources[0]` on trust)."""
         key = f"filter:{endpoint}:{attribute}"
-        if self.dialect.get(key) is False:
-            return None
+        caps = await self.capabilities()
+        if self.dialect.get(key) is False or not caps.filter:
+            return await self.indexed(endpoint, attribute, value)
         try:
-            body = (await self.transport.send(p.search(endpoint, p.eq_filter(attribute, value), count=10))).body
-        except PermanentError as e:
-            if e.status != 400:
+            body = await self.query(endpoint, p.eq_filter(attribute, value), count=10)
+        except ConnectorError as e:
+            if e.status not in (400, 403, 501) or (e.status == 403 and "filter" not in e.vendor_message.lower()):
                 raise
-            self.learn(key, False, f"filter rejected: {e.vendor_message}")
-            return None
+            self.dialect.learn(key, False, f"filter refused: HTTP {e.status} {e.vendor_message}")
+            return await self.indexed(endpoint, attribute, value)
         resources = p.resources_of(body)
-        # userName and displayName are caseExact=false (RFC 7643 §4.1.1, §4.2); ids are exact.
-        exact = attribute in ("externalId", "id")
-        matches = [r for r in resources if (have := str(r.get(attribute) or "")) == value
-                   or (not exact and have.casefold() == value.casefold())]
-        if len(matches) > 1:
-            # Twins (displayName need not be unique, RFC 7643 §4.2): e.g. a create that stalled
-            # past its timeout and landed after the retry made another. Every process must pick
-            # the same one, or members split between them: the oldest, then the smallest id.
-            log.warning("%s: %d resources in %s with %s %r: using the oldest", self.name, len(matches),
-                        endpoint, attribute, value)
-            return min(matches, key=_age)
-        if matches:
-            return matches[0]
-        if len(resources) > 1:
-            self.learn(key, False, "filter ignored: results do not match")
-        return None
+        matches = [r for r in resources if _matches(r, attribute, value)]
+        if len(matches) < len(resources):
+            self.dialect.learn(key, False, "filter ignored: answered resources that do not match")
+            return await self.indexed(endpoint, attribute, value)
+        return _oldest(self.name, endpoint, attribute, value, matches)
+
+    async def indexed(self, endpoint: str, attribute: str, value: str) -> User | None:
+        """Look `value` up in the paged listing, then read the resource itself (fresh)."""
+        index = self.user_index if endpoint == self.users_endpoint else self.group_index
+        if index.stale:
+            await index.rebuild(self.paginate(endpoint))
+        found = []
+        for rid in index.lookup(attribute, value):
+            try:
+                body = (await self.transport.send(p.get(f"{endpoint}/{quote(rid, safe='')}"))).body
+            except NotFoundError:
+                index.remove(rid)
+                continue
+            if isinstance(body, Mapping) and _matches(body, attribute, value):
+                found.append(body)
+        return _oldest(self.name, endpoint, attribute, value, found)
 
     async def manager_ref(self, attrs: Mapping[str, str]) -> str | None:
         """The manager's remote id, found by externalId (= their employee_id), else None."""
@@ -288,14 +410,15 @@ class ScimConnector(MembershipMixin):
         have = p.user_attributes(user)
         # Keys with no SCIM attribute here (github_username, …) always read back as missing:
         # they are no change to write (an adopt after a lost create answer would write nothing).
-        skip = p.unwritable_keys(enterprise=self.enterprise)
+        skip = p.unwritable_keys(enterprise=self.enterprise) | self.shape().omit
         changes: dict[str, Any] = {k: attrs.get(k, "") for k in keys
                                    if k not in skip and (attrs.get(k) or "") != (have.get(k) or "")}
         if "manager_id" in keys and self.enterprise:
             changes["manager_id"] = attrs.get("manager_id", "")
         if username and user.get("userName") != username:
             changes["username"] = username
-        if employee_id and user.get("externalId") != employee_id:
+        if employee_id and user.get("externalId") != employee_id and self.dialect.get("external_id") is not False \
+                and "externalId" not in self.shape().omit:
             changes["external_id"] = employee_id
         if active is not None and p.is_active(user) != active:
             changes["active"] = active
@@ -327,7 +450,7 @@ class ScimConnector(MembershipMixin):
             return False
         except ConnectorError as e:
             if ask and e.status == 400:
-                self.learn("patch_attributes", False, f"PATCH ?attributes= refused: {e.vendor_message}")
+                self.dialect.learn("patch_attributes", False, f"PATCH ?attributes= refused: {e.vendor_message}")
             if e.status in (400, 412, 428):  # refused without a version, or this PATCH form
                 return False
             raise
@@ -336,35 +459,85 @@ class ScimConnector(MembershipMixin):
 
     async def write_verified(self, user: User, changes: Mapping[str, Any], attrs: Mapping[str, str],
                              kind: str) -> None:
+        """Write `changes`, then make sure the server kept them (read back while the form is
+        not yet known to work for these attributes). PATCH refused for a path -> GET + PUT,
+        remembered per attribute; an optional attribute refused or not kept by any form is
+        dropped for this server (one warning); userName and active never are."""
         caps = await self.capabilities()
         form = self.dialect.get(kind) or ("patch" if caps.patch else "put")
-        await self._write(form, user, changes, attrs)
+        if form == "patch" and any(self.dialect.has("put_only", k) for k in changes):
+            form = "put"
+        changes = dict(changes)
+        for _ in range(len(changes) + 2):
+            try:
+                await self._write(form, user, changes, attrs)
+                break
+            except PermanentError as e:
+                if form == "patch" and patch_refused(e):
+                    for k in changes:
+                        self.dialect.add("put_only", _fact_key(k), f"PATCH refused: {e.vendor_message}")
+                    form = "put"
+                elif e.status == 400 and self._drop_refused(e.vendor_message, {_fact_key(k) for k in changes}, kind):
+                    changes = {k: v for k, v in changes.items() if _fact_key(k) not in self.shape().omit}
+                    if not changes:
+                        return
+                else:
+                    raise
+                user = await self.get_user(str(user["id"])) or user  # a PUT replaces from what is there now
+        unverified = [k for k in changes if not self.dialect.verified(f"{form}:{_fact_key(k)}")]
+        if not unverified:
+            return
         after = await self.get_user(str(user["id"]))
-        if after is None or not self._diverges(after, changes):
+        wrong = self._diverging(after, changes) if after is not None else list(changes)
+        if not wrong:
+            for k in unverified:
+                self.dialect.verify(f"{form}:{_fact_key(k)}")
             return
         other = "put" if form == "patch" else "patch"
         if other == "patch" and not caps.patch:
-            raise PermanentError(self.name, f"the server accepted but ignored a change to {sorted(changes)}")
-        await self._write(other, after, changes, attrs)
+            await self._not_kept(wrong, form, None)
+            return
+        retry = {k: v for k, v in changes.items() if k in wrong}
+        await self._write(other, after or user, retry, attrs)
         final = await self.get_user(str(user["id"]))
-        if final is not None and self._diverges(final, changes):
-            raise PermanentError(self.name, f"the server ignores changes to {sorted(changes)} by PATCH and PUT")
-        self.learn(kind, other, f"{form.upper()} was accepted but ignored")
+        still = self._diverging(final, retry) if final is not None else wrong
+        for k in set(wrong) - set(still):
+            if k in ("active", "username"):
+                self.dialect.learn(kind, other, f"{form.upper()} was accepted but ignored")
+            else:
+                self.dialect.add("put_only" if other == "put" else "patch_only", _fact_key(k),
+                                 f"{form.upper()} accepted but ignored")
+        if still:
+            await self._not_kept(still, form, other)
 
-    def _diverges(self, user: User, changes: Mapping[str, Any]) -> bool:
-        attrs = {k: str(v) for k, v in changes.items() if k not in ("active", "username", "external_id")}
+    async def _not_kept(self, keys: Sequence[str], form: str, other: str | None) -> None:
+        mandatory = [k for k in keys if k in ("active", "username")]
+        for k in keys:
+            if k not in mandatory:
+                self.dialect.add("dropped", _fact_key(k), f"accepted by {form.upper()} but not kept")
+        if mandatory:
+            what = "deactivate" if "active" in mandatory else "rename"
+            self.dialect.add("cannot", what, "the server ignores it")
+            forms = form.upper() + (f" and {other.upper()}" if other else "")
+            raise PermanentError(self.name, f"the server ignores changes to {sorted(mandatory)} by {forms}")
+
+    def _diverging(self, user: User, changes: Mapping[str, Any]) -> list[str]:
+        out = []
         if "active" in changes and p.is_active(user) != changes["active"]:
-            return True
+            out.append("active")
         if "username" in changes and str(user.get("userName", "")).casefold() != changes["username"].casefold():
-            return True
-        return bool(p.mismatches(user, attrs, enterprise=self.enterprise))
+            out.append("username")
+        if "external_id" in changes and user.get("externalId") != changes["external_id"]:
+            out.append("external_id")
+        attrs = {k: str(v) for k, v in changes.items() if k not in ("active", "username", "external_id")}
+        return out + p.mismatches(user, attrs, enterprise=self.enterprise)
 
     async def _write(self, form: str, user: User, changes: Mapping[str, Any], attrs: Mapping[str, str]) -> None:
         ref = await self.manager_ref(attrs)
         rid = str(user["id"])
         etag = self._version(user)
         if form == "patch":
-            body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=ref)
+            body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=ref, shape=self.shape())
             if body:
                 await self.transport.send(p.patch(self.user_path(rid), body, if_match=etag))
             return
@@ -428,6 +601,29 @@ class ScimConnector(MembershipMixin):
 def _is_resource(body: Any, remote_id: str) -> bool:
     """The answer is the resource itself (so it can serve as the read-back)."""
     return isinstance(body, Mapping) and str(body.get("id") or "") == remote_id and "active" in body
+
+
+def _fact_key(change: str) -> str:
+    """The dialect's name for a change key (`external_id` is the SCIM `externalId`)."""
+    return "externalId" if change == "external_id" else change
+
+
+def _matches(resource: Mapping[str, Any], attribute: str, value: str) -> bool:
+    have = str(resource.get(attribute) or "")
+    # userName and displayName are caseExact=false (RFC 7643 §4.1.1, §4.2); ids are exact.
+    return have == value or (attribute not in ("externalId", "id") and have.casefold() == value.casefold())
+
+
+def _oldest(connector: str, endpoint: str, attribute: str, value: str,
+            matches: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    if len(matches) > 1:
+        # Twins (displayName need not be unique, RFC 7643 §4.2): e.g. a create that stalled
+        # past its timeout and landed after the retry made another. Every process must pick
+        # the same one, or members split between them: the oldest, then the smallest id.
+        log.warning("%s: %d resources in %s with %s %r: using the oldest", connector, len(matches), endpoint,
+                    attribute, value)
+        return min(matches, key=_age)
+    return matches[0] if matches else None
 
 
 def _age(resource: Mapping[str, Any]) -> tuple[str, str]:

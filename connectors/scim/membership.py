@@ -25,9 +25,13 @@ from urllib.parse import quote
 
 from connectors.base import ApplyResult
 from connectors.scim import protocol as p
+from connectors.scim.dialect import Dialect
 from connectors.scim.transport import ScimTransport
 from jml.errors import ConflictError, NotFoundError, PermanentError, RetryableError
 
+# Membership forms, in the order tried (connectors/scim/dialect.py remembers the one that works).
+ADD_FORMS = ("value", "replace", "put")
+REMOVE_FORMS = ("filter", "value", "replace", "put")
 BUSY_WINDOW = 1.0  # seconds: a group written this recently is "busy" (see group_linger)
 
 
@@ -35,7 +39,7 @@ class MembershipMixin:
     groups_endpoint: str
     name: str
     transport: ScimTransport
-    dialect: dict[str, Any]
+    dialect: Dialect
     # Members per PATCH (AWS Identity Center: at most 100 member changes per request).
     max_members_per_patch: int = 100
     # A busy group (written within BUSY_WINDOW seconds) waits this long before its next PATCH,
@@ -56,9 +60,6 @@ class MembershipMixin:
     async def capabilities(self) -> p.Capabilities:
         raise NotImplementedError
 
-    def learn(self, key: str, value: Any, why: str) -> None:
-        raise NotImplementedError
-
     async def search_one(self, endpoint: str, attribute: str, value: str) -> Mapping[str, Any] | None:
         raise NotImplementedError
 
@@ -71,12 +72,15 @@ class MembershipMixin:
         return f"group:{display_name}"
 
     def add_member_ops(self, member_ids: list[str]) -> dict[str, Any]:
-        return p.add_members_patch(member_ids)
+        return p.add_members_patch(member_ids, self._ref_base())
 
     def remove_member_ops(self, member_ids: list[str]) -> dict[str, Any]:
         if self.dialect.get("remove_member") == "value":
-            return p.remove_members_by_value(member_ids)
+            return p.remove_members_by_value(member_ids, self._ref_base())
         return p.remove_members_filtered(member_ids)
+
+    def _ref_base(self) -> str | None:
+        return f"{self.transport.base_url}Users/" if self.dialect.get("member_ref") else None
 
     # ---- groups ---------------------------------------------------------------------
     def group_path(self, group_id: str) -> str:
@@ -185,50 +189,111 @@ class MembershipMixin:
 
     async def add_members(self, group_id: str, member_ids: list[str]) -> None:
         """Callers hold the group's lock."""
-        caps = await self.capabilities()
         for i in range(0, len(member_ids), self.max_members_per_patch):
-            batch = member_ids[i : i + self.max_members_per_patch]
-            if not caps.patch:
-                await self._replace_members(group_id, add=batch)
-                continue
-            # Some servers answer 409 to adding a present member: that is the goal state.
-            with contextlib.suppress(ConflictError):
-                await self.transport.send(p.patch(self.group_path(group_id), self.add_member_ops(batch)))
+            await self._change(group_id, member_ids[i : i + self.max_members_per_patch], add=True)
 
     async def remove_members(self, group_id: str, member_ids: list[str]) -> None:
         """Callers hold the group's lock. Removing a non-member is success."""
-        caps = await self.capabilities()
         for i in range(0, len(member_ids), self.max_members_per_patch):
-            batch = member_ids[i : i + self.max_members_per_patch]
-            if not caps.patch:
-                await self._replace_members(group_id, remove=batch)
-                continue
-            try:
-                await self.transport.send(p.patch(self.group_path(group_id), self.remove_member_ops(batch)))
-            except PermanentError as e:
-                if e.status != 400 or "remove_member" in self.dialect:
-                    raise
-                # RFC 7644 §3.5.2.2 allows the filtered path; some servers want the value-list form
-                # (and scim2-server the reverse): try the other once and remember what worked.
-                other = "value" if self.dialect.get("remove_member", "filter") == "filter" else "filter"
-                self.dialect["remove_member"] = other
-                try:
-                    await self.transport.send(p.patch(self.group_path(group_id), self.remove_member_ops(batch)))
-                except PermanentError:
-                    del self.dialect["remove_member"]
-                    raise
-                self.learn("remove_member", other, f"remove by {other} form: {e.vendor_message}")
+            await self._change(group_id, member_ids[i : i + self.max_members_per_patch], add=False)
 
-    async def _replace_members(self, group_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
-        """Without PATCH: read the group, PUT it back with the new member list (If-Match)."""
+    async def _change(self, group_id: str, ids: list[str], *, add: bool) -> None:
+        """Try the membership forms in order from the one remembered, until the server both
+        accepts one and (the first time) the group reads back changed; remember that form.
+        RFC 7644 §3.5.2.2 allows the filtered remove; others want `path: members` with a
+        value list; some only drop a member when the whole list is replaced."""
+        caps = await self.capabilities()
+        kind = "add_member" if add else "remove_member"
+        forms = (ADD_FORMS if add else REMOVE_FORMS) if caps.patch else ("put",)
+        known = self.dialect.get(kind)
+        order = [str(known), *[f for f in forms if f != known]] if known in forms else list(forms)
+        last: Exception | None = None
+        for form in order:
+            try:
+                await self._send_form(group_id, ids, add, form)
+            except ConflictError:
+                if add:  # some servers answer 409 to adding a present member: the goal state
+                    return
+                raise
+            except PermanentError as e:
+                if isinstance(e, NotFoundError) or e.status not in (400, 405, 501):
+                    raise
+                if "$ref" in e.vendor_message and not self.dialect.get("member_ref"):
+                    self.dialect.learn("member_ref", True, e.vendor_message)
+                    return await self._change(group_id, ids, add=add)
+                last = e
+                continue
+            if self.dialect.verified(f"{kind}:{form}") or await self._took(group_id, ids, add):
+                self.dialect.learn(kind, form, "accepted, and the group read back changed")
+                self.dialect.verify(f"{kind}:{form}")
+                return
+            last = PermanentError(self.name, f"{kind.replace('_', ' ')} by {form} was accepted but ignored")
+        self.dialect.add("cannot", "add members" if add else "remove members", str(last))
+        raise last if isinstance(last, PermanentError) else PermanentError(self.name, f"cannot {kind}: {last}")
+
+    async def _send_form(self, group_id: str, ids: list[str], add: bool, form: str) -> None:
+        path = self.group_path(group_id)
+        if form == "value" and add:
+            await self.transport.send(p.patch(path, self.add_member_ops(ids)))
+        elif form == "value":
+            await self.transport.send(p.patch(path, p.remove_members_by_value(ids, self._ref_base())))
+        elif form == "filter":
+            await self.transport.send(p.patch(path, p.remove_members_filtered(ids)))
+        else:  # replace / put: read the group, write the whole member list back
+            await self._replace_members(group_id, add=ids if add else (), remove=() if add else ids,
+                                        patch=form == "replace")
+
+    async def _took(self, group_id: str, ids: list[str], add: bool) -> bool:
+        """Read back: are `ids` in the group (add) or out of it (remove)?"""
+        present = await self.members_present(group_id, ids, add)
+        return present == set(ids) if add else not present
+
+    async def members_present(self, group_id: str, ids: list[str], add: bool) -> set[str]:
+        """Which of `ids` the group lists, read from the group. Members listed by userName
+        instead of id are matched by userName (and that is remembered). A hook: servers
+        whose groups read back without members (AWS) ask by members filter instead."""
+        values = p.member_ids(await self._read_group(group_id))
+        names = await self._user_names(ids) if self.dialect.get("members_by") == "userName" or \
+            (add and not set(ids) <= values) else {}
+        folded = {v.casefold() for v in values}
+        present = {i for i in ids if i in values or (names.get(i) or "\0").casefold() in folded}
+        if present and any(i not in values for i in present):
+            self.dialect.learn("members_by", "userName", "members read back by userName")
+        return present
+
+    async def _user_names(self, ids: list[str]) -> dict[str, str]:
+        out = {}
+        for uid in ids:
+            with contextlib.suppress(NotFoundError):
+                body = (await self.transport.send(p.get(f"Users/{quote(uid, safe='')}"))).body
+                if isinstance(body, Mapping) and body.get("userName"):
+                    out[uid] = str(body["userName"])
+        return out
+
+    async def _read_group(self, group_id: str) -> Mapping[str, Any]:
+        resp = await self.transport.send(p.get(self.group_path(group_id)))
+        return resp.body if isinstance(resp.body, Mapping) else {}
+
+    async def _replace_members(self, group_id: str, add: Sequence[str] = (), remove: Sequence[str] = (), *,
+                               patch: bool = False) -> None:
+        """Read the group, write it back with the new member list (If-Match when versioned)."""
         resp = await self.transport.send(p.get(self.group_path(group_id)))
         group = resp.body if isinstance(resp.body, Mapping) else {}
-        members = (p.member_ids(group) | set(add)) - set(remove)
-        if members == p.member_ids(group):
+        have = p.member_ids(group)
+        gone = set(remove)
+        if remove and self.dialect.get("members_by") == "userName":
+            gone |= {n for n in (await self._user_names(list(remove))).values()}
+        members = (have | set(add)) - gone
+        if members == have:
             return
         version = (group.get("meta") or {}).get("version") or resp.etag
-        await self.transport.send(p.put(self.group_path(group_id), p.group_replacement(group, members),
-                                        if_match=str(version) if version else None))
+        if_match = str(version) if version and self.dialect.get("etag") else None
+        if patch:
+            await self.transport.send(p.patch(self.group_path(group_id), p.replace_members_patch(
+                members, self._ref_base()), if_match=if_match))
+        else:
+            await self.transport.send(p.put(self.group_path(group_id), p.group_replacement(
+                group, members, self._ref_base()), if_match=if_match))
 
     # ---- reading memberships ------------------------------------------------------------
     async def groups_of(self, user: Mapping[str, Any]) -> frozenset[str]:
@@ -251,12 +316,12 @@ class MembershipMixin:
             except PermanentError as e:
                 if e.status != 400:
                     raise
-                self.learn("filter:members", False, f"filter rejected: {e.vendor_message}")
+                self.dialect.learn("filter:members", False, f"filter rejected: {e.vendor_message}")
             else:
                 if verified or all(uid in p.member_ids(g) for g in found):
-                    self.dialect["filter:members"] = True
+                    self.dialect.learn("filter:members", True, "filter on members.value answers only their groups")
                     return frozenset(self.group_grant(str(g.get("displayName"))) for g in found)
-                self.learn("filter:members", False, "filter ignored: groups without the member returned")
+                self.dialect.learn("filter:members", False, "filter ignored: groups without the member returned")
         return frozenset((await self.all_memberships()).get(uid, set()))
 
     async def _group_name(self, group_id: str) -> str:

@@ -10,6 +10,8 @@ keys and user/group bodies are read as plain mappings by the small readers below
 from __future__ import annotations
 
 import functools
+import html
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -138,6 +140,33 @@ def _schema_ids(resource_types: Any, schemas: Any) -> set[str]:
     return found
 
 
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+# jml key -> the top-level core User attribute that carries it (RFC 7643 §4.1).
+CORE_ATTRIBUTE_OF: dict[str, str] = {"title": "title", "employment_type": "userType", "location": "addresses",
+                                     "country": "addresses", "display_name": "displayName"}
+
+
+def user_schema(schemas: Any) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(declared, required) attribute names of the core User schema as /Schemas gives
+    them (RFC 7643 §7), or None when the server does not describe it."""
+    for schema in resources_of(schemas):
+        if schema.get("id") != USER_SCHEMA:
+            continue
+        declared, required = set(), set()
+        for attr in schema.get("attributes") or []:
+            if not isinstance(attr, Mapping) or not attr.get("name"):
+                continue
+            name = str(attr["name"])
+            declared.add(name)
+            if attr.get("required") is True:
+                required.add(name)
+            for sub in attr.get("subAttributes") or []:
+                if isinstance(sub, Mapping) and sub.get("name") and sub.get("required") is True:
+                    required.add(f"{name}.{sub['name']}")
+        return frozenset(declared), frozenset(required)
+    return None
+
+
 def resources_of(body: Any) -> list[Mapping[str, Any]]:
     """The `Resources` of a ListResponse (RFC 7644 §3.4.2); a bare list is accepted too."""
     items = body.get("Resources") if isinstance(body, Mapping) else body
@@ -146,19 +175,59 @@ def resources_of(body: Any) -> list[Mapping[str, Any]]:
 
 def error_message(body: Any) -> str:
     """The vendor's own words: RFC 7644 §3.12 `detail`, Slack legacy `Errors.description`,
-    GitHub/REST `message`, or a plain-text body."""
+    GitHub/REST `message`, or the first line of a text body (an HTML error page served as
+    application/scim+json is reduced to its text: never the markup)."""
     if isinstance(body, str):
-        return body.strip()[:500]
+        return first_line(body)
     if not isinstance(body, Mapping):
         return ""
     errors = body.get("Errors")
     if isinstance(errors, Mapping):
         return str(errors.get("description") or errors.get("code") or "")
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        return str(errors[0].get("description") or errors[0].get("detail") or "")
     parts = [str(body[k]) for k in ("scimType", "detail", "message") if body.get(k)]
     return ": ".join(parts)
 
 
+_TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", re.S | re.I)
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line of a plain or HTML text, unescaped and shortened."""
+    if "<" in text and ">" in text:
+        text = html.unescape(_TAGS.sub("\n", text))
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) <= limit else line[: limit - 1] + "…"
+    return ""
+
+
+def scim_type(body: Any) -> str:
+    """RFC 7644 §3.12 scimType of an error body ('' when absent)."""
+    return str(body.get("scimType") or "") if isinstance(body, Mapping) else ""
+
+
 # ---- users --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How this server wants a User (learnt: connectors/scim/dialect.py). `omit` holds jml
+    keys not to send (refused, dropped or undeclared), plus `externalId` and `emails.type`."""
+
+    omit: frozenset[str] = frozenset()
+
+    @property
+    def email_plain(self) -> bool:
+        return "emails.type" in self.omit
+
+
+def formatted_name(a: Mapping[str, str]) -> str | None:
+    """name.formatted (some apps require it; RFC 7643 §4.1.1 defines it): given + family."""
+    text = " ".join(v for v in (a.get("given_name"), a.get("family_name")) if v)
+    return text or None
+
 
 def build_user(
     username: str,
@@ -168,25 +237,31 @@ def build_user(
     *,
     enterprise: bool,
     manager_ref: str | None = None,
+    shape: Shape = Shape(),
 ) -> User[Any]:
-    """The full desired User. Empty attributes are left out (not sent as empty strings)."""
-    a = {k: v for k, v in attributes.items() if v}
+    """The full desired User. Empty attributes are left out (not sent as empty strings);
+    name.formatted and displayName are derived when HR has none (apps require them)."""
+    a = {k: v for k, v in attributes.items() if v and k not in shape.omit}
     name = None
     if a.get("given_name") or a.get("family_name"):
-        name = Name(given_name=a.get("given_name"), family_name=a.get("family_name"))
+        name = Name(given_name=a.get("given_name"), family_name=a.get("family_name"), formatted=formatted_name(a))
     address = None
     if a.get("location") or a.get("country"):
         address = [Address(type="work", locality=a.get("location"), country=a.get("country"), primary=True)]
+    email = None
+    if a.get("email"):
+        email = [Email(value=a["email"]) if shape.email_plain else Email(value=a["email"], type="work", primary=True)]
+    display = a.get("display_name") or ("display_name" not in shape.omit and formatted_name(a)) or None
     cls = FullUser if enterprise else User
     user: User[Any] = cls(
         user_name=username,
-        external_id=external_id or None,
+        external_id=(external_id or None) if "externalId" not in shape.omit else None,
         active=active,
         name=name,
-        display_name=a.get("display_name"),
+        display_name=display,
         title=a.get("title"),
         user_type=a.get("employment_type"),
-        emails=[Email(value=a["email"], type="work", primary=True)] if a.get("email") else None,
+        emails=email,
         addresses=address,
     )
     if enterprise:
@@ -194,7 +269,7 @@ def build_user(
             employee_number=a.get("employee_number"),
             cost_center=a.get("cost_center"),
             department=a.get("department"),
-            manager=Manager(value=manager_ref) if manager_ref else None,
+            manager=Manager(value=manager_ref) if manager_ref and "manager_id" not in shape.omit else None,
         )
         if ext.model_dump(exclude_none=True):
             user[EnterpriseUser] = ext
@@ -234,7 +309,8 @@ def _drop(resource: dict[str, Any], key: str) -> None:
         resource.pop(path, None)
 
 
-def user_patch(changes: Mapping[str, str | bool], *, enterprise: bool, manager_ref: str | None) -> dict[str, Any]:
+def user_patch(changes: Mapping[str, str | bool], *, enterprise: bool, manager_ref: str | None,
+               shape: Shape = Shape()) -> dict[str, Any]:
     """PATCH replace/remove per changed attribute (RFC 7644 §3.5.2). `changes` holds jml keys
     plus `username` and `active`; an empty value removes the attribute. {} if none of the
     changes has a SCIM attribute to go to."""
@@ -249,6 +325,8 @@ def user_patch(changes: Mapping[str, str | bool], *, enterprise: bool, manager_r
             ops.append(operation(op="replace", path=path, value=value))
 
     for key, value in changes.items():
+        if key in shape.omit:
+            continue
         if key == "username":
             put("userName", value)
         elif key == "external_id":
@@ -258,7 +336,8 @@ def user_patch(changes: Mapping[str, str | bool], *, enterprise: bool, manager_r
         elif key in CORE_PATHS:
             put(CORE_PATHS[key], value)
         elif key == "email":
-            put("emails", [{"value": value, "type": "work", "primary": True}] if value else None)
+            plain = [{"value": value}] if shape.email_plain else [{"value": value, "type": "work", "primary": True}]
+            put("emails", plain if value else None)
         elif key in ("location", "country"):
             continue  # handled together below: one work address
         elif enterprise and key in ENTERPRISE_KEYS:
@@ -329,9 +408,16 @@ def group_payload(display_name: str) -> dict[str, Any]:
     return Group(display_name=display_name).model_dump(scim_ctx=Context.RESOURCE_CREATION_REQUEST)
 
 
-def add_members_patch(member_ids: Iterable[str]) -> dict[str, Any]:
+def member_values(member_ids: Iterable[str], ref_base: str | None = None) -> list[dict[str, str]]:
+    """Member objects; with `ref_base`, each carries the `$ref` some servers require."""
+    if ref_base is None:
+        return [{"value": m} for m in member_ids]
+    return [{"value": m, "$ref": f"{ref_base}{m}"} for m in member_ids]
+
+
+def add_members_patch(member_ids: Iterable[str], ref_base: str | None = None) -> dict[str, Any]:
     op_model, operation = _patch_models(Group)
-    op = operation(op="add", path="members", value=[{"value": m} for m in member_ids])
+    op = operation(op="add", path="members", value=member_values(member_ids, ref_base))
     return dict(op_model(operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST))
 
 
@@ -342,10 +428,10 @@ def remove_members_filtered(member_ids: Iterable[str]) -> dict[str, Any]:
     return dict(op_model(operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST))
 
 
-def remove_members_by_value(member_ids: Iterable[str]) -> dict[str, Any]:
+def remove_members_by_value(member_ids: Iterable[str], ref_base: str | None = None) -> dict[str, Any]:
     """The Azure AD / GitHub EMU form: `path: members` plus a value list (no filter)."""
     op_model, operation = _patch_models(Group)
-    op = operation(op="remove", path="members", value=[{"value": m} for m in member_ids])
+    op = operation(op="remove", path="members", value=member_values(member_ids, ref_base))
     return dict(op_model(operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST))
 
 
@@ -358,10 +444,17 @@ def group_name_of(grant: str) -> str:
     return grant.removeprefix("group:")
 
 
-def group_replacement(group: Mapping[str, Any], members: Iterable[str]) -> dict[str, Any]:
+def replace_members_patch(members: Iterable[str], ref_base: str | None = None) -> dict[str, Any]:
+    """PATCH replace of the whole member list (servers that remove members no other way)."""
+    op_model, operation = _patch_models(Group)
+    op = operation(op="replace", path="members", value=member_values(sorted(members), ref_base))
+    return dict(op_model(operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST))
+
+
+def group_replacement(group: Mapping[str, Any], members: Iterable[str], ref_base: str | None = None) -> dict[str, Any]:
     """PUT body for a group when PATCH is unavailable: same group, this member list."""
     g = Group(display_name=str(group.get("displayName") or ""), external_id=group.get("externalId"),
-              members=[{"value": m} for m in sorted(members)])
+              members=member_values(sorted(members), ref_base))
     return g.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
 
 

@@ -25,6 +25,7 @@ from jml.model import (
     person_to_dict,
 )
 from jml.store.db import bulk_write, make_engine, migrate, upsert, utc
+from jml.store.dialects import DialectStore
 from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
 
 P = PersonRow.__table__  # type: ignore[attr-defined]
@@ -90,6 +91,7 @@ class Store:
         self.engine = engine or make_engine(url)
         if migrate_schema:
             migrate(self.engine)
+        self.dialects = DialectStore(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from connectors.base import ConnectorContext, build
+from connectors.base import ConnectorContext
 from connectors.github._http import HourlyCeiling
+from connectors.registry import build
 from jml.config import GithubConnectorConfig
 from jml.errors import PermanentError, RetryableError
 from jml.model import AccountRecord, Action, Operation

@@ -33,13 +33,15 @@ def test_build_user_maps_core_and_enterprise() -> None:
              "country": "GB", "employment_type": "Contractor", "github_username": "ada"}
     body = p.creation_payload(p.build_user("ada", "E1", False, attrs, enterprise=True, manager_ref="m-1"))
     assert body["userName"] == "ada" and body["externalId"] == "E1" and body["active"] is False
-    assert body["name"] == {"givenName": "Ada", "familyName": "Lovelace"}
+    assert body["name"] == {"givenName": "Ada", "familyName": "Lovelace", "formatted": "Ada Lovelace"}
+    assert body["displayName"] == "Ada Lovelace"  # derived: apps require it
     assert body["emails"] == [{"value": "ada@acme.example", "type": "work", "primary": True}]
     assert "title" not in body  # empty values are left out, not sent as ""
     assert body[p.ENTERPRISE] == {"employeeNumber": "42", "costCenter": "C1", "department": "R&D",
                                   "manager": {"value": "m-1"}}
     assert p.ENTERPRISE in body["schemas"]
-    assert p.user_attributes(body) == {k: v for k, v in attrs.items() if v and k != "github_username"}
+    assert p.user_attributes(body) == {**{k: v for k, v in attrs.items() if v and k != "github_username"},
+                                       "display_name": "Ada Lovelace"}
 
 
 def test_build_user_without_enterprise_drops_extension() -> None:
@@ -61,7 +63,7 @@ def test_replacement_payload_keeps_unmanaged_attributes() -> None:
                "userName": "ada", "nickName": "Countess", "title": "Old", "groups": [{"value": "g"}]}
     desired = p.build_user("ada", "E1", False, {"given_name": "Ada"}, enterprise=False)
     body = p.replacement_payload(current, desired, removed=["title"])
-    assert body["nickName"] == "Countess" and body["active"] is False and body["name"] == {"givenName": "Ada"}
+    assert body["nickName"] == "Countess" and body["active"] is False and body["name"] == {"givenName": "Ada", "formatted": "Ada"}
     assert "id" not in body and "meta" not in body and "groups" not in body and "title" not in body
 
 

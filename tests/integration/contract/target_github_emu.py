@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from connectors.base import ConnectorContext, build
+from connectors.base import ConnectorContext
+from connectors.registry import build
 from jml.config import GithubConnectorConfig
 from jml.model import RemoteAccount
 from tests.integration.contract.harness import ContractTarget

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from connectors.base import ConnectorContext, build
+from connectors.base import ConnectorContext
+from connectors.registry import build
 from jml.config import GithubConnectorConfig
 from jml.model import RemoteAccount
 from tests.integration.contract.harness import ContractTarget
