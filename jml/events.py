@@ -10,8 +10,11 @@ Event plans skip the export guard; their own bound is `guard.max_event_leavers_p
 plan is held with that reason).
 
 Okta mapping (reference/VENDORS.md §1): deactivate/suspend -> leaver now (IDP_DEACTIVATE,
-effective at the event's `published`); activate/unsuspend/reactivate -> the override is
-lifted and the person re-evaluated from HR; update_profile -> re-evaluated. The Okta user
+effective at the event's `published`); activate/unsuspend/reactivate -> an Okta deactivation
+is lifted and the person re-evaluated from HR, but an HR termination or an offboard stays
+(DESIGN "Sticky": HR outranks the IdP; outcome "not_lifted: HR leaver"); an Okta
+deactivation may bring an HR leaver's time forward, never take it over; update_profile ->
+re-evaluated. The Okta user
 is matched to an HR person by `sources.okta.match` (default work_email) against the
 target's alternateId, case-insensitively; no match -> outcome "unmatched", no change.
 """
@@ -34,6 +37,7 @@ from jml import guard
 from jml.config import Config
 from jml.context import ServiceContext
 from jml.errors import ExportRejected
+from jml.lifecycle import HR_OVERRIDES, add_leaver, idp_lifts
 from jml.model import (
     CANONICAL_FIELDS,
     Action,
@@ -301,8 +305,8 @@ def apply_items(rt: Runtime, items: list[InboxItem], now: dt.datetime) -> Applie
         out.overrides[eid] = final
         if final is None:
             out.lifted.append(eid)
-        elif final.effective_at <= now and before is None:
-            out.new_leavers.append(eid)
+        elif final.effective_at <= now and (before is None or before.effective_at > now):
+            out.new_leavers.append(eid)  # (also a scheduled offboard an IdP event brought forward)
     return out
 
 
@@ -321,15 +325,20 @@ def _apply_okta(it: InboxItem, matches: Mapping[str, str], overrides: dict[str, 
         out.scope.setdefault(eid, False)
         cur = overrides.get(eid)
         if etype in OKTA_LEAVER:
-            if cur is None or cur.effective_at > it.occurred_at:
-                overrides[eid] = Override(OverrideKind.IDP_DEACTIVATE, it.occurred_at, f"Okta {etype}", actor)
+            new = add_leaver(cur, Override(OverrideKind.IDP_DEACTIVATE, it.occurred_at, f"Okta {etype}", actor))
+            if new != cur:
+                overrides[eid] = new
                 outcome = "leaver"
             else:
                 outcome = "already_leaver"
-        # Out-of-order delivery: a reactivation older than the override does not lift it.
-        elif etype in OKTA_RETURN and cur is not None and cur.effective_at <= it.occurred_at:
-            overrides[eid] = None
-            outcome = "lifted"
+        # HR outranks the IdP: a reactivation lifts only Okta's own deactivation (not one
+        # published after it: out-of-order delivery), never an HR termination or offboard.
+        elif etype in OKTA_RETURN and cur is not None:
+            if idp_lifts(cur, it.occurred_at):
+                overrides[eid] = None
+                outcome = "lifted"
+            elif cur.kind in HR_OVERRIDES:
+                outcome = "not_lifted: HR leaver"
     return outcome, eids, actor
 
 
@@ -344,9 +353,10 @@ def _apply_hr(rt: Runtime, it: InboxItem, mapped: tuple[Person, frozenset[str]],
         if "termination_date" not in supplied or merged.termination_date is None:
             merged = replace(merged, termination_date=it.occurred_at.astimezone(rt.config.timezone).date())
         cur = overrides.get(eid)
-        if cur is None or cur.effective_at > it.occurred_at:
-            overrides[eid] = Override(OverrideKind.HR_TERMINATION, it.occurred_at, "HR termination webhook",
-                                      "hr-webhook")
+        new = add_leaver(cur, Override(OverrideKind.HR_TERMINATION, it.occurred_at, "HR termination webhook",
+                                       "hr-webhook"))
+        if new != cur:
+            overrides[eid] = new  # HR's now (an IdP deactivation is taken over, its time kept)
     out.changed[eid] = merged
     out.scope[eid] = True
     return etype, [eid], "hr-webhook"

@@ -9,7 +9,9 @@ Implements DESIGN's lifecycle-semantics contract:
 - never a leaver: leave of absence, a failed read, a quarantined row;
 - pre-hire: account inactive from 00:00 local `prehire_days` before the hire date,
   enabled at 00:00 local on the hire date;
-- rehire (a newer hire date) lifts a sticky override.
+- rehire (a newer hire date) lifts a sticky override;
+- HR outranks the IdP ("Sticky"): `add_leaver` and `idp_lifts` below decide who may set
+  and who may lift an override.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
-from jml.model import Lifecycle, Person, PersonState, Phase, Status
+from jml.model import Lifecycle, Override, OverrideKind, Person, PersonState, Phase, Status
+
+# HR's word on employment: only HR lifts these (a rehire or `offboard --undo`).
+HR_OVERRIDES = frozenset({OverrideKind.OFFBOARD, OverrideKind.HR_TERMINATION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,29 @@ class LifecycleRules:
     leave_of_absence: str = "keep"  # keep | suspend
     missing_after: int = 2
     termination_time: dt.time = dt.time(23, 59)
+
+
+def add_leaver(current: Override | None, new: Override) -> Override:
+    """A new leaver decision on top of the current override (DESIGN "Sticky").
+
+    The earlier effective time wins whoever decided it (an IdP event may deprovision sooner
+    than HR scheduled). The override belongs to HR once HR has decided, so only HR can lift
+    it: an HR decision takes over an IdP deactivation, and an IdP deactivation joins an HR
+    decision without taking it over."""
+    if current is None:
+        return new
+    effective = min(current.effective_at, new.effective_at)
+    if (new.kind in HR_OVERRIDES) != (current.kind in HR_OVERRIDES):
+        owner = new if new.kind in HR_OVERRIDES else current
+    else:  # same authority: the earlier decision stands; a sooner one replaces it
+        return current if current.effective_at <= new.effective_at else new
+    return owner if owner.effective_at == effective else replace(owner, effective_at=effective)
+
+
+def idp_lifts(current: Override | None, at: dt.datetime) -> bool:
+    """An IdP reactivation at `at` lifts `current` only if it is the IdP's own deactivation,
+    and not one decided after the reactivation (deliveries arrive out of order)."""
+    return current is not None and current.kind is OverrideKind.IDP_DEACTIVATE and current.effective_at <= at
 
 
 def local_instant(day: dt.date, at: dt.time, tz: ZoneInfo) -> dt.datetime:

@@ -1,5 +1,6 @@
-"""HR's "offboard now": a person becomes a leaver at once (or at `--at`), sticky until Okta
-reactivates them, HR records a rehire, or `--undo`; their operations jump every queue.
+"""HR's "offboard now": a person becomes a leaver at once (or at `--at`), sticky until HR
+lifts it — a rehire (new hire date) or `--undo`; an Okta reactivation does not (DESIGN
+"Sticky": HR outranks the IdP). Their operations jump every queue.
 Used by `jml offboard`, `POST /api/v1/offboard` and the HR page.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from jml.config import Config
 from jml.errors import UsageError
 from jml.events import plan_event
+from jml.lifecycle import add_leaver
 from jml.model import Operation, Override, OverrideKind, PersonState
 from jml.runtime import Runtime
 from jml.sync import PlanOutcome
@@ -45,8 +47,8 @@ class OffboardResult:
 
 async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.datetime | None = None,
                    actor: str = "cli", undo: bool = False) -> OffboardResult:
-    """HR's leaver now (or at `at`), sticky until Okta reactivates, HR records a rehire or
-    `undo`; the person alone is planned, ahead of bulk work. Raises UnknownEmployee."""
+    """HR's leaver now (or at `at`), sticky until HR records a rehire or `undo` (never lifted
+    by the IdP); the person alone is planned, ahead of bulk work. Raises UnknownEmployee."""
     now = rt.clock()
     state: PersonState | None = rt.store.load_states([employee_id]).get(employee_id)
     if state is None or state.person is None:
@@ -59,10 +61,10 @@ async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.da
         rt.outbox.cancel_people([employee_id], now, leaver_too=True)
         effective = None
     else:
-        effective = (at or now).astimezone(dt.UTC)
-        if current is not None and current.effective_at < effective:
-            effective = current.effective_at  # an earlier leaver decision stands
-        rt.store.set_override(employee_id, Override(OverrideKind.OFFBOARD, effective, reason, actor), now)
+        # An earlier leaver decision's time stands; the override is HR's from now on.
+        decided = add_leaver(current, Override(OverrideKind.OFFBOARD, (at or now).astimezone(dt.UTC), reason, actor))
+        effective = decided.effective_at
+        rt.store.set_override(employee_id, decided, now)
         if effective <= now:
             rt.outbox.cancel_people([employee_id], now)
     rt.audit.append("offboard_undo" if undo else "offboard",
