@@ -1,0 +1,141 @@
+"""Roles on every route: each route of jml.web.ROUTES x each role, through a scoped API token.
+
+Allowed → anything but 401/403; forbidden → 403 (and nothing changes). The table of rights is
+jml.web.roles.RIGHTS; this test reads the expected answer from an independent statement of the
+issue's rules, so a route given the wrong right fails here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from jml.context import ServiceContext
+from jml.runtime import Runtime
+from jml.store.identity import IdentityStore
+from jml.web import ROUTES, add_routes
+from jml.web.auth import new_api_token, token_hash
+from jml.web.roles import ROLES
+from tests.integration.test_web import NOW, TOKEN, _config, _seed
+
+# Who may do what, as the issue states it (independent of jml.web.roles).
+EVERYONE = set(ROLES)
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/"): EVERYONE,
+    ("GET", "/api/v1/status"): EVERYONE,
+    ("GET", "/api/v1/people/{employee_id}/progress"): EVERYONE,
+    ("GET", "/people"): {"hr", "admin"},
+    ("GET", "/people/{employee_id}"): {"hr", "admin"},
+    ("POST", "/people/{employee_id}/offboard"): {"hr", "admin"},
+    ("POST", "/api/v1/offboard"): {"hr", "admin"},
+    ("POST", "/plans/{plan_id}/approve"): {"approver", "admin"},
+    ("POST", "/api/v1/plans/{plan_id}/approve"): {"approver", "admin"},
+    ("POST", "/plans/{plan_id}/discard"): {"operator", "admin"},
+    ("POST", "/api/v1/plans/{plan_id}/discard"): {"operator", "admin"},
+    ("POST", "/retry"): {"operator", "admin"},
+    ("POST", "/api/v1/retry"): {"operator", "admin"},
+    ("POST", "/connectors/{connector}/pause"): {"operator", "admin"},
+    ("POST", "/connectors/{connector}/resume"): {"operator", "admin"},
+    ("POST", "/api/v1/connectors/{connector}/pause"): {"operator", "admin"},
+    ("POST", "/api/v1/connectors/{connector}/resume"): {"operator", "admin"},
+    ("GET", "/audit"): {"auditor", "admin"},
+    ("GET", "/api/v1/audit"): {"auditor", "admin"},
+    ("GET", "/api/v1/reports/access"): {"auditor", "admin"},
+}
+
+BODIES: dict[str, dict[str, Any]] = {
+    "/api/v1/offboard": {"json": {"employee_id": "E100", "reason": "role test"}},
+    "/api/v1/retry": {"json": {"all": True}},
+    "/people/{employee_id}/offboard": {"data": {"reason": "role test"}},
+}
+
+
+def test_every_route_is_in_the_table() -> None:
+    assert {(m, p) for m, p, *_ in ROUTES} == set(EXPECTED)
+
+
+@pytest.fixture
+async def app_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[TestClient[Any, Any],
+                                                                                            dict[str, str], Runtime]]:
+    monkeypatch.setenv("JML_TEST_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("JML_TEST_SCIM", "scim-token-not-used")
+    rt = Runtime(_config(tmp_path), clock=lambda: NOW)
+    _seed(rt)
+    store = IdentityStore(rt.store.engine)
+    tokens = {}
+    for role in ROLES:
+        secret = new_api_token()
+        assert store.create_token(f"t-{role}", token_hash(secret), [role], created_by="test", now=NOW,
+                                  expires_at=None)
+        tokens[role] = secret
+    app = web.Application()
+    add_routes(app, ServiceContext(rt=rt, engine=rt.engine(), started_at=NOW))
+    async with TestClient(TestServer(app)) as c:
+        yield c, tokens, rt
+    rt.store.close()
+
+
+def _fill(path: str) -> str:
+    return path.replace("{employee_id}", "E100").replace("{plan_id}", "plan-held-1").replace("{connector}", "demo")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "path"), sorted(EXPECTED))
+async def test_route_by_role(app_tokens: tuple[TestClient[Any, Any], dict[str, str], Runtime], role: str,
+                             method: str, path: str) -> None:
+    client, tokens, rt = app_tokens
+    kw = BODIES.get(path, {})
+    r = await client.request(method, _fill(path), headers={"Authorization": f"Bearer {tokens[role]}"},
+                             allow_redirects=False, **kw)
+    if role in EXPECTED[(method, path)]:
+        assert r.status not in (401, 403), (role, method, path, r.status, await r.text())
+    else:
+        assert r.status == 403, (role, method, path, r.status)
+        # A refusal changes nothing: the held plan is still held, nothing paused, no offboard.
+        info = rt.outbox.plan("plan-held-1")
+        assert info is not None and info.state == "held"
+        assert not rt.store.get_setting("paused_connectors", [])
+        assert rt.store.load_states(["E100"])["E100"].override is None
+
+
+async def test_forbidden_page_is_plain_and_names_who(app_tokens: tuple[TestClient[Any, Any], dict[str, str],
+                                                                       Runtime]) -> None:
+    client, tokens, _rt = app_tokens
+    r = await client.get("/people", headers={"Authorization": f"Bearer {tokens['viewer']}"})
+    assert r.status == 403
+    text = await r.text()
+    assert "Not allowed" in text and "API token t-viewer (viewer)" in text
+
+
+async def test_actions_name_the_token_as_actor(app_tokens: tuple[TestClient[Any, Any], dict[str, str],
+                                                                 Runtime]) -> None:
+    client, tokens, rt = app_tokens
+    r = await client.post("/api/v1/plans/plan-held-1/approve",
+                          headers={"Authorization": f"Bearer {tokens['approver']}"})
+    assert r.status == 200
+    approval = [rec for rec in rt.audit.records() if rec["kind"] == "approval"]
+    assert approval and approval[0]["actor"] == "token name=t-approver role=approver addr=127.0.0.1"
+
+
+async def test_revoked_and_expired_tokens_stop_at_once(app_tokens: tuple[TestClient[Any, Any], dict[str, str],
+                                                                         Runtime]) -> None:
+    client, tokens, rt = app_tokens
+    store = IdentityStore(rt.store.engine)
+    auth = {"Authorization": f"Bearer {tokens['viewer']}"}
+    assert (await client.get("/api/v1/status", headers=auth)).status == 200
+    assert store.revoke_token("t-viewer", NOW)
+    assert (await client.get("/api/v1/status", headers=auth)).status == 401
+    secret = new_api_token()
+    store.create_token("old", token_hash(secret), ["viewer"], created_by="test", now=NOW - dt.timedelta(days=2),
+                       expires_at=NOW - dt.timedelta(seconds=1))
+    assert (await client.get("/api/v1/status", headers={"Authorization": f"Bearer {secret}"})).status == 401
+    # Only the hash is stored.
+    with rt.store.engine.connect() as conn:
+        dump = " ".join(str(r) for r in conn.exec_driver_sql("SELECT * FROM api_token"))
+    assert tokens["admin"] not in dump and token_hash(tokens["admin"]) in dump
