@@ -39,6 +39,9 @@ FACTS: dict[str, dict[str, Any]] = {
         "etag": "version",
         "dropped_on_create": set(),
         "filter_username_case_insensitive": True,
+        "filter_escaped_quote": 200,
+        "dup_external_id": 201,
+        "filter_external_id_case_insensitive": False,
         "filter_and": 200,
         "filter_sw": 200,
         "filter_members_value": 200,
@@ -69,6 +72,9 @@ FACTS: dict[str, dict[str, Any]] = {
         "etag": "body-hash",
         "dropped_on_create": set(),
         "filter_username_case_insensitive": False,
+        "filter_escaped_quote": 400,
+        "dup_external_id": 201,
+        "filter_external_id_case_insensitive": False,
         "filter_and": 200,
         "filter_sw": 200,
         "filter_members_value": 200,
@@ -99,6 +105,9 @@ FACTS: dict[str, dict[str, Any]] = {
         "etag": None,
         "dropped_on_create": set(),
         "filter_username_case_insensitive": True,
+        "filter_escaped_quote": 200,
+        "dup_external_id": 409,
+        "filter_external_id_case_insensitive": False,
         "filter_and": 400,
         "filter_sw": 400,
         "filter_members_value": 400,
@@ -129,6 +138,9 @@ FACTS: dict[str, dict[str, Any]] = {
         "etag": None,
         "dropped_on_create": {"title", "displayName", "name.formatted", "emails.type"},
         "filter_username_case_insensitive": True,
+        "filter_escaped_quote": 200,
+        "dup_external_id": 201,
+        "filter_external_id_case_insensitive": True,
         "filter_and": 200,
         "filter_sw": 200,
         "filter_members_value": 400,
@@ -365,6 +377,46 @@ def test_filter_by_user_name(peer: Peer) -> None:
     assert sw.status == peer.facts["filter_sw"]
     if sw.status == 200:
         assert user["id"] in [r["id"] for r in sw.body["Resources"]]
+
+
+def test_escaped_quote_external_id_and_put(peer: Peer) -> None:
+    n = next(_n)
+    tricky = f'o"brien\\x.{n}@acme.example'  # a double quote and a backslash
+    user = create_user(peer, {**realistic_user(), "userName": tricky, "externalId": f"Q-{n}"})
+    assert user["userName"] == tricky
+
+    # RFC 7644 §3.4.2.2 / RFC 7159 escaping: backslash first, then the quote
+    escaped = tricky.replace("\\", "\\\\").replace('"', '\\"')
+    a = peer.search("Users", f'userName eq "{escaped}"')
+    assert a.status == peer.facts["filter_escaped_quote"]
+    if a.status == 200:
+        assert [r["id"] for r in a.body["Resources"]] == [user["id"]]
+    else:  # SCIMMY's lexer ends the string at the escaped quote
+        assert_scim_error(a, 400)
+        assert a.body["scimType"] == "invalidFilter"
+
+    ext = peer.search("Users", f'externalId eq "q-{n}"')  # externalId is caseExact (RFC 7643 §3.1)
+    assert ext.status == 200
+    assert [r["id"] for r in ext.body["Resources"]] == (
+        [user["id"]] if peer.facts["filter_external_id_case_insensitive"] else [])
+
+    other = peer.call("POST", "Users", {**realistic_user(), "externalId": f"Q-{n}"})
+    assert other.status == peer.facts["dup_external_id"]
+    if other.status == 409:
+        assert_scim_error(other, 409)
+        assert other.body["scimType"] == "uniqueness"
+
+    # PUT replaces: an attribute left out is gone, on every peer
+    put = {**realistic_user(), "userName": tricky, "externalId": f"Q-{n}"}
+    del put["title"]
+    a = peer.call("PUT", f"Users/{user['id']}", put)
+    assert a.status == 200 and "title" not in a.body
+    assert "title" not in peer.get(f"Users/{user['id']}").body
+
+    # a rename by PATCH works on every peer
+    a = peer.patch(f"Users/{user['id']}", {"op": "replace", "path": "userName", "value": f"renamed.{n}@acme.example"})
+    assert a.status == peer.facts["patch_status"]
+    assert peer.get(f"Users/{user['id']}").body["userName"] == f"renamed.{n}@acme.example"
 
 
 def test_malformed_filter(peer: Peer) -> None:
