@@ -53,6 +53,9 @@ const server = http.createServer(toNodeHandler(auth));
 server.listen(port, "127.0.0.1", () => {
     console.log(JSON.stringify({ url: `${baseURL}/api/auth/scim/v2/`, token }));
 });
-const stop = () => server.close(() => process.exit(0));
+const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections(); // idle keep-alive clients must not hold the exit
+};
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);

@@ -85,6 +85,9 @@ app.use("/scim/v2", new SCIMMYRouters({
 const server = app.listen(port, "127.0.0.1", () => {
     console.log(JSON.stringify({url: `http://127.0.0.1:${port}/scim/v2/`, token}));
 });
-const stop = () => server.close(() => process.exit(0));
+const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections(); // idle keep-alive clients must not hold the exit
+};
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
