@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.e2e.helpers import http, person, scim_users, start_serve, wait_until, write_config, write_export
 from tests.peers import ScimPeer
@@ -33,8 +32,6 @@ from tests.peers import ScimPeer
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 ADMIN_TOKEN = "e2e-admin-" + "x7Q2pLw9vR4mZ8kT1nB6"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (run tests/e2e/ensure_chromium.sh)")
 
 
 class Browser:
@@ -124,7 +121,7 @@ class Browser:
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    assert CHROMIUM is not None
+    assert CHROMIUM is not None, "Chromium is missing: `make test` installs it (tests/e2e/ensure_chromium.sh)"
     profile = Path(tempfile.mkdtemp(prefix="jml-chromium-"))
     proc = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -30,8 +30,7 @@ def _prometheus_bin() -> str:
         exe = shutil.which("prometheus")
         if exe is None:
             why = (res.stderr or res.stdout).strip() or f"exit {res.returncode}"
-            print(f"prometheus unavailable: {why}")
-            pytest.skip(f"prometheus is missing and could not be installed: {why}")
+            pytest.fail(f"prometheus is missing and {ENSURE.name} could not install it: {why}", pytrace=False)
     return exe
 
 

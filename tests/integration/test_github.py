@@ -18,21 +18,16 @@ from connectors.registry import build
 from jml.config import GithubConnectorConfig
 from jml.errors import PermanentError, RetryableError
 from jml.model import AccountRecord, Action, Operation
+from tests.vendor_peers.github import GithubFake
+from tests.vendor_peers.openapi_validator import GithubDescription, Request, description, full_examples
 from tests.vendor_peers.proxy import Fault
 
-try:
-    from tests.vendor_peers.github import GithubFake
-    from tests.vendor_peers.openapi_validator import (
-        DescriptionMissing,
-        GithubDescription,
-        Request,
-        description,
-        full_examples,
-    )
 
+@pytest.fixture(autouse=True, scope="module")
+def _github_description() -> None:
+    """GitHub's REST description (npm @octokit/openapi), installed on first use: without it
+    every test here fails (DescriptionMissing says why); none skips."""
     description()
-except DescriptionMissing as exc:  # pragma: no cover - only without npm
-    pytest.skip(str(exc), allow_module_level=True)
 
 
 @pytest.fixture

@@ -196,8 +196,7 @@ def promtool() -> str:
         exe = shutil.which("promtool")
         if exe is None:
             why = (res.stderr or res.stdout).strip() or f"exit {res.returncode}"
-            print(f"promtool unavailable: {why}")
-            pytest.skip(f"promtool is missing and could not be installed: {why}")
+            pytest.fail(f"promtool is missing and {ENSURE.name} could not install it: {why}", pytrace=False)
     return exe
 
 

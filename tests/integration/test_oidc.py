@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import oidc_provider_mock  # in the dev extra
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -27,8 +28,6 @@ from jml.runtime import Runtime
 from jml.web import add_routes
 from jml.web.oidc import OidcClient, OidcError, Pending
 from tests.integration.test_web import NOW, TOKEN, _seed
-
-oidc_provider_mock = pytest.importorskip("oidc_provider_mock")
 
 PEOPLE = {
     "u-ana": {"email": "ana.smith@acme.example", "name": "Ana Smith", "groups": ["hr-team", "security"]},

@@ -19,19 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis  # in the dev extra
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-SERVICE = Path(__file__).resolve().parents[2] / "jml" / "service.py"
-if not SERVICE.exists():
-    pytest.skip("jml/service.py is absent: there is no `jml serve` to fuzz", allow_module_level=True)
-
-schemathesis = pytest.importorskip("schemathesis")  # in the dev extra
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from tests.e2e.helpers import Served, http, start_serve  # noqa: E402
-from tests.peers import free_port  # noqa: E402
-from tests.reliability.conftest import csv_bytes, generate, write_config, write_export  # noqa: E402
+from tests.e2e.helpers import Served, http, start_serve
+from tests.peers import free_port
+from tests.reliability.conftest import csv_bytes, generate, write_config, write_export
 
 ADMIN = "fuzz-admin-token-0123456789"
 WEBHOOK = "fuzz-webhook-secret-0123456789"
