@@ -262,7 +262,7 @@ class ScimConnector(MembershipMixin):
         (missing from what it answers, and from a read-back) is dropped for next time."""
         ref = await self.manager_ref(attrs)
         for _ in range(len(OPTIONAL_KEYS) + 1):
-            sent = self._sent_keys(employee_id, attrs)
+            sent = self._sent_keys(employee_id, attrs, ref)
             payload = p.creation_payload(self.user_payload(employee_id, username, active, attrs, ref))
             try:
                 body = (await self.transport.send(p.post(self.users_endpoint, payload))).body
@@ -285,9 +285,11 @@ class ScimConnector(MembershipMixin):
             return ApplyResult(remote_id=str(created["id"]))
         raise PermanentError(self.name, "the server refuses every form of this user")
 
-    def _sent_keys(self, employee_id: str, attrs: Mapping[str, str]) -> set[str]:
+    def _sent_keys(self, employee_id: str, attrs: Mapping[str, str], manager_ref: str | None) -> set[str]:
         shape = self.shape()
         sent = {k for k, v in attrs.items() if v and k not in shape.omit and k not in self._unwritable()}
+        if manager_ref and self.enterprise and "manager_id" not in shape.omit:
+            sent.add("manager_id")
         if employee_id and "externalId" not in shape.omit:
             sent.add("externalId")
         if attrs.get("email") and not shape.email_plain:
@@ -320,7 +322,8 @@ class ScimConnector(MembershipMixin):
 
     def _missing(self, user: User, sent: set[str], attrs: Mapping[str, str], employee_id: str) -> list[str]:
         have = p.user_attributes(user)
-        out = [k for k in sent if k in attrs and k in OPTIONAL_KEYS and not self.dialect.verified(f"create:{k}")
+        out = [k for k in sent if k in attrs and k in OPTIONAL_KEYS and k != "manager_id"
+               and not self.dialect.verified(f"create:{k}")
                and not have.get(k)]
         if "externalId" in sent and not self.dialect.verified("create:externalId") \
                 and user.get("externalId") != employee_id:
@@ -366,7 +369,10 @@ class ScimConnector(MembershipMixin):
         except ConnectorError as e:
             if e.status not in (400, 403, 501) or (e.status == 403 and "filter" not in e.vendor_message.lower()):
                 raise
-            self.dialect.learn(key, False, f"filter refused: HTTP {e.status} {e.vendor_message}")
+            if '"' not in value and "\\" not in value:
+                # Only a plain value's refusal speaks for the filter; an escaped quote or
+                # backslash that a server's parser chokes on is about this value alone.
+                self.dialect.learn(key, False, f"filter refused: HTTP {e.status} {e.vendor_message}")
             return await self.indexed(endpoint, attribute, value)
         resources = p.resources_of(body)
         matches = [r for r in resources if _matches(r, attribute, value)]
@@ -449,8 +455,11 @@ class ScimConnector(MembershipMixin):
         except (NotFoundError, ConflictError):
             return False
         except ConnectorError as e:
-            if ask and e.status == 400:
+            if ask and e.status in (400, 500, 501):
+                # Some servers fail the whole PATCH on the parameter (SCIMMY: 500 "Required
+                # attribute 'userName' is missing", nothing written): never ask again.
                 self.dialect.learn("patch_attributes", False, f"PATCH ?attributes= refused: {e.vendor_message}")
+                return False
             if e.status in (400, 412, 428):  # refused without a version, or this PATCH form
                 return False
             raise
@@ -472,7 +481,7 @@ class ScimConnector(MembershipMixin):
             try:
                 await self._write(form, user, changes, attrs)
                 break
-            except PermanentError as e:
+            except ConnectorError as e:  # 501 is a 5xx, but no retry will implement the PATCH
                 if form == "patch" and patch_refused(e):
                     for k in changes:
                         self.dialect.add("put_only", _fact_key(k), f"PATCH refused: {e.vendor_message}")

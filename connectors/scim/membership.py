@@ -27,7 +27,7 @@ from connectors.base import ApplyResult
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
 from connectors.scim.transport import ScimTransport
-from jml.errors import ConflictError, NotFoundError, PermanentError, RetryableError
+from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError, RetryableError
 
 # Membership forms, in the order tried (connectors/scim/dialect.py remembers the one that works).
 ADD_FORMS = ("value", "replace", "put")
@@ -215,7 +215,7 @@ class MembershipMixin:
                 if add:  # some servers answer 409 to adding a present member: the goal state
                     return
                 raise
-            except PermanentError as e:
+            except ConnectorError as e:  # 501 is a 5xx, but no retry will implement the form
                 if isinstance(e, NotFoundError) or e.status not in (400, 405, 501):
                     raise
                 if "$ref" in e.vendor_message and not self.dialect.get("member_ref"):

@@ -249,7 +249,8 @@ async def test_missing_names_are_filled_for_aws(aws: AwsIdentityCenterConnector,
     p.attributes = {"email": p.username}
     await p.create()
     _, body = scim(stack, "GET", f"Users/{p.remote_id}")
-    assert body["name"] == {"givenName": p.username, "familyName": p.username}
+    assert body["name"] == {"givenName": p.username, "familyName": p.username,
+                            "formatted": f"{p.username} {p.username}"}
     assert body["displayName"] == f"{p.username} {p.username}"
     assert body["emails"] == [{"value": p.username, "type": "work", "primary": True}]
     # An update that empties a name sends the fallback, never a `remove` of a required attribute.

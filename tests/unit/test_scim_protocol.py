@@ -63,7 +63,8 @@ def test_replacement_payload_keeps_unmanaged_attributes() -> None:
                "userName": "ada", "nickName": "Countess", "title": "Old", "groups": [{"value": "g"}]}
     desired = p.build_user("ada", "E1", False, {"given_name": "Ada"}, enterprise=False)
     body = p.replacement_payload(current, desired, removed=["title"])
-    assert body["nickName"] == "Countess" and body["active"] is False and body["name"] == {"givenName": "Ada", "formatted": "Ada"}
+    assert body["nickName"] == "Countess" and body["active"] is False
+    assert body["name"] == {"givenName": "Ada", "formatted": "Ada"}
     assert "id" not in body and "meta" not in body and "groups" not in body and "title" not in body
 
 
