@@ -148,9 +148,8 @@ class ServerConfig(_Strict):
     oidc: OidcConfig | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_connections: int = Field(256, ge=1)  # open client connections; more are closed at once
-    header_timeout: Duration = dt.timedelta(seconds=10)  # a request's headers must arrive within this
-    body_timeout: Duration = dt.timedelta(seconds=30)  # and its body within this
-    keepalive_timeout: Duration = dt.timedelta(seconds=15)
+    header_timeout: Duration = dt.timedelta(seconds=10)  # a request's headers (and an idle keep-alive) at most
+    body_timeout: Duration = dt.timedelta(seconds=30)  # a request's body must arrive within this
     login_failures_per_minute: int = Field(10, ge=1)  # per client address and per account
     shutdown_grace: Duration = dt.timedelta(seconds=20)
 

@@ -42,6 +42,10 @@ log = logging.getLogger("jml.service")
 access = logging.getLogger("jml.http")
 
 CTX: web.AppKey[ServiceContext] = web.AppKey("jml_ctx", ServiceContext)
+SERVER_HEADER = "jml"  # never the aiohttp/Python versions
+MAX_SIGNED_IN_BODY = 65_536  # the pages' forms and the API's JSON are small; only webhooks carry batches
+# Each webhook's credential header: without it the body is not read at all.
+_WEBHOOK_CREDENTIAL = {"/webhooks/hr": ("hr", "X-JML-Signature"), "/webhooks/okta": ("okta", "Authorization")}
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: debug level
 HTTP_DRAIN = 5.0  # seconds in-flight HTTP requests get at shutdown
 
@@ -80,6 +84,87 @@ async def _no_5xx_for_bad_input(request: web.Request,
         return web.json_response({"error": "internal error"}, status=500)
 
 
+@web.middleware
+async def _limits(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Refuse what can be refused from the headers alone, before a byte of the body is read: a
+    declared body over the limit (413), a webhook POST without its credential header (401). Then
+    give the body `server.body_timeout` to arrive, or close the connection."""
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        cfg = request.app[CTX].rt.config.server
+        hook = _WEBHOOK_CREDENTIAL.get(request.path)
+        limit = cfg.max_body_bytes if hook else min(cfg.max_body_bytes, MAX_SIGNED_IN_BODY)
+        length = request.content_length
+        if length is not None and length > limit:
+            return web.json_response({"error": f"the body is larger than {limit} bytes"}, status=413,
+                                     headers={"Connection": "close"})
+        if hook is not None and request.method == "POST" and not request.headers.get(hook[1], "").strip():
+            metrics.webhook_requests.labels(hook[0], "unauthorized").inc()
+            return web.json_response({"error": f"missing {hook[1]} header"}, status=401,
+                                     headers={"Connection": "close"})
+        if request.body_exists and not request.content.is_eof():
+            transport = request.transport
+            watchdog = asyncio.get_running_loop().call_later(
+                cfg.body_timeout.total_seconds(), _body_overdue, request, transport)
+            try:
+                return await handler(request)
+            finally:
+                watchdog.cancel()
+    return await handler(request)
+
+
+def _body_overdue(request: web.Request, transport: asyncio.BaseTransport | None) -> None:
+    if transport is not None and not request.content.is_eof():
+        log.warning("request body too slow: connection closed", extra={"path": request.path,
+                                                                       "remote": request.remote})
+        transport.close()
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
+
+
+class _Refuse(asyncio.Protocol):
+    """Over the connection cap: a short 503 and close, without parsing anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nServer: jml\r\nConnection: close\r\n"
+                        b"Retry-After: 1\r\nContent-Length: 0\r\n\r\n")
+        transport.close()
+
+
+class CappedSite(web.TCPSite):
+    """A TCP site that holds at most `max_connections` open client connections."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int,
+                 **kw: Any) -> None:
+        super().__init__(runner, host, port, **kw)
+        self.max_connections = max_connections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        cap = self.max_connections
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(server.connections) >= cap:
+                return _Refuse()
+            return server()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            factory, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port)
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
+def runner_for(app: web.Application, cfg: Config, **kw: Any) -> web.AppRunner:
+    """The runner with the HTTP limits: headers (and an idle keep-alive) within `header_timeout`."""
+    return web.AppRunner(app, keepalive_timeout=cfg.server.header_timeout.total_seconds(),
+                         max_line_size=8190, max_field_size=8190, **kw)
+
+
 def _mount(module: str, app: web.Application, ctx: ServiceContext) -> None:
     """Routes another part of jml provides, when that part is installed."""
     try:  # while parts of jml are still being written, the service runs without them
@@ -90,8 +175,10 @@ def _mount(module: str, app: web.Application, ctx: ServiceContext) -> None:
 
 
 def build_app(ctx: ServiceContext, lease: health.LeaseState) -> web.Application:
-    app = web.Application(client_max_size=ctx.rt.config.server.max_body_bytes, middlewares=[_no_5xx_for_bad_input])
+    app = web.Application(client_max_size=ctx.rt.config.server.max_body_bytes,
+                          middlewares=[_limits, _no_5xx_for_bad_input])
     app[CTX] = ctx
+    app.on_response_prepare.append(_server_header)
     health.add_routes(app, ctx, lease)
     _mount("jml.webhooks", app, ctx)
     _mount("jml.web", app, ctx)
@@ -129,11 +216,11 @@ async def serve(cfg: Config, *, on_ready: Callable[[str], None] | None = None) -
     ctx = ServiceContext(rt=rt, engine=rt.engine(), started_at=rt.clock())
     workers = Workers(ctx, grace=grace)
     ctx.extra["workers"] = workers
-    runner = web.AppRunner(build_app(ctx, workers), access_log_class=AccessLogger,
-                           handle_signals=False, shutdown_timeout=min(grace, HTTP_DRAIN))
+    runner = runner_for(build_app(ctx, workers), cfg, access_log_class=AccessLogger,
+                        handle_signals=False, shutdown_timeout=min(grace, HTTP_DRAIN))
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await CappedSite(runner, host, port, max_connections=cfg.server.max_connections).start()
     except OSError as e:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {cfg.server.listen}: {e.strerror or e}", "server.listen") from None
