@@ -365,36 +365,72 @@ async def report(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def check(args: argparse.Namespace, cfg: Config) -> int:
+    """Config, state and every connector; each connector's dialect as a table. A deviation
+    jml works around is a warning (exit 0); exit 1 only when something cannot work: the
+    state, a connector's reach, or create / deactivate / membership on its server."""
     from jml.store.db import ping
 
+    as_json = bool(getattr(args, "json", False))
+    out: dict[str, Any] = {"config": "ok", "state": None, "connectors": {}}
     problems = 0
     rt = Runtime(cfg)
-    print("config: ok")
     try:
         ok = ping(rt.store.engine)
     except JMLError as e:
         ok = False
-        print(f"state: {e}")
-    print(f"state: {'reachable' if ok else 'NOT reachable'}")
+        out["state_error"] = str(e)
+    out["state"] = "reachable" if ok else "NOT reachable"
     problems += 0 if ok else 1
     for name in cfg.connectors:
+        entry: dict[str, Any] = {"findings": [], "dialect": [], "warnings": [], "cannot": []}
+        out["connectors"][name] = entry
         try:
             conn = rt.connector(name)
             await conn.open()
             findings = await conn.check()
         except JMLError as e:
-            print(f"{name}: {e}")
+            entry["findings"].append({"ok": False, "message": str(e)})
             problems += 1
             continue
         except Exception as e:
-            print(f"{name}: cannot reach the app: {type(e).__name__}")
+            entry["findings"].append({"ok": False, "message": f"cannot reach the app: {type(e).__name__}"})
             problems += 1
             continue
-        for f in findings:
-            print(f"{name}: {'ok' if f.ok else 'PROBLEM'}: {f.message}")
-            problems += 0 if f.ok else 1
+        entry["findings"] = [{"ok": f.ok, "message": f.message} for f in findings]
+        problems += sum(0 if f.ok else 1 for f in findings)
+        dialect = getattr(conn, "dialect", None)
+        if dialect is not None and hasattr(dialect, "table"):
+            entry["dialect"] = [{"fact": r.fact, "value": r.value, "meaning": r.meaning, "severity": r.severity}
+                                for r in dialect.table()]
+            entry["warnings"] = dialect.warnings()
+            entry["cannot"] = dialect.fatal()
+            problems += len(entry["cannot"])
     await rt.close()
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        _print_check(out)
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _print_check(out: dict[str, Any]) -> None:
+    print(f"config: {out['config']}")
+    if out.get("state_error"):
+        print(f"state: {out['state_error']}")
+    print(f"state: {out['state']}")
+    for name, entry in out["connectors"].items():
+        for f in entry["findings"]:
+            print(f"{name}: {'ok' if f['ok'] else 'PROBLEM'}: {f['message']}")
+        if entry["dialect"]:
+            print(f"{name}: dialect (learnt from the server's answers; kept in the store)")
+            width = max(len(r["fact"]) for r in entry["dialect"])
+            for r in entry["dialect"]:
+                value = r["value"]
+                shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+                mark = {"warn": "WARN ", "fatal": "FAIL "}.get(r["severity"], "     ")
+                print(f"  {mark}{r['fact']:<{width}}  {shown or '-'}  ({r['meaning']})")
+        for line in entry["cannot"]:
+            print(f"{name}: PROBLEM: {line}")
 
 
 async def serve(args: argparse.Namespace, cfg: Config) -> int:

@@ -332,7 +332,9 @@ class Engine:
                         self._dead(q, f"blocked: operation {failed.id} ({failed.op.action.value}) failed")
                         continue
                     ok, record = await self._execute(lane, q, record)
-                    if not ok and failed is None:
+                    # Only a failed create (or invitation) leaves nothing for the next steps to
+                    # act on; a failed update or membership change blocks none of them.
+                    if not ok and failed is None and q.op.action in (Action.CREATE, Action.INVITE):
                         failed = q
             finally:
                 for q in chain:

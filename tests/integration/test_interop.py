@@ -244,3 +244,66 @@ def test_three_hr_days_behind_each_quirk(quirk: str, upstream: ScimPeer, tmp_pat
             urllib.request.urlopen(req, timeout=10).close()
     with DialectProxy(upstream.url.removesuffix("/v2/"), quirk) as proxy:
         three_days(view, Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch))
+
+
+def test_dialect_is_remembered_and_shown_by_check(upstream: ScimPeer, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """What one run learns is in the store: the next process starts from it (no request
+    repeats the lesson) and `jml check` shows it as a warning, not a failure."""
+    from jml import cli
+
+    view = View(upstream)
+    for kind in ("Groups", "Users"):
+        for r in view.listing(kind):
+            req = urllib.request.Request(f"{upstream.url}{kind}/{r['id']}", method="DELETE", headers=upstream.headers)
+            urllib.request.urlopen(req, timeout=10).close()
+    with DialectProxy(upstream.url.removesuffix("/v2/"), "filter_ignored") as proxy:
+        jml = Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch)
+        jml.day([person("E001", "Ann", "Lee"), person("E002", "Bo", "Kim", "Sales")], "2026-11-23")
+        rt = Runtime(jml.cfg)
+        try:
+            remembered = rt.connector("app").dialect  # type: ignore[attr-defined]
+            assert remembered.get("filter:Users:userName") is False or remembered.get("filter:Users:externalId") \
+                is False
+        finally:
+            rt.store.close()
+        capsys.readouterr()
+        code = cli.main(["--config", str(tmp_path / "jml.yaml"), "check", "--json"])
+        report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    app = report["connectors"]["app"]
+    assert app["cannot"] == [] and any("paged index" in w for w in app["warnings"]), app
+    assert {r["fact"] for r in app["dialect"]} >= {"patch", "etag", "filter"}
+
+
+class RefuseUserWrites(DialectProxy):
+    """An app that refuses every change to an existing user (403): not something a dialect
+    can work around; the person's other steps must still go through."""
+
+    async def check(self, request: Any, body: Any) -> Any:
+        from aiohttp import web
+
+        if request.method in ("PATCH", "PUT") and "/Users/" in request.path:
+            return web.json_response({"detail": "users are read-only for this token"}, status=403)
+        return await super().check(request, body)
+
+
+def test_a_failed_update_blocks_none_of_the_persons_other_steps(upstream: ScimPeer, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    view = View(upstream)
+    for kind in ("Groups", "Users"):
+        for r in view.listing(kind):
+            req = urllib.request.Request(f"{upstream.url}{kind}/{r['id']}", method="DELETE", headers=upstream.headers)
+            urllib.request.urlopen(req, timeout=10).close()
+    rows = [person("E001", "Ann", "Lee", "Sales")]
+    with RefuseUserWrites(upstream.url.removesuffix("/v2/"), "page_cap") as proxy:
+        jml = Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch)
+        jml.day(rows, "2026-11-23")
+        rows[0] = {**rows[0], "department": "Engineering", "job_title": "Engineer II"}  # a mover
+        with pytest.raises(AssertionError, match="update E001"):
+            jml.day(rows, "2026-11-24")
+    dead = jml.dead_letters()
+    assert len(dead) == 1 and dead[0].startswith("update E001"), dead  # the update alone
+    groups = view.groups()
+    assert "ann.lee@example.com" in groups["Engineering"] and "ann.lee@example.com" not in groups["Sales"]
