@@ -103,7 +103,21 @@ def _schemas() -> dict[str, Any]:
                            "held_reasons": {"type": "array", "items": {"type": "string"}}},
         },
         "ApproveResult": {"type": "object", "required": ["plan_id", "state"],
-                          "properties": {"plan_id": {"type": "string"}, "state": {"type": "string"}}},
+                          "properties": {"plan_id": {"type": "string"},
+                                         "state": {"type": "string", "enum": ["queued", "waiting", "discarded"]},
+                                         "approvals": {"type": "integer"}, "required": {"type": "integer"},
+                                         "message": {"type": "string"}}},
+        "RetryRequest": {"type": "object", "additionalProperties": False,
+                         "description": "One dead-lettered operation (`operation_id`) or all of them (`all: true`)",
+                         "properties": {"operation_id": {"type": "integer", "minimum": 1},
+                                        "all": {"type": "boolean"}}},
+        "RetryResult": {"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}},
+        "PauseResult": {"type": "object", "required": ["connector", "paused"],
+                        "properties": {"connector": {"type": "string"}, "paused": {"type": "boolean"},
+                                       "paused_connectors": {"type": "array", "items": {"type": "string"}}}},
+        "RetryForm": {"type": "object", "properties": {
+            "operation_id": {"type": "string", "pattern": "^[0-9]{1,17}$", "description": "Absent: all"},
+            "csrf_token": CSRF_FIELD}},
         "Status": {
             "type": "object",
             "required": ["now", "connectors", "paused", "held_plans", "dead_letters", "leavers_in_flight", "source"],
@@ -196,6 +210,100 @@ def _schemas() -> dict[str, Any]:
                             "outcome": {"type": "object"}}}}}},
             },
         },
+    }
+
+
+ROLE_NOTE = " Needs the right `{right}` (roles: {roles})."
+FORBIDDEN = "Signed in, but the role does not allow it"
+
+
+def _roles_for(right: str) -> str:
+    from jml.web.roles import RIGHTS
+
+    return ", ".join(r for r, rights in RIGHTS.items() if right in rights)
+
+
+def _api_post(summary: str, right: str, params: list[dict[str, Any]], ok: dict[str, Any],
+              body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary + ROLE_NOTE.format(right=right, roles=_roles_for(right)), "security": SIGNED_IN,
+        "tags": ["api"], "parameters": [*params, CSRF_HEADER],
+        "responses": {**ok, "400": _err("Malformed request"), "401": _err("Not signed in"),
+                      "403": _err(FORBIDDEN + ", or a cookie session without CSRF token"),
+                      "404": _err("Not found"), "409": _err("Conflict"), "413": {"description": "Body too large"},
+                      "429": _err("Too many failed sign-ins from this client")}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    return {"post": op}
+
+
+def _form_post(summary: str, right: str, params: list[dict[str, Any]], form: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary + ROLE_NOTE.format(right=right, roles=_roles_for(right)), "security": SIGNED_IN,
+        "tags": ["pages"], "parameters": params, "requestBody": _form(form),
+        "responses": {"303": REDIRECT, "400": _page("Malformed form"),
+                      "403": _page(FORBIDDEN + ", cross-site, or missing CSRF token"), "404": _page("Not found"),
+                      "409": _page("Conflict"), "413": {"description": "Body too large"}}}}
+
+
+def _extra_paths() -> dict[str, Any]:
+    connector = {"name": "connector", "in": "path", "required": True, "description": "Connector name",
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID}}
+    plan = _id_param("plan_id", "Held plan id, or a layoff pre-approval (pa-…)")
+    since = {"name": "since", "in": "query", "required": False, "description": "ISO 8601 date or date-time",
+             "schema": {"type": "string", "maxLength": 64}}
+    pause_ok = {"200": {"description": "Done", "content": _json("PauseResult")}}
+    return {
+        "/auth/callback": {"get": {
+            "summary": "OIDC redirect back from the identity provider (code, state): opens a session",
+            "security": OPEN, "tags": ["pages"],
+            "parameters": [{"name": n, "in": "query", "required": False, "schema": {"type": "string",
+                                                                                    "maxLength": 2048}}
+                           for n in ("code", "state", "error")],
+            "responses": {"200": _page("Signed in: continues to the page asked for"),
+                          "400": _page("Expired, replayed or foreign sign-in"),
+                          "403": _page("Refused by the IdP, an invalid ID token, or no role"),
+                          "404": _page("Single sign-on not configured"), "429": _page("Too many failures")}}},
+        "/plans/{plan_id}/discard": _form_post("Discard a held plan or pre-approval (form).", "operate", [plan],
+                                               "CsrfForm"),
+        "/retry": _form_post("Re-queue a dead-lettered operation, or all (form).", "operate", [], "RetryForm"),
+        "/connectors/{connector}/pause": _form_post("Pause a connector (form).", "operate", [connector],
+                                                    "CsrfForm"),
+        "/connectors/{connector}/resume": _form_post("Resume a connector (form).", "operate", [connector],
+                                                     "CsrfForm"),
+        "/audit": {"get": {"summary": "Audit downloads." + ROLE_NOTE.format(right="audit",
+                                                                            roles=_roles_for("audit")),
+                           "security": SIGNED_IN, "tags": ["pages"],
+                           "responses": {"200": _page("Links to the audit export and access report"),
+                                         "303": REDIRECT, "403": _page(FORBIDDEN)}}},
+        "/api/v1/plans/{plan_id}/discard": _api_post("Discard a held plan or pre-approval.", "operate", [plan],
+                                                     {"200": {"description": "Discarded",
+                                                              "content": _json("ApproveResult")}}),
+        "/api/v1/retry": _api_post("Re-queue dead-lettered operations.", "operate", [],
+                                   {"200": {"description": "Re-queued", "content": _json("RetryResult")}},
+                                   body="RetryRequest"),
+        "/api/v1/connectors/{connector}/pause": _api_post("Pause a connector (its work waits).", "operate",
+                                                          [connector], pause_ok),
+        "/api/v1/connectors/{connector}/resume": _api_post("Resume a paused connector.", "operate", [connector],
+                                                           pause_ok),
+        "/api/v1/audit": {"get": {
+            "summary": "The audit trail as JSON lines, then its head (as `jml audit export`)."
+                       + ROLE_NOTE.format(right="audit", roles=_roles_for("audit")),
+            "security": SIGNED_IN, "tags": ["api"], "parameters": [since],
+            "responses": {"200": {"description": "JSON lines", "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}}}},
+                "400": _err("Malformed or out-of-range time"), "401": _err("Not signed in"),
+                "403": _err(FORBIDDEN)}}},
+        "/api/v1/reports/access": {"get": {
+            "summary": "Who has what in every connector and which rule grants it (as `jml report access`)."
+                       + ROLE_NOTE.format(right="audit", roles=_roles_for("audit")),
+            "security": SIGNED_IN, "tags": ["api"],
+            "parameters": [{"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "csv"]}},
+                           {**since, "name": "changes_since"}],
+            "responses": {"200": {"description": "The report", "content": {
+                "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}},
+                "400": _err("Malformed request"), "401": _err("Not signed in"), "403": _err(FORBIDDEN)}}},
     }
 
 
@@ -319,20 +427,32 @@ def document() -> dict[str, Any]:
                                    "responses": {"200": {"description": "JavaScript", "content": {
                                        "text/javascript": {"schema": {"type": "string"}}}}}}},
     }
+    paths.update(_extra_paths())
+    for path, item in paths.items():  # every signed-in route: 403 for a role without the right, 429 throttled
+        for op in item.values():
+            if op.get("security") == SIGNED_IN:
+                op["responses"].setdefault("403", _err(FORBIDDEN) if path.startswith("/api/") else _page(FORBIDDEN))
+                op["responses"].setdefault("429", _err("Too many failed sign-ins from this client"))
+    paths["/api/v1/plans/{plan_id}/approve"]["post"]["responses"]["202"] = {
+        "description": "Recorded; waits for more approvals (four eyes)", "content": _json("ApproveResult")}
     return {
         "openapi": "3.0.3",
         "info": {"title": "jml", "version": "1",
                  "description": "Joiner-Mover-Leaver provisioning daemon: health, metrics, webhooks, the signed-in "
-                                "pages and the JSON API. Sign in with the admin bearer token, or the browser "
-                                "session it opens at /login."},
+                                "pages and the JSON API. Sign in through the identity provider (OIDC, GET /login), "
+                                "with a scoped API token (`jml token create`), or — break-glass, audited on each "
+                                "use — with the admin token."},
         "servers": [{"url": "/"}],
         "tags": [{"name": "ops"}, {"name": "webhooks"}, {"name": "pages"}, {"name": "api"}],
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The admin token"},
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "A scoped API token (`jml token create NAME --role ROLE`), or the "
+                                              "admin token (break-glass, audited on each use)"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "jml_session",
-                                  "description": "Opened by POST /login; state-changing requests also need the "
+                                  "description": "Opened by the OIDC sign-in (GET /login → /auth/callback) or the "
+                                                 "break-glass POST /login; state-changing requests also need the "
                                                  "session's CSRF token"},
                 "oktaAuthorization": {"type": "apiKey", "in": "header", "name": "Authorization",
                                       "description": "The value configured in the Okta event hook, compared whole"},

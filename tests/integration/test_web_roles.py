@@ -139,3 +139,13 @@ async def test_revoked_and_expired_tokens_stop_at_once(app_tokens: tuple[TestCli
     with rt.store.engine.connect() as conn:
         dump = " ".join(str(r) for r in conn.exec_driver_sql("SELECT * FROM api_token"))
     assert tokens["admin"] not in dump and token_hash(tokens["admin"]) in dump
+
+
+def test_every_route_is_documented_with_its_403() -> None:
+    from jml.web.openapi import document
+
+    doc = document()
+    for method, path, *_ in ROUTES:
+        op = doc["paths"][path][method.lower()]
+        assert "403" in op["responses"], (method, path)
+    assert "/auth/callback" in doc["paths"]
