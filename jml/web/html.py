@@ -142,4 +142,4 @@ def message_page(title: str, message: str, *, now: dt.datetime, csrf: str = "", 
                  back: str = "/") -> web.Response:
     body = (f'<section class="card narrow"><h1>{h(title)}</h1><p>{h(message)}</p>'
             f'<p><a href="{h(back)}">Back</a></p></section>')
-    return page(title, body, now=now, csrf=csrf, status=status, signed_in=bool(csrf))
+    return page(title, body, now=now, csrf=csrf, status=status, signed_in=True)

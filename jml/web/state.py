@@ -84,10 +84,13 @@ def page(handler: PageHandler, right: str = VIEW) -> Handler:
         who = await state(request).gate.principal(request)
         if who is None:
             raise login_redirect(request)
-        CURRENT.set(who)
-        if not who.can(right):
-            return forbidden_page(request, who)
-        return await handler(request, who)
+        token = CURRENT.set(who)
+        try:
+            if not who.can(right):
+                return forbidden_page(request, who)
+            return await handler(request, who)
+        finally:
+            CURRENT.reset(token)
 
     return wrapped
 
@@ -99,23 +102,31 @@ def form(handler: FormHandler, right: str = VIEW) -> Handler:
         who = await st.gate.principal(request)
         if who is None:
             raise login_redirect(request)
-        CURRENT.set(who)
-        if not who.can(right):
-            return forbidden_page(request, who)
-        csrf = who.session.csrf if who.session else ""
-        if not same_origin(request):
-            return html.message_page("Refused", "This form was sent from another site.", now=now, csrf=csrf,
-                                     status=403)
+        token = CURRENT.set(who)
         try:
-            data = await read_form(request)
-        except BadInput as e:
-            return html.message_page("Bad request", str(e), now=now, csrf=csrf, status=400)
-        if who.session is not None and not csrf_ok(who.session, data.get(CSRF_FIELD)):
-            return html.message_page("Refused", "This form has expired or did not come from jml: reload the page "
-                                     "and try again.", now=now, csrf=csrf, status=403)
-        return await handler(request, who, data)
+            return await _form_checked(request, who, right, handler, now)
+        finally:
+            CURRENT.reset(token)
 
     return wrapped
+
+
+async def _form_checked(request: web.Request, who: Principal, right: str, handler: FormHandler,
+                        now: Any) -> web.StreamResponse:
+    if not who.can(right):
+        return forbidden_page(request, who)
+    csrf = who.session.csrf if who.session else ""
+    if not same_origin(request):
+        return html.message_page("Refused", "This form was sent from another site.", now=now, csrf=csrf,
+                                 status=403)
+    try:
+        data = await read_form(request)
+    except BadInput as e:
+        return html.message_page("Bad request", str(e), now=now, csrf=csrf, status=400)
+    if who.session is not None and not csrf_ok(who.session, data.get(CSRF_FIELD)):
+        return html.message_page("Refused", "This form has expired or did not come from jml: reload the page "
+                                 "and try again.", now=now, csrf=csrf, status=403)
+    return await handler(request, who, data)
 
 
 def api(handler: PageHandler, right: str = VIEW) -> Handler:
@@ -123,7 +134,6 @@ def api(handler: PageHandler, right: str = VIEW) -> Handler:
         who = await state(request).gate.principal(request)
         if who is None:
             return json_error(401, "sign in: send `Authorization: Bearer <API token>`")
-        CURRENT.set(who)
         if not who.can(right):
             return json_error(403, f"{who.label} may not do this (needs the right `{right}`)")
         if request.method not in ("GET", "HEAD") and who.session is not None:
