@@ -152,6 +152,8 @@ class ServerConfig(_Strict):
     body_timeout: Duration = dt.timedelta(seconds=30)  # a request's body must arrive within this
     login_failures_per_minute: int = Field(10, ge=1)  # per client address and per account
     shutdown_grace: Duration = dt.timedelta(seconds=20)
+    # /readyz fails while the oldest unprocessed webhook event has waited longer (a stalled inbox).
+    inbox_stall_after: Duration = dt.timedelta(minutes=5)
 
     @field_validator("public_url")
     @classmethod

@@ -32,8 +32,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from jml import guard
+from jml import guard, metrics
 from jml.config import Config
 from jml.context import ServiceContext
 from jml.errors import ExportRejected
@@ -48,6 +49,7 @@ from jml.model import (
     PersonState,
     Status,
 )
+from jml.redact import redact
 from jml.runtime import Runtime
 from jml.sources.hris import parse_export
 from jml.sources.profiles import resolve_profile
@@ -55,7 +57,7 @@ from jml.store.db import utc
 from jml.store.repo import IndexEntry, Store
 from jml.store.tables import OperationRow, PersonRow, PlanRow, WebhookEventRow
 from jml.sync import PlanOutcome, plan_people
-from jml.webhooks import BadRequest, HrEvent, OktaEvent
+from jml.webhooks import EARLIEST_DATE, LATEST_DATE, BadRequest, HrEvent, OktaEvent
 
 log = logging.getLogger("jml.events")
 
@@ -65,6 +67,7 @@ O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 PL = PlanRow.__table__  # type: ignore[attr-defined]
 _FINISH = update(W).where(W.c.id == bindparam("k_id")).values(processed_at=bindparam("processed_at"),
                                                              outcome=bindparam("outcome"))
+_OPEN = (W.c.processed_at.is_(None), W.c.quarantined_at.is_(None))  # waiting to be processed
 
 OKTA_LEAVER = frozenset({"user.lifecycle.deactivate", "user.lifecycle.suspend"})
 OKTA_RETURN = frozenset({"user.lifecycle.activate", "user.lifecycle.unsuspend", "user.lifecycle.reactivate"})
@@ -108,7 +111,7 @@ class Inbox:
                                           "person": dict(ev.person)}}]) == 1
 
     def pending(self, limit: int = 2000) -> list[InboxItem]:
-        q = (select(W.c.id, W.c.source, W.c.occurred_at, W.c.payload).where(W.c.processed_at.is_(None))
+        q = (select(W.c.id, W.c.source, W.c.occurred_at, W.c.payload).where(*_OPEN)
              .order_by(W.c.occurred_at, W.c.received_at, W.c.id).limit(limit))
         with self.engine.connect() as conn:
             return [InboxItem(r[0], r[1], utc(r[2]) or dt.datetime.min.replace(tzinfo=dt.UTC), r[3] or {})
@@ -123,6 +126,53 @@ class Inbox:
     def outcomes(self) -> dict[str, str | None]:
         with self.engine.connect() as conn:
             return {r[0]: r[1] for r in conn.execute(select(W.c.id, W.c.outcome))}
+
+    def still_open(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 900):
+                out.update(r[0] for r in conn.execute(select(W.c.id).where(W.c.id.in_(wanted[i:i + 900]), *_OPEN)))
+        return out
+
+    def quarantine(self, item_id: str, error: str, now: dt.datetime) -> None:
+        """Set one event aside with its error: it is no longer pending, and it is not done."""
+        with self.engine.begin() as conn:
+            conn.execute(update(W).where(W.c.id == item_id).values(quarantined_at=now, error=error[:2000],
+                                                                   outcome="quarantined"))
+
+    def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
+        q = (select(W.c.id, W.c.source, W.c.received_at, W.c.occurred_at, W.c.quarantined_at, W.c.error)
+             .where(W.c.quarantined_at.is_not(None)).order_by(W.c.quarantined_at.desc(), W.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [{"id": r[0], "source": r[1], "received_at": _iso(utc(r[2])), "occurred_at": _iso(utc(r[3])),
+                     "quarantined_at": _iso(utc(r[4])), "error": r[5]} for r in conn.execute(q)]
+
+    def health(self, now: dt.datetime) -> InboxHealth:
+        """How many events wait, how long the oldest has waited, how many are quarantined;
+        the gauges are set from it."""
+        with self.engine.connect() as conn:
+            n, oldest = conn.execute(select(func.count(), func.min(W.c.received_at)).where(*_OPEN)).one()
+            quarantined = conn.execute(select(func.count()).where(W.c.quarantined_at.is_not(None))).scalar_one()
+        first = utc(oldest) if n else None
+        age = max(0.0, (now - first).total_seconds()) if first is not None else 0.0
+        h = InboxHealth(int(n), first, age, int(quarantined))
+        metrics.events_pending.set(h.pending)
+        metrics.events_oldest_pending.set(h.oldest_pending_seconds)
+        metrics.events_quarantined.set(h.quarantined)
+        return h
+
+
+@dataclass(frozen=True, slots=True)
+class InboxHealth:
+    pending: int
+    oldest_received_at: dt.datetime | None
+    oldest_pending_seconds: float
+    quarantined: int
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() if t else None
 
 
 # ---- HR records from a webhook -----------------------------------------------------------
@@ -147,7 +197,13 @@ def map_person(cfg: Config, record: Mapping[str, Any], etype: str) -> tuple[Pers
         raise BadRequest(str(e)) from None
     if parsed.quarantined or len(parsed.people) != 1:
         raise BadRequest(str(parsed.quarantined[0]) if parsed.quarantined else "person: cannot be read")
-    return parsed.people[0], supplied
+    person = parsed.people[0]
+    for name in ("hire_date", "termination_date"):
+        day = getattr(person, name)
+        if day is not None and not EARLIEST_DATE <= day <= LATEST_DATE:
+            raise BadRequest(f"person.{name}: out of range: {day.isoformat()} (expected {EARLIEST_DATE.year}"
+                             f" to {LATEST_DATE.year})")
+    return person, supplied
 
 
 def merge_person(old: Person | None, new: Person, supplied: frozenset[str]) -> Person:
@@ -251,6 +307,7 @@ def plan_event(rt: Runtime, scope: Mapping[str, bool], changed: Mapping[str, Per
 class Applied:
     outcomes: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, Override | None] = field(default_factory=dict)  # changed ones only
+    previous: dict[str, Override | None] = field(default_factory=dict)  # what those were before
     new_leavers: list[str] = field(default_factory=list)  # in event order
     lifted: list[str] = field(default_factory=list)
     scope: dict[str, bool] = field(default_factory=dict)  # employee_id -> carries a new HR record
@@ -303,6 +360,7 @@ def apply_items(rt: Runtime, items: list[InboxItem], now: dt.datetime) -> Applie
         if final == before:
             continue
         out.overrides[eid] = final
+        out.previous[eid] = before
         if final is None:
             out.lifted.append(eid)
         elif final.effective_at <= now and (before is None or before.effective_at > now):
@@ -374,23 +432,73 @@ class Batch:
 async def process_pending(rt: Runtime, *, limit: int = 2000) -> Batch:
     """Apply every stored, unprocessed event in `published`/`occurred_at` order, then plan
     the people they touched (one plan per pass: 500 leavers in one Okta delivery are one
-    plan, not 500)."""
+    plan, not 500). An event that fails while processed is quarantined alone (issue 14:
+    one poisoned event stalled every later one, terminations included): a failing pass is
+    split in halves, in order, until the failing event stands alone."""
     now = rt.clock()
-    items = Inbox(rt.store).pending(limit)
+    inbox = Inbox(rt.store)
     batch = Batch()
-    if not items:
-        return batch
+    items = inbox.pending(limit)
+    if items:
+        await _isolating(rt, inbox, items, now, batch)
+    inbox.health(rt.clock())
+    return batch
+
+
+# The database itself failing is no reason to set an event aside: the pass is tried again.
+_TRANSIENT = (OperationalError, InterfaceError, DisconnectionError)
+
+
+async def _isolating(rt: Runtime, inbox: Inbox, items: list[InboxItem], now: dt.datetime, batch: Batch) -> None:
+    try:
+        done = await _process(rt, inbox, items, now)
+    except (asyncio.CancelledError, *_TRANSIENT):
+        raise
+    except Exception as e:  # whatever one event does, the others go on
+        open_ids = inbox.still_open(it.id for it in items)
+        items = [it for it in items if it.id in open_ids]
+        if len(items) > 1:
+            mid = len(items) // 2
+            await _isolating(rt, inbox, items[:mid], now, batch)
+            await _isolating(rt, inbox, items[mid:], now, batch)
+        elif items:
+            _quarantine(rt, inbox, items[0], e, now)
+            batch.outcomes[items[0].id] = "quarantined"
+        return
+    batch.outcomes.update(done.outcomes)
+    batch.plans.extend(done.plans)
+
+
+def _quarantine(rt: Runtime, inbox: Inbox, it: InboxItem, e: BaseException, now: dt.datetime) -> None:
+    error = f"{type(e).__name__}: {redact(str(e))}"[:2000]
+    log.error("webhook event quarantined", exc_info=e, extra={"event_id": it.id, "source": it.source,
+                                                              "error": error})
+    inbox.quarantine(it.id, error, now)
+    rt.audit.append("webhook_quarantined", {"source": it.source, "event_id": it.id.split(":", 1)[1],
+                                            "type": it.payload.get("eventType") or it.payload.get("type"),
+                                            "error": error}, now=now, actor=it.source)
+
+
+async def _process(rt: Runtime, inbox: Inbox, items: list[InboxItem], now: dt.datetime) -> Batch:
+    batch = Batch()
     applied = apply_items(rt, items, now)
     batch.outcomes = applied.outcomes
     if applied.overrides:
         rt.store.set_overrides(applied.overrides, now)
-    # New leavers' queued grants go; a lifted override's queued deactivate must not run either.
-    rt.outbox.cancel_people(applied.new_leavers, now)
-    rt.outbox.cancel_people(applied.lifted, now, leaver_too=True)
-    if applied.scope:
-        batch.plans = plan_event(rt, applied.scope, applied.changed, now, origin="event", order=applied.new_leavers)
-    Inbox(rt.store).finish(batch.outcomes, now)
-    rt.audit.append_many(applied.audit, now=now)
+    try:
+        # New leavers' queued grants go; a lifted override's queued deactivate must not run either.
+        rt.outbox.cancel_people(applied.new_leavers, now)
+        rt.outbox.cancel_people(applied.lifted, now, leaver_too=True)
+        if applied.scope:
+            batch.plans = plan_event(rt, applied.scope, applied.changed, now, origin="event",
+                                     order=applied.new_leavers)
+        # The trail first: should it fail, the events are still pending and are applied again.
+        rt.audit.append_many(applied.audit, now=now)
+    except BaseException:
+        if applied.overrides:  # a pass that failed leaves people's overrides as they were
+            rt.store.set_overrides(applied.previous, now)
+        raise
+    inbox.finish(batch.outcomes, now)
     return batch
 
 

@@ -4,7 +4,10 @@
 process because its database is down does not bring the database back). /readyz says
 whether this process can do its job: the database answers, the config was valid, and the
 HR source has been read recently; a failed read shows here as stale, never as an empty
-export. /metrics is the Prometheus text of jml.metrics.
+export. The webhook inbox must drain: an event unprocessed for longer than
+`server.inbox_stall_after` makes /readyz fail (issue 14: a stalled inbox held every later
+termination). /metrics is the Prometheus text of jml.metrics, with the inbox gauges read
+from the store at each scrape (a stalled processor cannot be the one to report its stall).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from jml import metrics
 from jml.context import ServiceContext
@@ -62,6 +66,26 @@ def source_check(ctx: ServiceContext, *, leader: bool) -> dict[str, Any]:
     return doc
 
 
+def inbox_check(ctx: ServiceContext) -> dict[str, Any]:
+    """The webhook inbox drains: no event has waited longer than `server.inbox_stall_after`
+    (quarantined events do not wait: they are shown, not counted)."""
+    from jml.events import Inbox
+
+    limit = ctx.rt.config.server.inbox_stall_after
+    h = Inbox(ctx.rt.store).health(ctx.now)
+    stalled = h.oldest_pending_seconds > limit.total_seconds()
+    return {"ok": not stalled, "pending": h.pending, "oldest_pending_seconds": round(h.oldest_pending_seconds, 3),
+            "stall_after": limit.total_seconds(), "quarantined": h.quarantined,
+            **({"detail": "the webhook inbox is not draining"} if stalled else {})}
+
+
+async def _inbox(ctx: ServiceContext) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(inbox_check, ctx), DB_PING_TIMEOUT)
+    except (TimeoutError, SQLAlchemyError) as e:
+        return {"ok": False, "detail": f"cannot read the inbox: {type(e).__name__}"}
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -78,6 +102,7 @@ def readyz_handler(ctx: ServiceContext, lease: LeaseState) -> Callable[[web.Requ
             "config": {"ok": True},
             "workers": {"ok": lease.started, **({} if lease.started else {"detail": "starting"})},
             "source": source_check(ctx, leader=is_leader),
+            "inbox": await _inbox(ctx) if db_ok else {"ok": False, "detail": "database unreachable"},
         }
         ready = all(c["ok"] for c in checks.values()) and not ctx.stopping.is_set()
         body = {"status": "ready" if ready else "not ready", "checks": checks,
@@ -87,13 +112,18 @@ def readyz_handler(ctx: ServiceContext, lease: LeaseState) -> Callable[[web.Requ
     return readyz
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    # prometheus_client's text format 0.0.4; aiohttp wants the charset apart from the type.
-    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+def metrics_handler(ctx: ServiceContext | None = None) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        if ctx is not None:
+            await _inbox(ctx)  # sets the jml_events_* gauges
+        # prometheus_client's text format 0.0.4; aiohttp wants the charset apart from the type.
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    return handler
 
 
 def add_routes(app: web.Application, ctx: ServiceContext, lease: LeaseState) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz_handler(ctx, lease))
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_handler(ctx))

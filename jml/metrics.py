@@ -57,6 +57,12 @@ http_request_duration = Histogram(
     ["connector", "method", "status"], buckets=_OP_BUCKETS, registry=REGISTRY)
 plan_operations = Histogram(
     "jml_plan_operations", "Operations per plan.", buckets=(0, 1, 10, 100, 1000, 10000, 100000), registry=REGISTRY)
+events_pending = Gauge("jml_events_pending", "Webhook events stored and not yet processed.", registry=REGISTRY)
+events_oldest_pending = Gauge(
+    "jml_events_oldest_pending_seconds", "How long the oldest unprocessed webhook event has waited (0: none).",
+    registry=REGISTRY)
+events_quarantined = Gauge(
+    "jml_events_quarantined", "Webhook events set aside because they failed while processed.", registry=REGISTRY)
 connector_paused = Gauge("jml_connector_paused", "1 when a connector is paused.", ["connector"], registry=REGISTRY)
 build_info = Gauge("jml_build_info", "Version.", ["version"], registry=REGISTRY)
 

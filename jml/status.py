@@ -52,6 +52,17 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         leavers = sla.in_flight(rt, now)
     except ImportError:
         pass
+    from jml.events import Inbox
+
+    inbox = Inbox(rt.store)
+    health = inbox.health(now)
+    events = {
+        "pending": health.pending,
+        "oldest_pending_seconds": round(health.oldest_pending_seconds, 3),
+        "stalled": health.oldest_pending_seconds > rt.config.server.inbox_stall_after.total_seconds(),
+        "quarantined_count": health.quarantined,
+        "quarantined": inbox.quarantined(limit=dead_limit) if health.quarantined else [],
+    }
     return {
         "now": now.isoformat(),
         "connectors": connectors,
@@ -60,6 +71,7 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "dead_letters": dead,
         "leavers_in_flight": leavers,
         "source": source,
+        "events": events,
     }
 
 
@@ -86,6 +98,14 @@ def render_text(doc: dict[str, Any]) -> str:
         for lv in doc["leavers_in_flight"]:
             lines.append(f"  {lv['person']:12} {lv['connector']:12} deadline {lv['deadline']}  "
                          f"time left {lv['time_left']}{'  PREDICTED BREACH' if lv.get('predicted_breach') else ''}")
+    ev = doc.get("events") or {}
+    if ev.get("pending") or ev.get("quarantined_count"):
+        lines.append(f"webhook events: pending {ev['pending']}, oldest waiting {ev['oldest_pending_seconds']:.0f}s"
+                     f", quarantined {ev['quarantined_count']}" + ("  STALLED" if ev.get("stalled") else ""))
+    if ev.get("quarantined"):
+        lines.append("quarantined webhook events (failed while processed; the others went on):")
+        for q in ev["quarantined"]:
+            lines.append(f"  {q['id']}  received {q['received_at']}  {q['error']}")
     if doc["dead_letters"]:
         lines.append("dead letters (re-queue with `jml retry ID` or `jml retry --all`):")
         for d in doc["dead_letters"]:

@@ -81,8 +81,24 @@ def authorized(presented: str | None, secret: str | None) -> bool:
     return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), secret.encode("utf-8"))
 
 
-def parse_time(value: Any, what: str, default_tz: dt.tzinfo = dt.UTC) -> dt.datetime:
-    """An ISO 8601 instant (aware, UTC); a time without an offset is read in `default_tz`."""
+# Event times jml accepts (issue 14: an HR event at 9999-12-31 was stored, then overflowed
+# while processed — its termination at 23:59 local is in year 10000 west of UTC — and the
+# inbox stalled behind it). Nothing happened before the unix epoch, and an event reports
+# something that happened: HR may date one ahead (a termination entered in advance), the
+# IdP only by clock skew.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+HR_MAX_AHEAD = dt.timedelta(days=366)
+OKTA_MAX_AHEAD = dt.timedelta(days=1)
+# Dates in a person record (hire, termination): far enough from datetime's limits that
+# every local-time and SLA sum stays in range.
+EARLIEST_DATE, LATEST_DATE = dt.date(1900, 1, 1), dt.date(2199, 12, 31)
+
+
+def parse_time(value: Any, what: str, default_tz: dt.tzinfo | None = dt.UTC, *, now: dt.datetime | None = None,
+               max_ahead: dt.timedelta | None = None) -> dt.datetime:
+    """An ISO 8601 instant (aware, UTC); a time without an offset is read in `default_tz`,
+    or refused when `default_tz` is None. With `max_ahead`, the time must lie between
+    EARLIEST and `now` + `max_ahead`."""
     if not isinstance(value, str) or not 0 < len(value) <= 64:
         raise BadRequest(f"{what}: expected an ISO 8601 time")
     try:
@@ -90,8 +106,19 @@ def parse_time(value: Any, what: str, default_tz: dt.tzinfo = dt.UTC) -> dt.date
     except ValueError:
         raise BadRequest(f"{what}: not an ISO 8601 time: {value[:64]!r}") from None
     if t.tzinfo is None:
+        if default_tz is None:
+            raise BadRequest(f"{what}: expected a time with an offset (Z or ±hh:mm): {value[:64]!r}")
         t = t.replace(tzinfo=default_tz)
-    return t.astimezone(dt.UTC)
+    try:
+        t = t.astimezone(dt.UTC)
+    except OverflowError:
+        raise BadRequest(f"{what}: out of range: {value[:64]!r}") from None
+    if max_ahead is not None:
+        now = now or dt.datetime.now(dt.UTC)
+        if t < EARLIEST or t - now > max_ahead:
+            raise BadRequest(f"{what}: out of range: {value[:64]!r} (expected from {EARLIEST:%Y-%m-%d} "
+                             f"to {max_ahead.days} day(s) from now)")
+    return t
 
 
 def _json(body: bytes) -> Any:
@@ -107,9 +134,10 @@ def _event_id(value: Any, what: str) -> str:
     return value
 
 
-def parse_okta(body: bytes) -> list[OktaEvent]:
+def parse_okta(body: bytes, now: dt.datetime | None = None) -> list[OktaEvent]:
     """An Okta event hook delivery -> its events, sorted by `published` (delivery order
-    is not event order, VENDORS §1)."""
+    is not event order, VENDORS §1). `published` must carry its offset (Okta's always do)
+    and lie between EARLIEST and a day from `now`."""
     doc = _json(body)
     if not isinstance(doc, dict):
         raise BadRequest("expected a JSON object")
@@ -126,7 +154,7 @@ def parse_okta(body: bytes) -> list[OktaEvent]:
         etype = ev.get("eventType")
         if not isinstance(etype, str) or not etype or len(etype) > 200:
             raise BadRequest(f"{where}.eventType: expected a string")
-        published = parse_time(ev.get("published"), f"{where}.published")
+        published = parse_time(ev.get("published"), f"{where}.published", None, now=now, max_ahead=OKTA_MAX_AHEAD)
         targets = ev.get("target") if ev.get("target") is not None else []
         if not isinstance(targets, list):
             raise BadRequest(f"{where}.target: expected a list")
@@ -191,7 +219,9 @@ def check_signature(header: str | None, body: bytes, secret: str | None, now: fl
     return None if ok else "signature does not match"
 
 
-def parse_hr(body: bytes, default_tz: dt.tzinfo = dt.UTC) -> HrEvent:
+def parse_hr(body: bytes, default_tz: dt.tzinfo = dt.UTC, now: dt.datetime | None = None) -> HrEvent:
+    """A signed HR event's body; `occurred_at` between EARLIEST and HR_MAX_AHEAD from `now`
+    (without an offset it is read in `default_tz`, HR's zone)."""
     doc = _json(body)
     if not isinstance(doc, dict):
         raise BadRequest("expected a JSON object")
@@ -199,7 +229,7 @@ def parse_hr(body: bytes, default_tz: dt.tzinfo = dt.UTC) -> HrEvent:
     etype = doc.get("type")
     if etype not in HR_TYPES:
         raise BadRequest(f"type: expected one of {', '.join(HR_TYPES)}")
-    occurred = parse_time(doc.get("occurred_at"), "occurred_at", default_tz)
+    occurred = parse_time(doc.get("occurred_at"), "occurred_at", default_tz, now=now, max_ahead=HR_MAX_AHEAD)
     person = doc.get("person")
     if not isinstance(person, dict) or not person or len(person) > 500:
         raise BadRequest("person: expected an object of export columns")
@@ -273,7 +303,7 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
             body = await _read_body(request, limit)
             if not _json_type(request):
                 raise BadRequest("Content-Type must be application/json")
-            parsed = parse_okta(body)
+            parsed = parse_okta(body, ctx.now)
         except TooLarge as e:
             return _problem("okta", "too_large", 413, str(e))
         except BadRequest as e:
@@ -309,7 +339,7 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
         try:
             if not _json_type(request):
                 raise BadRequest("Content-Type must be application/json")
-            ev = parse_hr(body, cfg.timezone)
+            ev = parse_hr(body, cfg.timezone, ctx.now)
             map_person(cfg, ev.person, ev.type)  # the row must map like an export row
         except BadRequest as e:
             return _problem("hr", "bad_request", 400, str(e))

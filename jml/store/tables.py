@@ -174,6 +174,9 @@ class WebhookEventRow(SQLModel, table=True):
     payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     processed_at: dt.datetime | None = _ts()
     outcome: str | None = None
+    # An event that failed while processed is set aside alone, with its error (migration 0003).
+    quarantined_at: dt.datetime | None = _ts()
+    error: str | None = None
 
 
 class SlaClockRow(SQLModel, table=True):
