@@ -114,10 +114,10 @@ class Principal:
         """How the audit trail names who acted: the person (subject, e-mail, roles) and where from."""
         roles = ",".join(sorted(self.roles))
         if self.break_glass:
-            via = "session" if self.session is not None else "bearer"
+            via = "session" if self.session is not None else "api"
             return f"break-glass via={via} role=admin addr={self.address}"
         if self.kind == "token":
-            return f"token name={self.subject} role={roles} addr={self.address}"
+            return f"api-token={self.subject} role={roles} addr={self.address}"
         person = f" person={self.person}" if self.person else ""
         return f"person sub={self.subject} email={self.email}{person} role={roles} addr={self.address}"
 

@@ -19,7 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from joserfc import jwt
@@ -135,9 +135,13 @@ class OidcClient:
         """Exchange the code; the validated ID token's claims (plus userinfo's, when needed)."""
         meta = await self.metadata(session)
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
-                "code_verifier": p.verifier, "client_id": self.cfg.client_id}
+                "code_verifier": p.verifier}
         secret = self.client_secret()
-        auth = aiohttp.BasicAuth(self.cfg.client_id, secret) if secret else None
+        # A confidential client authenticates with client_secret_basic (one method only, RFC 6749 2.3);
+        # a public client names itself and relies on PKCE.
+        auth = aiohttp.BasicAuth(quote(self.cfg.client_id, safe=""), quote(secret, safe="")) if secret else None
+        if auth is None:
+            form["client_id"] = self.cfg.client_id
         async with session.post(meta["token_endpoint"], data=form, auth=auth, timeout=HTTP_TIMEOUT,
                                 headers={"Accept": "application/json"}) as r:
             body = await r.content.read(MAX_DOC + 1)

@@ -319,7 +319,7 @@ async def test_offboard_form_has_a_confirmation_step(client: TestClient[Any, Any
                           headers=BEARER)
     assert r.status == 202
     assert (await r.json())["progress"] == "/api/v1/people/E100/progress"
-    assert calls[-1]["actor"] == "break-glass via=bearer role=admin addr=127.0.0.1" and calls[-1]["undo"] is True
+    assert calls[-1]["actor"] == "break-glass via=api role=admin addr=127.0.0.1" and calls[-1]["undo"] is True
 
 
 # ---- pages -----------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ async def test_real_offboard_through_the_api_queues_leaver_work(client: TestClie
     rt = _rt(client)
     state = rt.store.load_states(["E100"])["E100"]
     assert state.override is not None and state.override.reason == "resigned (HR-1)"
-    assert state.override.actor == "break-glass via=bearer role=admin addr=127.0.0.1"
+    assert state.override.actor == "break-glass via=api role=admin addr=127.0.0.1"
     ops = rt.outbox.ops(["pending"])
     assert ops and all(q.op.priority is Priority.LEAVER for q in ops if q.op.employee_id == "E100")
     prog = await (await client.get("/api/v1/people/E100/progress", headers=BEARER)).json()

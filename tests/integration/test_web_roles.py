@@ -120,7 +120,7 @@ async def test_actions_name_the_token_as_actor(app_tokens: tuple[TestClient[Any,
                           headers={"Authorization": f"Bearer {tokens['approver']}"})
     assert r.status == 200
     approval = [rec for rec in rt.audit.records() if rec["kind"] == "approval"]
-    assert approval and approval[0]["actor"] == "token name=t-approver role=approver addr=127.0.0.1"
+    assert approval and approval[0]["actor"] == "api-token=t-approver role=approver addr=127.0.0.1"
 
 
 async def test_revoked_and_expired_tokens_stop_at_once(app_tokens: tuple[TestClient[Any, Any], dict[str, str],
@@ -149,3 +149,23 @@ def test_every_route_is_documented_with_its_403() -> None:
         op = doc["paths"][path][method.lower()]
         assert "403" in op["responses"], (method, path)
     assert "/auth/callback" in doc["paths"]
+
+
+async def test_pre_approval_is_approved_by_someone_else_on_the_api(
+        app_tokens: tuple[TestClient[Any, Any], dict[str, str], Runtime]) -> None:
+    from jml.approvals import Approver, request_pre_approval
+
+    client, tokens, rt = app_tokens
+    rid = request_pre_approval(rt, ["E200", "E100"], Approver("token:t-approver", "api-token=t-approver"))
+    page = await (await client.get("/", headers={"Authorization": f"Bearer {tokens['admin']}"})).text()
+    assert f"Layoff pre-approval <code>{rid}</code>" in page and f"Approve pre-approval {rid}" in page
+    # The token that asked for it cannot approve it; another approver can.
+    r = await client.post(f"/api/v1/plans/{rid}/approve", headers={"Authorization": f"Bearer {tokens['approver']}"})
+    assert r.status == 409 and "requested by you" in (await r.json())["error"]
+    assert not rt.store.get_setting("pre_approved_leavers", [])
+    r = await client.post(f"/api/v1/plans/{rid}/approve", headers={"Authorization": f"Bearer {tokens['admin']}"})
+    assert r.status == 200
+    assert rt.store.get_setting("pre_approved_leavers", []) == ["E100", "E200"]
+    rec = next(x for x in rt.audit.records() if x["kind"] == "pre_approval")
+    assert rec["actor"] == "api-token=t-admin role=admin addr=127.0.0.1"
+    assert rec["data"]["requested_by"] == "api-token=t-approver"
