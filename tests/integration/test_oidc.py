@@ -256,6 +256,6 @@ async def test_four_eyes_with_people(env: Env) -> None:
     assert final["data"]["votes"] == 2 and len(final["data"]["approvers"]) == 2
     # Who approved is readable in the trail (not mistaken for a credential and redacted).
     bob, admin = sorted(final["data"]["approvers"], key=lambda a: not a.startswith("person"))
-    assert bob.startswith("person sub=u-bob email=bob.jones@acme.example role=approver")
+    assert bob == "person sub=u-bob email=bob.jones@acme.example person=E200 role=approver addr=127.0.0.1"
     assert admin == "break-glass via=api role=admin addr=127.0.0.1"
     assert final["data"]["requested_by"].startswith("person sub=u-hank")
