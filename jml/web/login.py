@@ -33,7 +33,7 @@ from jml.web.auth import (
     safe_next,
     same_origin,
 )
-from jml.web.oidc import OidcError
+from jml.web.oidc import OidcError, claim
 from jml.web.state import BadInput, WebState, read_form, state
 
 log = logging.getLogger("jml.web.login")
@@ -140,14 +140,15 @@ async def callback(request: web.Request) -> web.StreamResponse:
     sub = str(claims.get("sub", ""))
     email = str(claims.get("email", "") or "")
     name = str(claims.get("name", "") or claims.get("preferred_username", "") or "")
-    roles = cfg.roles_for(claims.get(cfg.roles_claim))
+    groups = claim(claims, cfg.roles_claim)
+    roles = cfg.roles_for(groups)
     ctx = st.ctx
-    person_value = claims.get(cfg.person_claim)
+    person_value = claim(claims, cfg.person_claim)
     person = await asyncio.to_thread(_person_for, st, str(person_value)) if isinstance(person_value, str) else None
     actor = f"person sub={sub} email={email} role={','.join(sorted(roles))} addr={address}"
     if not roles:
         await asyncio.to_thread(ctx.rt.audit.append, "sign_in_refused",
-                                {"reason": "no role", "groups": _groups(claims.get(cfg.roles_claim))},
+                                {"reason": "no role", "groups": _groups(groups)},
                                 now=ctx.rt.clock(), actor=actor)
         resp = _plain(request, "No access", f"You are signed in at the identity provider as {email or sub}, but "
                       "none of your groups gives you a role in jml. Ask an administrator for access.", 403)

@@ -50,6 +50,18 @@ class Pending:
     expires: float
 
 
+def claim(claims: dict[str, Any], name: str) -> Any:
+    """A claim by name, or by a dotted path into nested claims (e.g. Keycloak's `realm_access.roles`)."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def pkce_challenge(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
@@ -155,7 +167,7 @@ class OidcClient:
         if not isinstance(id_token, str):
             raise OidcError("the identity provider sent no ID token")
         claims = await self._validate(session, id_token, p.nonce, meta)
-        if self.cfg.roles_claim not in claims or self.cfg.person_claim not in claims:
+        if claim(claims, self.cfg.roles_claim) is None or claim(claims, self.cfg.person_claim) is None:
             extra = await self._userinfo(session, meta, tokens.get("access_token"), str(claims["sub"]))
             claims = {**extra, **claims}
         return claims

@@ -259,3 +259,15 @@ async def test_four_eyes_with_people(env: Env) -> None:
     assert bob == "person sub=u-bob email=bob.jones@acme.example person=E200 role=approver addr=127.0.0.1"
     assert admin == "break-glass via=api role=admin addr=127.0.0.1"
     assert final["data"]["requested_by"].startswith("person sub=u-hank")
+
+
+def test_claims_by_dotted_path() -> None:
+    from jml.web.oidc import claim, pkce_challenge
+
+    claims = {"groups": ["a"], "realm_access": {"roles": ["jml-admins"]}, "x.y": 1}
+    assert claim(claims, "groups") == ["a"]
+    assert claim(claims, "realm_access.roles") == ["jml-admins"]
+    assert claim(claims, "x.y") == 1 and claim(claims, "nope.no") is None
+    # RFC 7636 appendix B's example verifier and challenge.
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
