@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jml.errors import ConfigError
 from jml.redact import register_secret
@@ -161,6 +161,13 @@ class ServerConfig(_Strict):
         if v is not None and not v.startswith(("https://", "http://")):
             raise ValueError("public_url must be an http(s):// URL")
         return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _oidc_needs_public_url(self) -> ServerConfig:
+        if self.oidc is not None and not self.public_url:
+            raise ValueError("server.oidc needs server.public_url (the IdP redirects browsers to "
+                             "<public_url>/auth/callback)")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod
