@@ -1,0 +1,238 @@
+"""Reading a SCIM server: list and search requests, paging, and finding users and groups,
+without trusting what a server says it supports (connectors/scim/dialect.py).
+
+A mixin of ScimConnector: pagination follows `itemsPerPage`/`totalResults` as given; a
+server that errors on `count` or `excludedAttributes` is asked without; a filter whose
+answers do not match it is replaced by a paged index (connectors/scim/index.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from connectors.scim import protocol as p
+from connectors.scim.dialect import Dialect
+from connectors.scim.index import ResourceIndex
+from connectors.scim.transport import ScimTransport
+from jml.errors import ConnectorError, NotFoundError
+from jml.model import RemoteAccount
+
+log = logging.getLogger("connectors.scim.connector")
+
+User = Mapping[str, Any]
+
+
+class ReadingMixin:
+    name: str
+    users_endpoint: str
+    groups_endpoint: str
+    page_size: int
+    transport: ScimTransport
+    dialect: Dialect
+    user_index: ResourceIndex
+    group_index: ResourceIndex
+    _manager_refs: dict[str, str]
+
+    if TYPE_CHECKING:  # provided by the other mixins / ScimConnector (no runtime stubs: MRO)
+        async def capabilities(self) -> p.Capabilities:
+            raise NotImplementedError
+
+        @property
+        def enterprise(self) -> bool:
+            raise NotImplementedError
+
+        def find_user_filters(self, employee_id: str, username: str) -> list[tuple[str, str]]:
+            raise NotImplementedError
+
+        async def groups_of(self, user: Mapping[str, Any]) -> frozenset[str]:
+            raise NotImplementedError
+
+        async def all_memberships(self) -> dict[str, set[str]]:
+            raise NotImplementedError
+
+    async def query(self, endpoint: str, filter_: str | None = None, *, count: int | None = None,
+                    start_index: int | None = None, cursor: str | None = None,
+                    excluded: str | None = None) -> Any:
+        """One list/search request. `count` and `excludedAttributes` are optional to a
+        server: one that errors on them (some answer any `?count=` with a 500 page) is asked
+        again without, and that is remembered."""
+        if self.dialect.get("count") is False:
+            count = None
+        if self.dialect.get("excluded") is False:
+            excluded = None
+        req = p.search(endpoint, filter_, count=count, start_index=start_index, cursor=cursor, excluded=excluded)
+        try:
+            return (await self.transport.send(req)).body
+        except ConnectorError as e:
+            if (count is None and excluded is None) or e.status not in (400, 500, 501):
+                raise
+            bare = p.search(endpoint, filter_, start_index=start_index, cursor=cursor)
+            try:
+                body = (await self.transport.send(bare)).body
+            except ConnectorError:
+                raise e from None
+            if count is not None:
+                self.dialect.learn("count", False, f"HTTP {e.status} to ?count=: {e.vendor_message}")
+            else:
+                self.dialect.learn("excluded", False, f"HTTP {e.status} to excludedAttributes")
+            return body
+
+    async def paginate(self, endpoint: str, filter_: str | None = None, *,
+                       excluded: str | None = None) -> AsyncIterator[User]:
+        caps = await self.capabilities()
+        if caps.cursor:
+            cursor = ""
+            while True:  # RFC 9865 §2: follow nextCursor until it is absent
+                body = await self.query(endpoint, filter_, count=self.page_size, cursor=cursor, excluded=excluded)
+                for r in p.resources_of(body):
+                    yield r
+                next_cursor = body.get("nextCursor") if isinstance(body, Mapping) else None
+                if not next_cursor:
+                    return
+                cursor = str(next_cursor)
+        start, seen = 1, set[str]()
+        while True:  # RFC 7644 §3.4.2.4: 1-based startIndex; stop on an empty page or past the total
+            body = await self.query(endpoint, filter_, count=self.page_size, start_index=start, excluded=excluded)
+            page = p.resources_of(body)
+            ids = {str(r.get("id")) for r in page}
+            if page and ids <= seen:  # a server that ignores startIndex answers page one again
+                self.dialect.learn("start_index", False, "startIndex ignored: the same page again")
+                return
+            seen |= ids
+            for r in page:
+                yield r
+            total = body.get("totalResults") if isinstance(body, Mapping) else None
+            per_page = body.get("itemsPerPage") if isinstance(body, Mapping) else None
+            if isinstance(per_page, int) and page and per_page < self.page_size and isinstance(total, int) \
+                    and total > per_page:
+                self.dialect.learn("page_cap", per_page, f"asked for {self.page_size}, got pages of {per_page}")
+            start += len(page)
+            if not page or (isinstance(total, int) and start > total):
+                return
+
+    def user_path(self, remote_id: str) -> str:
+        return f"{self.users_endpoint}/{quote(remote_id, safe='')}"
+
+    async def get_user(self, remote_id: str) -> User | None:
+        try:
+            body = (await self.transport.send(p.get(self.user_path(remote_id)))).body
+        except NotFoundError:
+            return None
+        return body if isinstance(body, Mapping) and body.get("id") else None
+
+    async def find_user(self, employee_id: str, username: str, remote_id: str | None = None, *,
+                        old_username: str | None = None) -> User | None:
+        if remote_id:
+            user = await self.get_user(remote_id)
+            if user is not None:
+                return user
+        tried = self.find_user_filters(employee_id, username)
+        if old_username and old_username != username:
+            tried += self.find_user_filters("", old_username)  # a rename still in flight
+        for attribute, value in tried:
+            found = await self.search_one(self.users_endpoint, attribute, value)
+            if found is not None:
+                return found
+        return None
+
+    async def search_one(self, endpoint: str, attribute: str, value: str) -> User | None:
+        """The resource whose `attribute` equals `value`. By filter while the server's
+        answers match it; a server that ignores or refuses the filter is read through a
+        paged index instead (never `Resources[0]` on trust)."""
+        key = f"filter:{endpoint}:{attribute}"
+        caps = await self.capabilities()
+        if self.dialect.get(key) is False or not caps.filter:
+            return await self.indexed(endpoint, attribute, value)
+        try:
+            body = await self.query(endpoint, p.eq_filter(attribute, value), count=10)
+        except ConnectorError as e:
+            if e.status not in (400, 403, 501) or (e.status == 403 and "filter" not in e.vendor_message.lower()):
+                raise
+            if '"' not in value and "\\" not in value:
+                # Only a plain value's refusal speaks for the filter; an escaped quote or
+                # backslash that a server's parser chokes on is about this value alone.
+                self.dialect.learn(key, False, f"filter refused: HTTP {e.status} {e.vendor_message}")
+            return await self.indexed(endpoint, attribute, value)
+        resources = p.resources_of(body)
+        matches = [r for r in resources if _matches(r, attribute, value)]
+        if len(matches) < len(resources):
+            self.dialect.learn(key, False, "filter ignored: answered resources that do not match")
+            return await self.indexed(endpoint, attribute, value)
+        return _oldest(self.name, endpoint, attribute, value, matches)
+
+    async def indexed(self, endpoint: str, attribute: str, value: str) -> User | None:
+        """Look `value` up in the paged listing, then read the resource itself (fresh)."""
+        index = self.user_index if endpoint == self.users_endpoint else self.group_index
+        if index.stale:
+            await index.rebuild(self.paginate(endpoint))
+        found = []
+        for rid in index.lookup(attribute, value):
+            try:
+                body = (await self.transport.send(p.get(f"{endpoint}/{quote(rid, safe='')}"))).body
+            except NotFoundError:
+                index.remove(rid)
+                continue
+            if isinstance(body, Mapping) and _matches(body, attribute, value):
+                found.append(body)
+        return _oldest(self.name, endpoint, attribute, value, found)
+
+    async def manager_ref(self, attrs: Mapping[str, str]) -> str | None:
+        """The manager's remote id, found by externalId (= their employee_id), else None."""
+        manager = attrs.get("manager_id")
+        if not manager or not self.enterprise:
+            return None
+        if manager not in self._manager_refs:
+            found = await self.search_one(self.users_endpoint, "externalId", manager)
+            if found is None:
+                return None
+            self._manager_refs[manager] = str(found["id"])
+        return self._manager_refs[manager]
+
+    # ---- reading --------------------------------------------------------------------
+    async def read_account(self, employee_id: str, username: str, remote_id: str | None) -> RemoteAccount | None:
+        await self.capabilities()
+        user = await self.find_user(employee_id, username, remote_id)
+        if user is None:
+            return None
+        return self.to_remote(user, await self.groups_of(user))
+
+    def to_remote(self, user: User, groups: frozenset[str]) -> RemoteAccount:
+        ext = user.get("externalId")
+        return RemoteAccount(remote_id=str(user["id"]), username=str(user.get("userName") or ""),
+                             active=p.is_active(user), external_id=str(ext) if ext else None,
+                             attributes=p.user_attributes(user), groups=groups)
+
+    async def list_accounts(self) -> AsyncIterator[RemoteAccount]:
+        await self.capabilities()
+        memberships = await self.all_memberships()
+        async for user in self.paginate(self.users_endpoint):
+            if user.get("id"):
+                yield self.to_remote(user, frozenset(memberships.get(str(user["id"]), set())))
+
+
+def _matches(resource: Mapping[str, Any], attribute: str, value: str) -> bool:
+    have = str(resource.get(attribute) or "")
+    # userName and displayName are caseExact=false (RFC 7643 §4.1.1, §4.2); ids are exact.
+    return have == value or (attribute not in ("externalId", "id") and have.casefold() == value.casefold())
+
+
+def _oldest(connector: str, endpoint: str, attribute: str, value: str,
+            matches: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    if len(matches) > 1:
+        # Twins (displayName need not be unique, RFC 7643 §4.2): e.g. a create that stalled
+        # past its timeout and landed after the retry made another. Every process must pick
+        # the same one, or members split between them: the oldest, then the smallest id.
+        log.warning("%s: %d resources in %s with %s %r: using the oldest", connector, len(matches), endpoint,
+                    attribute, value)
+        return min(matches, key=_age)
+    return matches[0] if matches else None
+
+
+def _age(resource: Mapping[str, Any]) -> tuple[str, str]:
+    meta = resource.get("meta")
+    created = str(meta.get("created") or "") if isinstance(meta, Mapping) else ""
+    return created or "\uffff", str(resource.get("id") or "")
+
