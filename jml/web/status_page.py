@@ -132,6 +132,9 @@ def _pre_approvals(ctx: ServiceContext, csrf: str) -> str:
         button = (f'<form method="post" action="/plans/{h(r.id)}/approve" class="approve">{csrf_input(csrf)}'
                   f'<button type="submit" class="primary">Approve pre-approval {h(r.id)}</button></form>'
                   if can("approve") else "")
+        if can("operate"):
+            button += (f'<form method="post" action="/plans/{h(r.id)}/discard" class="discard">{csrf_input(csrf)}'
+                       f'<button type="submit">Discard pre-approval {h(r.id)}</button></form>')
         out.append(f'<article class="held" data-plan="{h(r.id)}"><header><strong>Layoff pre-approval '
                    f'<code>{h(r.id)}</code></strong> <span class="muted">requested by {h(r.requester or "—")}'
                    f'</span></header><p>Leavers the guard is to let through: {h(ids)}</p>'

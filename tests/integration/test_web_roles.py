@@ -159,6 +159,10 @@ async def test_pre_approval_is_approved_by_someone_else_on_the_api(
     rid = request_pre_approval(rt, ["E200", "E100"], Approver("token:t-approver", "api-token=t-approver"))
     page = await (await client.get("/", headers={"Authorization": f"Bearer {tokens['admin']}"})).text()
     assert f"Layoff pre-approval <code>{rid}</code>" in page and f"Approve pre-approval {rid}" in page
+    assert f"Discard pre-approval {rid}" in page
+    viewer = await (await client.get("/", headers={"Authorization": f"Bearer {tokens['viewer']}"})).text()
+    assert f"Layoff pre-approval <code>{rid}</code>" in viewer and "Approve pre-approval" not in viewer
+    assert "Discard pre-approval" not in viewer
     # The token that asked for it cannot approve it; another approver can.
     r = await client.post(f"/api/v1/plans/{rid}/approve", headers={"Authorization": f"Bearer {tokens['approver']}"})
     assert r.status == 409 and "requested by you" in (await r.json())["error"]
