@@ -89,9 +89,6 @@ def authorized(presented: str | None, secret: str | None) -> bool:
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 HR_MAX_AHEAD = dt.timedelta(days=366)
 OKTA_MAX_AHEAD = dt.timedelta(days=1)
-# Dates in a person record (hire, termination): far enough from datetime's limits that
-# every local-time and SLA sum stays in range.
-EARLIEST_DATE, LATEST_DATE = dt.date(1900, 1, 1), dt.date(2199, 12, 31)
 
 
 def parse_time(value: Any, what: str, default_tz: dt.tzinfo | None = dt.UTC, *, now: dt.datetime | None = None,

@@ -4,8 +4,8 @@ Two kinds of trouble, handled differently (DESIGN "Source health"):
 
 * the export as a whole is unsound (empty, not UTF-8, required columns missing, cut off
   mid-row, invalid JSON) -> ExportRejected, one message naming the file;
-* one row is bad (no employee_id, unknown status, unreadable date, duplicate id or email,
-  wrong number of fields) -> that row is quarantined with file, row and field, and its
+* one row is bad (no employee_id, unknown status, unreadable or out-of-range date,
+  duplicate id or email, wrong number of fields) -> that row is quarantined with file, row and field, and its
   employee_id (when known) is reported so nobody is mistaken for a leaver because of it.
 
 Row numbers: CSV rows are numbered as a spreadsheet shows them (the header is row 1, the
@@ -35,6 +35,7 @@ from typing import Any
 from jml.errors import ExportRejected
 from jml.model import Person, Status
 from jml.sources.profiles import REQUIRED_FIELDS, Profile, resolve_profile
+from jml.timeparse import date_out_of_range
 
 # Bumped when the hash input changes, so stored hashes from older versions never match.
 _HASH_VERSION = b"jml-row-v1"
@@ -461,6 +462,8 @@ class _Parser:
                 values[pos] = parse_date(values[pos])
             except ValueError:
                 raise _RowError(f, f"not a date: {values[pos]!r} (expected YYYY-MM-DD)") from None
+            if values[pos] is not None and (why := date_out_of_range(values[pos])):
+                raise _RowError(f, why)
         extra = {h: v for h, i in self.extra_fields if (v := row[i].strip())} if self.extra_fields else None
         values.append(extra or _EMPTY_EXTRA)
         return Person(eid, status, *values)

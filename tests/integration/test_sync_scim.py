@@ -620,3 +620,23 @@ def test_dead_letter_then_retry(env: Env) -> None:
     assert doc["dead_letters"] == [] and doc["connectors"]["demo"]["dead"] == 0
     writes = env.writes()
     assert env.cli("sync")[0] == 0 and env.writes() == writes
+
+
+@pytest.mark.parametrize("env", [{"sources.hris.timezone": "America/Los_Angeles"}], indirect=True)
+@pytest.mark.parametrize("field", ["termination_date", "hire_date"])
+def test_a_date_at_the_end_of_time_west_of_utc_is_a_quarantined_row_not_a_crash(env: Env, field: str) -> None:
+    """9999-12-31 at 23:59 in Los Angeles is in year 10000 in UTC (OverflowError): the row is
+    quarantined with file, row and field like any bad row; the rest of the export proceeds."""
+    rows = [row("E1", "Ana", "Smith"), row("E2", "Bo", "Lee", **{field: "9999-12-31"}),
+            row("E3", "Cy", "Park", status="Terminated", term="9999-12-31")]
+    rows[2][field] = "9999-12-31"
+    env.write(rows)
+    outcome = env.sync()
+    assert not outcome.held
+    assert len(outcome.quarantined) == 2, outcome.quarantined
+    for line, rownum in zip(sorted(outcome.quarantined), (3, 4), strict=True):
+        assert line.startswith(f"{env.export.name}, row {rownum}, field {field}: out of range: 9999-12-31"), line
+    assert set(env.server.by_name()) == {"ana.smith@example.com"}
+    code, out, err = env.cli("plan", "--json")
+    assert code == 0, err
+    assert json.loads(out)["operations"] == []

@@ -149,6 +149,9 @@ def test_bad_dates_raise(raw: str) -> None:
     ([row(status="Retired")], [2], "status", {"E1"}),
     ([row(hire_date="31/12/2020")], [2], "hire_date", {"E1"}),
     ([row(termination_date="tomorrow")], [2], "termination_date", {"E1"}),
+    # 23:59 local on 9999-12-31 west of UTC is in year 10000: out of range, like the event path's.
+    ([row(status="Terminated", termination_date="9999-12-31")], [2], "termination_date", {"E1"}),
+    ([row(hire_date="0001-01-01")], [2], "hire_date", {"E1"}),
     ([row(), row(employee_id="E2", work_email="b@x"), row(work_email="c@x")], [2, 4], "employee_id", {"E1"}),
     ([row(), row(employee_id="E2", work_email="ANA@x.example")], [2, 3], "work_email", {"E1", "E2"}),
 ])
