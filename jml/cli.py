@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -18,12 +16,11 @@ from typing import Any
 
 from jml import config as config_mod
 from jml import logs
-from jml.errors import ExportRejected, GuardHeld, JMLError, UsageError
+from jml.errors import ExportRejected, GuardHeld, JMLError
+from jml.exit_codes import EXIT_FAILED, EXIT_SAFETY, EXIT_USAGE
 from jml.redact import redact
 
 log = logging.getLogger("jml.cli")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SAFETY = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,14 +87,6 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse_time(value: str, what: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{what}: not an ISO 8601 time: {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(args.log_level.upper(), json_lines=args.log_json)
@@ -150,10 +139,6 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "check": commands.check,
     }
     return table[args.command](args, cfg)
-
-
-def print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -3,83 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
 
-from jml.cli import EXIT_FAILED, EXIT_OK, EXIT_SAFETY, EXIT_USAGE, parse_time, print_json
 from jml.config import Config
 from jml.errors import JMLError, UsageError
+from jml.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_SAFETY, EXIT_USAGE
+from jml.push import print_outcome, report_plan, work
 from jml.runtime import Runtime
-from jml.sync import PlanOutcome, plan_cycle, plan_json
+from jml.sync import plan_cycle, plan_json
+from jml.timeparse import parse_time
+
+__all__ = ["work"]  # pushing a plan from a one-shot command lives in jml.push; tests reach it here too
 
 
-async def work(rt: Runtime, plan_id: str | None, timeout: float | None = None) -> None:
-    """Run the outbox if no daemon holds the workers' lease; else wait for it to finish our plan."""
-    import datetime as dt
-
-    from jml.store.outbox import process_holder
-
-    ttl = dt.timedelta(minutes=2)
-    # Name the lease after this process, so that the next process can tell when the holder
-    # died without releasing it (SIGKILL, OOM) instead of waiting for the TTL.
-    rt.holder = process_holder()
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    told = False
-    while True:
-        if rt.outbox.acquire_lease(rt.holder, rt.clock(), ttl):
-            left = None if timeout is None else max(0.0, timeout - (loop.time() - start))
-            try:
-                await rt.open_connectors()
-                engine = rt.engine()
-                engine.recover()
-                renew = asyncio.create_task(_renew(rt, ttl))
-                try:
-                    await engine.run_until_idle(timeout=left)
-                finally:
-                    renew.cancel()
-            finally:
-                rt.outbox.release_lease(rt.holder)
-                await rt.close()
-            return
-        if not told:
-            print("a running jml daemon holds the workers' lease: waiting for it to apply the plan", file=sys.stderr)
-            told = True
-        # Keep asking: if the holder stops or dies, this process takes the work over.
-        if not rt.outbox.open_count(plan_id) or (timeout is not None and loop.time() - start >= timeout):
-            return
-        await asyncio.sleep(0.5)
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
 
 
-async def _renew(rt: Runtime, ttl: Any) -> None:
-    while True:
-        await asyncio.sleep(ttl.total_seconds() / 3)
-        rt.outbox.acquire_lease(rt.holder, rt.clock(), ttl)
-
-
-def _print_outcome(o: PlanOutcome) -> None:
-    if o.unchanged:
-        print("export unchanged since the last read")
-    if o.rows:
-        print(f"export: {o.rows} rows, {len(o.quarantined)} quarantined, {len(o.missing)} missing")
-    for q in o.quarantined[:20]:
-        print(f"  quarantined: {q}", file=sys.stderr)
-    if len(o.quarantined) > 20:
-        print(f"  … and {len(o.quarantined) - 20} more quarantined rows", file=sys.stderr)
-    if o.missing:
-        shown = ", ".join(o.missing[:10]) + (" …" if len(o.missing) > 10 else "")
-        print(f"  missing from this export (not leavers yet): {shown}", file=sys.stderr)
-    for s in o.skipped:
-        print(f"  skipped: {s}", file=sys.stderr)
-    summary = ", ".join(f"{k} {v}" for k, v in o.summary().items()) or "nothing to do"
-    print(f"plan {o.plan_id or '-'}: {summary}")
-    if o.held:
-        print(f"plan {o.plan_id} HELD by the guard:")
-        for r in o.reasons:
-            print(f"  - {r}")
-        print(f"review it, then `jml approve {o.plan_id}` or `jml discard {o.plan_id}`")
 
 
 async def sync(args: argparse.Namespace, cfg: Config) -> int:
@@ -87,13 +29,13 @@ async def sync(args: argparse.Namespace, cfg: Config) -> int:
     if not args.dry_run:
         _check_secrets(cfg)
     outcome = await plan_cycle(rt, dry_run=args.dry_run)
-    _print_outcome(outcome)
+    print_outcome(outcome)
     if outcome.held:
         return EXIT_SAFETY
     if args.dry_run:
         return EXIT_OK
     await work(rt, outcome.plan_id, args.timeout)
-    code = _report_plan(rt, outcome.plan_id)
+    code = report_plan(rt, outcome.plan_id)
     held = [p for p in rt.outbox.plans(["held"]) if p.origin == "export"]
     if outcome.unchanged and held and code == EXIT_OK:
         # The export is the one whose plan waits for approval: still a safety stop.
@@ -111,22 +53,6 @@ def _check_secrets(cfg: Config) -> None:
         resolve_secret(c, "token", f"connectors.{name}", required=False)
 
 
-def _report_plan(rt: Runtime, plan_id: str | None) -> int:
-    if plan_id is None:
-        dead = rt.outbox.ops(["dead"], limit=1)
-        return EXIT_FAILED if dead else EXIT_OK
-    counts = rt.outbox.plan_state_counts(plan_id)
-    print("result: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    if counts.get("dead"):
-        for q in rt.outbox.ops(["dead"], plan_id=plan_id, limit=20):
-            print(f"  dead #{q.id} {q.op.connector} {q.op.action.value} {q.op.employee_id}: {q.last_error}",
-                  file=sys.stderr)
-        return EXIT_FAILED
-    if counts.get("pending") or counts.get("running"):
-        return EXIT_FAILED
-    return EXIT_OK
-
-
 async def plan(args: argparse.Namespace, cfg: Config) -> int:
     rt = Runtime(cfg)
     outcome = await plan_cycle(rt, dry_run=True)
@@ -135,7 +61,7 @@ async def plan(args: argparse.Namespace, cfg: Config) -> int:
         for q in outcome.quarantined:
             print(f"quarantined: {q}", file=sys.stderr)
     else:
-        _print_outcome(outcome)
+        print_outcome(outcome)
         for op in outcome.operations[:200]:
             target = op.detail.get("group") or op.detail.get("grant") or op.detail.get("username", "")
             print(f"  {op.connector:12} {op.action.value:14} {op.employee_id:12} {target}")
@@ -165,7 +91,7 @@ async def _decide(args: argparse.Namespace, cfg: Config, approve: bool) -> int:
         return EXIT_OK
     print(f"plan {args.plan_id} approved: applying")
     await work(rt, args.plan_id)
-    return _report_plan(rt, args.plan_id)
+    return report_plan(rt, args.plan_id)
 
 
 async def approve(args: argparse.Namespace, cfg: Config) -> int:
@@ -186,7 +112,7 @@ async def retry(args: argparse.Namespace, cfg: Config) -> int:
     print(f"{n} operation(s) back in the outbox")
     if n:
         await work(rt, None)
-    return _report_plan(rt, None) if n else EXIT_OK
+    return report_plan(rt, None) if n else EXIT_OK
 
 
 async def status(args: argparse.Namespace, cfg: Config) -> int:

@@ -112,14 +112,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _sync(cfg: config_mod.Config) -> int:
-    from jml.commands import _print_outcome, _report_plan, work
+    from jml.push import print_outcome, report_plan, work
     from jml.runtime import Runtime
     from jml.sync import plan_cycle
 
     rt = Runtime(cfg)
     outcome = await plan_cycle(rt)
-    _print_outcome(outcome)
+    print_outcome(outcome)
     if outcome.held:
         return 3
     await work(rt, outcome.plan_id)
-    return _report_plan(rt, outcome.plan_id)
+    return report_plan(rt, outcome.plan_id)

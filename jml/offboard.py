@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from jml.config import Config
 from jml.errors import UsageError
 from jml.events import plan_event
+from jml.exit_codes import EXIT_SAFETY, EXIT_USAGE
 from jml.lifecycle import add_leaver
 from jml.model import Operation, Override, OverrideKind, PersonState
+from jml.push import work
 from jml.runtime import Runtime
 from jml.sync import PlanOutcome
+from jml.timeparse import parse_time
 
 
 class UnknownEmployee(UsageError):
@@ -77,9 +80,7 @@ async def offboard(rt: Runtime, employee_id: str, *, reason: str = "", at: dt.da
 
 async def _push(rt: Runtime, plan_ids: list[str], timeout: float = 300.0) -> None:
     """Push the plans ourselves when no daemon holds the workers' lease (the engine runs
-    leavers first), else wait for the daemon to (jml.commands.work does both)."""
-    from jml.commands import work
-
+    leavers first), else wait for the daemon to (jml.push.work does both)."""
     for pid in plan_ids:
         await work(rt, pid, timeout)
 
@@ -103,8 +104,6 @@ def _report(rt: Runtime, plan_ids: list[str]) -> int:
 
 async def offboard_cli(args: argparse.Namespace, cfg: Config) -> int:
     """`jml offboard EMPLOYEE_ID [--reason TEXT] [--at ISO8601] [--undo]`."""
-    from jml.cli import EXIT_SAFETY, EXIT_USAGE, parse_time
-
     rt = Runtime(cfg)
     at = parse_time(args.at, "--at") if args.at else None
     if args.undo and at is not None:
