@@ -173,3 +173,29 @@ async def test_pre_approval_is_approved_by_someone_else_on_the_api(
     rec = next(x for x in rt.audit.records() if x["kind"] == "pre_approval")
     assert rec["actor"] == "api-token=t-admin role=admin addr=127.0.0.1"
     assert rec["data"]["requested_by"] == "api-token=t-approver"
+
+
+async def test_operator_buttons_on_the_status_page(app_tokens: tuple[TestClient[Any, Any], dict[str, str],
+                                                                     Runtime]) -> None:
+    """The break-glass session (admin) sees and uses pause, resume, discard; the forms need the CSRF token."""
+    from tests.integration.test_web import _login
+
+    client, _tokens, rt = app_tokens
+    csrf = await _login(client)
+    page = await (await client.get("/")).text()
+    assert 'action="/connectors/demo/pause"' in page and "Discard plan plan-held-1" in page
+    assert "Signed in as break-glass admin token (admin)" in page
+    assert (await client.post("/connectors/demo/pause", data={}, allow_redirects=False)).status == 403
+    r = await client.post("/connectors/demo/pause", data={"csrf_token": csrf}, allow_redirects=False)
+    assert r.status == 303 and rt.store.get_setting("paused_connectors", []) == ["demo"]
+    page = await (await client.get("/")).text()
+    assert 'action="/connectors/demo/resume"' in page
+    r = await client.post("/connectors/demo/resume", data={"csrf_token": csrf}, allow_redirects=False)
+    assert r.status == 303 and rt.store.get_setting("paused_connectors", []) == []
+    r = await client.post("/plans/plan-held-1/discard", data={"csrf_token": csrf}, allow_redirects=False)
+    assert r.status == 303
+    info = rt.outbox.plan("plan-held-1")
+    assert info is not None and info.state == "discarded"
+    kinds = [(x["kind"], x["actor"]) for x in rt.audit.records()]
+    actor = "break-glass via=session role=admin addr=127.0.0.1"
+    assert ("pause", actor) in kinds and ("resume", actor) in kinds and ("discard", actor) in kinds
