@@ -199,3 +199,25 @@ async def test_operator_buttons_on_the_status_page(app_tokens: tuple[TestClient[
     kinds = [(x["kind"], x["actor"]) for x in rt.audit.records()]
     actor = "break-glass via=session role=admin addr=127.0.0.1"
     assert ("pause", actor) in kinds and ("resume", actor) in kinds and ("discard", actor) in kinds
+
+
+async def test_auditor_downloads(app_tokens: tuple[TestClient[Any, Any], dict[str, str], Runtime]) -> None:
+    import json
+
+    from jml.audit import verify_lines
+
+    client, tokens, rt = app_tokens
+    auth = {"Authorization": f"Bearer {tokens['auditor']}"}
+    rt.audit.append("offboard", {"reason": "x"}, now=NOW, actor="cli user=a", subject="E100")
+    r = await client.get("/api/v1/audit", headers=auth)
+    assert r.status == 200 and r.headers["Content-Type"].startswith("application/x-ndjson")
+    lines = [json.loads(x) for x in (await r.text()).splitlines() if x.strip()]
+    head = lines[-1]["head"]
+    result = verify_lines(lines[:-1], expect_count=head["count"], expect_head=head["hash"])
+    assert result.ok, result.problem
+    r = await client.get("/api/v1/reports/access", headers=auth, params={"format": "csv"})
+    assert r.status == 200 and "E100" in await r.text()
+    r = await client.get("/api/v1/reports/access", headers=auth, params={"format": "xml"})
+    assert r.status == 400
+    exports = [x for x in rt.audit.records() if x["kind"] in ("audit_export", "access_report")]
+    assert [x["actor"] for x in exports] == ["api-token=t-auditor role=auditor addr=127.0.0.1"] * 2
