@@ -81,9 +81,18 @@ def sync(cfg_path: Path) -> None:
     asyncio.run(run())
 
 
-def counts(proxy: VendorProxy) -> dict[str, int]:
+def counts(proxy: VendorProxy) -> dict[str, object]:
     c = Counter("write" if s.method in ("POST", "PUT", "PATCH", "DELETE") else "read" for s in proxy.seen)
-    return {"reads": c["read"], "writes": c["write"], "all": c["read"] + c["write"]}
+    kinds = Counter(f"{s.method} {_kind(s.path)}{'?filter' if 'filter=' in s.query else ''}" for s in proxy.seen)
+    return {"reads": c["read"], "writes": c["write"], "all": c["read"] + c["write"], "by_kind": dict(kinds)}
+
+
+def _kind(path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        if part in ("Users", "Groups"):
+            return part + ("/{id}" if i + 1 < len(parts) else "")
+    return parts[-1] if parts else "/"
 
 
 def measure(peer_name: str, people: int, work_dir: Path) -> dict[str, object]:
@@ -112,8 +121,9 @@ def measure(peer_name: str, people: int, work_dir: Path) -> dict[str, object]:
             proxy.stop()
     n = changed_people(day0, day1)
     return {"peer": peer_name, "people": people, "changed": n, "first_import": first, "day": day,
-            "writes_per_person": round(day["writes"] / n, 3), "reads_per_person": round(day["reads"] / n, 3),
-            "all_per_person": round(day["all"] / n, 3)}
+            "writes_per_person": round(int(day["writes"]) / n, 3),  # type: ignore[call-overload]
+            "reads_per_person": round(int(day["reads"]) / n, 3),  # type: ignore[call-overload]
+            "all_per_person": round(int(day["all"]) / n, 3)}  # type: ignore[call-overload]
 
 
 def main() -> int:

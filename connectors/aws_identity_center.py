@@ -52,6 +52,8 @@ def is_assignment(grant: str) -> bool:
 
 
 class AwsIdentityCenterConnector(ScimConnector):
+    # Identity Center's SCIM filters: `eq` on userName / externalId only (no `or`).
+    dialect_profile = {"filter_or": False}
     max_members_per_patch = 100  # PatchGroup: "A maximum of 100 membership changes ... in a single request"
     page_size = 100  # ListUsers/ListGroups: count 1..100
 

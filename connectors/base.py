@@ -58,6 +58,9 @@ class ConnectorContext:
     # restarts): `recall()` reads it, `remember(facts)` merges new facts and returns the whole.
     recall: Callable[[], dict[str, Any]] = field(default=dict)
     remember: Callable[[dict[str, Any]], dict[str, Any]] = field(default=lambda facts: dict(facts))
+    # The remote id jml recorded for another person's account here (a manager reference),
+    # so a reference costs no search; None when jml has none (then the connector searches).
+    remote_id_of: Callable[[str], str | None] = field(default=lambda _eid: None)
 
 
 @runtime_checkable

@@ -227,6 +227,8 @@ class _SlackTransport(ScimTransport):
 class SlackConnector(ScimConnector):
     """`type: slack`. Only what Slack does differently from RFC 7644 lives here."""
 
+    # Slack documents `eq` filters on userName, externalId and emails; not `or`.
+    dialect_profile = {"filter_or": False}
     default_rate = 3.0  # 180/min per endpoint (Slack), see the module docstring
     default_burst = 10
     overall_rate = 10.0  # 600/min over every write endpoint
@@ -256,8 +258,9 @@ class SlackConnector(ScimConnector):
         return found
 
     async def find_user(self, employee_id: str, username: str, remote_id: str | None = None, *,
-                        old_username: str | None = None) -> Mapping[str, Any] | None:
-        user = await super().find_user(employee_id, username, remote_id, old_username=old_username)
+                        old_username: str | None = None, combined: bool = True) -> Mapping[str, Any] | None:
+        user = await super().find_user(employee_id, username, remote_id, old_username=old_username,
+                                       combined=combined)
         for address in (username, old_username or ""):
             if user is None and "@" in address:
                 user = await self.find_by_email(address)

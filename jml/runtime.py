@@ -106,7 +106,8 @@ class Runtime:
                                    observe=lambda c, method, secs, status: metrics.observe_http(c, method, secs,
                                                                                                 status),
                                    recall=functools.partial(self.store.dialects.load, name),
-                                   remember=functools.partial(self.store.dialects.merge, name))
+                                   remember=functools.partial(self.store.dialects.merge, name),
+                                   remote_id_of=functools.partial(self.store.remote_id, name))
             self._connectors[name] = build(name, cfg, ctx)
         return self._connectors[name]
 

@@ -25,6 +25,7 @@ Hooks for vendor subclasses (override, never fork the engine):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +52,9 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
     users_endpoint = "Users"
     groups_endpoint = "Groups"
     page_size = 100
+    # A vendor's documented dialect (facts of connectors/scim/dialect.py), known before the
+    # first request: what would otherwise be learnt by a refused request is not tried.
+    dialect_profile: dict[str, Any] = {}
     default_rate: float | None = None
     default_burst: int | None = None
 
@@ -67,6 +71,8 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         # What this server turned out to support: learnt from its answers, remembered in the
         # store (connectors/scim/dialect.py), so restarts and replicas start from it.
         self.dialect = Dialect(name, ctx.recall, ctx.remember)
+        for key, value in self.dialect_profile.items():
+            self.dialect.setdefault(key, value)
         # Where filters cannot be trusted: paged listings as indexes (connectors/scim/index.py).
         self.user_index = ResourceIndex(("userName", "externalId"))
         self.group_index = ResourceIndex(("displayName",))
@@ -155,7 +161,16 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
             # A removal needs only the member id, and removing a non-member is success: the
             # recorded id spares a leaver's removals one read each.
             return await self.change_membership({"id": known}, str(d["group"]), False)
+        if op.action == Action.ADD_MEMBER and known:
+            # The recorded id spares a joiner's or mover's grants one read each; an id the app
+            # no longer knows (deleted by hand) takes the general path below.
+            with contextlib.suppress(NotFoundError):
+                return await self.change_membership({"id": known}, str(d["group"]), True)
         if op.action == Action.DEACTIVATE and known and await self.deactivate_known(known):
+            return ApplyResult(remote_id=known)
+        if op.action == Action.UPDATE and known and account is not None and await self.update_known(
+                known, dict(d.get("attributes") or {}), username if username != account.username else None,
+                {**dict(d.get("all_attributes") or {}), **dict(d.get("attributes") or {})}):
             return ApplyResult(remote_id=known)
         user = await self.find_user(op.employee_id, username, known,
                                     old_username=account.username if account else None)

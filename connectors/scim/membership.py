@@ -228,6 +228,11 @@ class MembershipMixin:
                 self.dialect.verify(f"{kind}:{form}")
                 return
             last = PermanentError(self.name, f"{kind.replace('_', ' ')} by {form} was accepted but ignored")
+        gone = [uid for uid in ids if not await self._user_names([uid])]
+        if gone and not add:
+            return  # a member the app no longer has is out of every group
+        if gone:  # no form can add a member the app does not have: not the server's dialect
+            raise NotFoundError(self.name, f"{len(gone)} member(s) no longer exist in the app")
         self.dialect.add("cannot", "add members" if add else "remove members", str(last))
         raise last if isinstance(last, PermanentError) else PermanentError(self.name, f"cannot {kind}: {last}")
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from connectors.base import ConnectorContext
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
 from connectors.scim.index import ResourceIndex
@@ -35,6 +36,7 @@ class ReadingMixin:
     user_index: ResourceIndex
     group_index: ResourceIndex
     _manager_refs: dict[str, str]
+    ctx: ConnectorContext
 
     if TYPE_CHECKING:  # provided by the other mixins / ScimConnector (no runtime stubs: MRO)
         async def capabilities(self) -> p.Capabilities:
@@ -124,7 +126,7 @@ class ReadingMixin:
         return body if isinstance(body, Mapping) and body.get("id") else None
 
     async def find_user(self, employee_id: str, username: str, remote_id: str | None = None, *,
-                        old_username: str | None = None) -> User | None:
+                        old_username: str | None = None, combined: bool = True) -> User | None:
         if remote_id:
             user = await self.get_user(remote_id)
             if user is not None:
@@ -132,11 +134,42 @@ class ReadingMixin:
         tried = self.find_user_filters(employee_id, username)
         if old_username and old_username != username:
             tried += self.find_user_filters("", old_username)  # a rename still in flight
+        if combined and len(tried) > 1:
+            found, answered = await self._search_any(tried)
+            if answered:
+                return found
         for attribute, value in tried:
             found = await self.search_one(self.users_endpoint, attribute, value)
             if found is not None:
                 return found
         return None
+
+    async def _search_any(self, tried: list[tuple[str, str]]) -> tuple[User | None, bool]:
+        """All the ways to find a person in one request (`a eq "x" or b eq "y"`, RFC 7644
+        §3.4.2.2), the first clause that matches wins. (None, False) when this server cannot
+        be asked so (or lied about it once): the caller searches one attribute at a time."""
+        caps = await self.capabilities()
+        if self.dialect.get("filter_or") is False or not caps.filter or any(
+                self.dialect.get(f"filter:{self.users_endpoint}:{a}") is False for a, _ in tried):
+            return None, False
+        flt = " or ".join(p.eq_filter(a, v) for a, v in tried)
+        try:
+            body = await self.query(self.users_endpoint, flt, count=10)
+        except ConnectorError as e:
+            if e.status not in (400, 501):
+                raise
+            self.dialect.learn("filter_or", False, f"`or` refused: HTTP {e.status} {e.vendor_message}")
+            return None, False
+        resources = p.resources_of(body)
+        if any(not any(_matches(r, a, v) for a, v in tried) for r in resources):
+            self.dialect.learn("filter_or", False, "`or` answered resources that match no clause")
+            return None, False
+        for attribute, value in tried:
+            found = _oldest(self.name, self.users_endpoint, attribute, value,
+                            [r for r in resources if _matches(r, attribute, value)])
+            if found is not None:
+                return found, True
+        return None, True
 
     async def search_one(self, endpoint: str, attribute: str, value: str) -> User | None:
         """The resource whose `attribute` equals `value`. By filter while the server's
@@ -180,15 +213,19 @@ class ReadingMixin:
         return _oldest(self.name, endpoint, attribute, value, found)
 
     async def manager_ref(self, attrs: Mapping[str, str]) -> str | None:
-        """The manager's remote id, found by externalId (= their employee_id), else None."""
+        """The manager's remote id: as jml recorded it, else found by externalId (= their
+        employee_id), else None."""
         manager = attrs.get("manager_id")
         if not manager or not self.enterprise:
             return None
         if manager not in self._manager_refs:
-            found = await self.search_one(self.users_endpoint, "externalId", manager)
-            if found is None:
-                return None
-            self._manager_refs[manager] = str(found["id"])
+            ref = self.ctx.remote_id_of(manager)
+            if ref is None:
+                found = await self.search_one(self.users_endpoint, "externalId", manager)
+                if found is None:
+                    return None
+                ref = str(found["id"])
+            self._manager_refs[manager] = ref
         return self._manager_refs[manager]
 
     # ---- reading --------------------------------------------------------------------

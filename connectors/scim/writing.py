@@ -52,7 +52,10 @@ class WritingMixin:
             raise NotImplementedError
 
         async def find_user(self, employee_id: str, username: str, remote_id: str | None = None, *,
-                            old_username: str | None = None) -> User | None:
+                            old_username: str | None = None, combined: bool = True) -> User | None:
+            raise NotImplementedError
+
+        async def indexed(self, endpoint: str, attribute: str, value: str) -> User | None:
             raise NotImplementedError
 
         async def manager_ref(self, attrs: Mapping[str, str]) -> str | None:
@@ -65,10 +68,14 @@ class WritingMixin:
             try:
                 return await self._post_new_user(employee_id, username, active, attrs)
             except ConflictError:
-                # A crash between push and record, or an account made by hand: adopt it.
-                user = await self.find_user(employee_id, username, None)
+                # A crash between push and record, or an account made by hand: adopt it. One
+                # attribute at a time: the `or` search that missed it may be what lied.
+                user = await self.find_user(employee_id, username, None, combined=False)
+                if user is None:
+                    user = await self.indexed(self.users_endpoint, "userName", username)
                 if user is None:
                     raise
+                self.dialect.learn("filter_or", False, "`or` search missed an existing account")
         await self.update_user(user, employee_id, username, active, attrs, list(attrs))
         return ApplyResult(remote_id=str(user["id"]), adopted=known is None or known != user["id"])
 
@@ -203,6 +210,37 @@ class WritingMixin:
             raise
         after = reply.body if _is_resource(reply.body, remote_id) else await self.get_user(remote_id)
         return after is not None and not p.is_active(after)
+
+    async def update_known(self, remote_id: str, changed: Mapping[str, str], rename: str | None,
+                           attrs: Mapping[str, str]) -> bool:
+        """A mover's change by the recorded id in one write, without reading first: only
+        where PATCH of every changed attribute was already read back and kept on this
+        server. False sends the operation down the general path (read, write, read back,
+        learn), which also covers a stale id and a server that wants If-Match."""
+        caps = await self.capabilities()
+        omit = self.shape().omit | p.unwritable_keys(enterprise=self.enterprise)
+        changes: dict[str, Any] = {k: v for k, v in changed.items() if k not in omit}
+        if rename:
+            changes["username"] = rename
+        if not changes:
+            return True  # nothing this server keeps changed: no request at all
+        form = self.dialect.get("update") or ("patch" if caps.patch else "put")
+        if form != "patch" or not all(self.dialect.verified(f"patch:{_fact_key(k)}") for k in changes) \
+                or any(self.dialect.has("put_only", _fact_key(k)) for k in changes):
+            return False
+        body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=await self.manager_ref(attrs),
+                            shape=self.shape())
+        if not body:
+            return True
+        try:
+            await self.transport.send(p.patch(self.user_path(remote_id), body))
+        except (NotFoundError, ConflictError):
+            return False
+        except ConnectorError as e:
+            if e.status in (400, 412, 428, 501):
+                return False
+            raise
+        return True
 
     async def write_verified(self, user: User, changes: Mapping[str, Any], attrs: Mapping[str, str],
                              kind: str) -> None:

@@ -175,6 +175,14 @@ class Store:
                                 conn.execute(select(G.c.connector, G.c.employee_id, G.c.name)))
             return self._accounts_of(conn, eids)
 
+    def remote_id(self, connector: str, employee_id: str) -> str | None:
+        """The app's id of this person's live account there (a manager's reference)."""
+        q = select(A.c.remote_id).where((A.c.connector == connector) & (A.c.employee_id == employee_id)
+                                        & A.c.deleted.is_(False))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return str(row[0]) if row is not None and row[0] else None
+
     @staticmethod
     def _accounts_of(conn: Connection, eids: Iterable[str]) -> dict[Key, AccountRecord]:
         """Every connector's account of these people, 900 at a time (SQLite's bound-parameter cap)."""
