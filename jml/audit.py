@@ -17,11 +17,11 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import Connection, Text, bindparam, cast, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml.redact import redact_data
-from jml.store.db import RawJSON, bulk_write, is_write_conflict, utc
+from jml.store.db import RawJSON, bulk_write, utc
 from jml.store.repo import Store
+from jml.store.retry import retry_write
 from jml.store.tables import AuditHeadRow, AuditRow
 
 AU = AuditRow.__table__  # type: ignore[attr-defined]
@@ -96,16 +96,13 @@ class AuditLog:
         twice) and made again if another process appended first."""
         if not callable(records) and not isinstance(records, (list, tuple)):
             records = list(records)
-        for _attempt in range(20):
+        def append() -> int:
+            # Another process may have appended meanwhile: each attempt re-reads the head.
             source = records() if callable(records) else records
-            try:
-                with self.lock, self.engine.begin() as conn:
-                    return self.append_in(conn, source, now=now)
-            except (IntegrityError, OperationalError) as e:
-                if not is_write_conflict(e):
-                    raise
-                continue  # another process appended at the same time: re-read the head, write again
-        raise RuntimeError("could not append to the audit trail")
+            with self.lock, self.engine.begin() as conn:
+                return self.append_in(conn, source, now=now)
+
+        return retry_write(append, "appending to the audit trail")
 
     def append_in(self, conn: Connection, records: Records, *, now: dt.datetime) -> int:
         """Append inside the caller's transaction (the caller holds `lock`, taken before any

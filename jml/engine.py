@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import IntegrityError, OperationalError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -38,9 +37,9 @@ from jml.audit import AuditLog
 from jml.errors import ConnectorError, RetryableError
 from jml.model import AccountRecord, Action, Operation, Priority
 from jml.redact import redact
-from jml.store.db import is_write_conflict
 from jml.store.outbox import Outbox, QueuedOp
 from jml.store.repo import Store
+from jml.store.retry import retry_write
 
 log = logging.getLogger("jml.engine")
 
@@ -446,17 +445,14 @@ class Engine:
         await done.written
 
     def _write_results(self, batch: list[_Done]) -> None:
-        for _attempt in range(20):
-            try:
-                with self.audit.lock, self.store.engine.begin() as conn:
-                    self.store.record_results([(d.q.op, d.remote_id, d.at) for d in batch], conn)
-                    self.outbox.mark_done_many([(d.q.id, d.at) for d in batch], conn)
-                    self.audit.append_in(conn, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
-                                         now=batch[-1].at)
-                return
-            except (IntegrityError, OperationalError) as e:
-                if not is_write_conflict(e):
-                    raise
+        def write() -> None:
+            with self.audit.lock, self.store.engine.begin() as conn:
+                self.store.record_results([(d.q.op, d.remote_id, d.at) for d in batch], conn)
+                self.outbox.mark_done_many([(d.q.id, d.at) for d in batch], conn)
+                self.audit.append_in(conn, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
+                                     now=batch[-1].at)
+
+        retry_write(write, "recording finished operations")
 
     async def _apply_once(self, lane: _Lane, op: Operation, record: object) -> ApplyResult:
         # The connector's `timeout` bounds each request; one operation makes several (find,

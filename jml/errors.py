@@ -54,6 +54,13 @@ class ExportRejected(SourceError):
     exit_code = 3
 
 
+class WriteConflict(JMLError):
+    """The database kept refusing a write for conflicting with other writers (jml.store.retry
+    gave up): the job stops here, it never carries on as if the write had happened."""
+
+    exit_code = 1
+
+
 class GuardHeld(JMLError):
     """A plan was held for approval."""
 

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml import lifecycle, metrics
 from jml import plan as planner
@@ -35,7 +34,7 @@ from jml.sla_clocks import (
     set_clock,
 )
 from jml.sla_rules import Verdict, _check, judge, parse_check
-from jml.store.db import is_write_conflict
+from jml.store.retry import retry_write
 from jml.store.tables import AccountRow, GrantRow
 
 if TYPE_CHECKING:
@@ -195,27 +194,25 @@ def _record_verified(rt: Runtime, items: list[tuple[Clock, Verdict]], now: dt.da
     (the hook and tick) counts once."""
     if not items:
         return 0
-    won: list[tuple[Clock, Verdict, bool, float]] = []
-    for _attempt in range(20):
+
+    def stop() -> list[tuple[Clock, Verdict, bool, float]]:
         won = []
-        try:
-            with rt.audit.lock, rt.store.engine.begin() as conn:
-                for clock, verdict in items:
-                    stopped = conn.execute(update(C).where(C.c.id == clock.id, C.c.verified_at.is_(None)).values(
-                        verified_at=now, predicted_breach=False,
-                        last_check=_check("verified", now, verdict.summary))).rowcount
-                    if stopped:
-                        breached = now > clock.deadline or clock.breached
-                        won.append((clock, verdict, breached, max(0.0, (now - clock.started_at).total_seconds())))
-                rt.audit.append_in(conn, [("deprovision_verified", {
-                    "connector": clock.connector, "started_at": clock.started_at.isoformat(),
-                    "deadline": clock.deadline.isoformat(), "verified_at": now.isoformat(),
-                    "seconds": round(seconds, 3), "breached": breached, "check": verdict.summary},
-                    "jml", clock.employee_id) for clock, verdict, breached, seconds in won], now=now)
-            break
-        except (IntegrityError, OperationalError) as e:
-            if not is_write_conflict(e):
-                raise
+        with rt.audit.lock, rt.store.engine.begin() as conn:
+            for clock, verdict in items:
+                stopped = conn.execute(update(C).where(C.c.id == clock.id, C.c.verified_at.is_(None)).values(
+                    verified_at=now, predicted_breach=False,
+                    last_check=_check("verified", now, verdict.summary))).rowcount
+                if stopped:
+                    breached = now > clock.deadline or clock.breached
+                    won.append((clock, verdict, breached, max(0.0, (now - clock.started_at).total_seconds())))
+            rt.audit.append_in(conn, [("deprovision_verified", {
+                "connector": clock.connector, "started_at": clock.started_at.isoformat(),
+                "deadline": clock.deadline.isoformat(), "verified_at": now.isoformat(),
+                "seconds": round(seconds, 3), "breached": breached, "check": verdict.summary},
+                "jml", clock.employee_id) for clock, verdict, breached, seconds in won], now=now)
+        return won
+
+    won = retry_write(stop, "stopping verified SLA clocks")
     for clock, _, breached, seconds in won:
         metrics.deprovision_duration.labels(clock.connector).observe(seconds)
         metrics.deprovision_verifications.labels(clock.connector, "verified").inc()

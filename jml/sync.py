@@ -9,13 +9,12 @@ unchanged 100k-person export costs a parse and a dictionary comparison.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
@@ -25,8 +24,8 @@ from jml.policy import desired
 from jml.runtime import Runtime
 from jml.sources.fetch import Fetched, FetchMarker, fetch
 from jml.sources.hris import ParsedExport, health_problems, parse_export
-from jml.store.db import is_write_conflict
 from jml.store.repo import IndexEntry, PersonSave
+from jml.store.retry import retry_write
 
 log = logging.getLogger("jml.sync")
 
@@ -245,22 +244,20 @@ def _plan_scope(
     # together: a crash between "people saved" and "plan saved" would otherwise leave rows
     # that look unchanged on the next read and a plan that never was.
     audit_records = _audit_records(rt, outcome, transitions, result.skipped)
-    for _attempt in range(20):
-        try:
-            with rt.audit.lock, rt.store.engine.begin() as conn:
-                if not verdict.held:
-                    # A held plan changes nothing, the people's recorded state included: the next
-                    # export is planned against the same state, so no change is lost while it waits.
-                    rt.store.save_people(saves, now, conn)
-                if plan_id is not None:
-                    rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
-                                        reasons=list(verdict.reasons), summary=result.summary(),
-                                        policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now, conn=conn)
-                rt.audit.append_in(conn, audit_records(), now=now)
-            break
-        except (IntegrityError, OperationalError) as e:
-            if not is_write_conflict(e):
-                raise
+
+    def save(people: list[PersonSave]) -> None:
+        with rt.audit.lock, rt.store.engine.begin() as conn:
+            if not verdict.held:
+                # A held plan changes nothing, the people's recorded state included: the next
+                # export is planned against the same state, so no change is lost while it waits.
+                rt.store.save_people(people, now, conn)
+            if plan_id is not None:
+                rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
+                                    reasons=list(verdict.reasons), summary=result.summary(),
+                                    policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now, conn=conn)
+            rt.audit.append_in(conn, audit_records(), now=now)
+
+    retry_write(functools.partial(save, saves), "saving the plan")
     if plan_id is not None:
         if verdict.held:
             metrics.guard_held_plans.inc()

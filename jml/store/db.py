@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from jml.errors import ConfigError
@@ -178,14 +178,6 @@ def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Itera
     finally:
         cursor.close()
     return n
-
-
-def is_write_conflict(error: Exception) -> bool:
-    """Another writer got there first: a duplicate key, or SQLite's busy/locked. Retry."""
-    if isinstance(error, IntegrityError):
-        return True
-    text_ = str(error).lower()
-    return isinstance(error, OperationalError) and ("locked" in text_ or "busy" in text_)
 
 
 def ping(engine: Engine) -> bool:
