@@ -70,6 +70,12 @@ class Connector(Protocol):
     name: str
     traits: ConnectorTraits
 
+    @property
+    def write_rate(self) -> float | None:
+        """Writes per second this connector sends at most (its vendor's documented limit or
+        the configured `rate_limit`); None when unlimited. The SLA forecast paces a queue by it."""
+        ...
+
     async def open(self) -> None:
         """Create sessions/clients; read the server's capabilities."""
 

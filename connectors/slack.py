@@ -202,6 +202,10 @@ class _SlackBuckets(TokenBucket):
         self._rate, self._burst, self.overall = rate, burst, overall
         self.endpoints: dict[str, TokenBucket] = {}
 
+    @property
+    def endpoint_rate(self) -> float | None:
+        return self._rate
+
     def endpoint(self, key: str) -> TokenBucket:
         if key not in self.endpoints:
             self.endpoints[key] = TokenBucket(self._rate, self._burst)
@@ -239,11 +243,17 @@ class SlackConnector(ScimConnector):
         rate = cfg.rate_limit if cfg.rate_limit is not None else self.default_rate
         burst = cfg.burst if cfg.burst is not None else self.default_burst
         overall = TokenBucket(max(self.overall_rate, rate), max(self.overall_burst, burst))
-        self.bucket = _SlackBuckets(rate, burst, overall)
+        self.buckets = _SlackBuckets(rate, burst, overall)
+        self.bucket = self.buckets
         self.transport = _SlackTransport(
             name, self.base_url(cfg), lambda: ctx.secret("token"), timeout=cfg.timeout.total_seconds(),
             bucket=self.bucket, classify=self.classify, observe=ctx.observe,
         )
+
+    @property
+    def write_rate(self) -> float | None:
+        # A wave's writes go to one endpoint (DELETE /Users/{id}, PATCH /Groups/{id}): its rate binds.
+        return min(self.buckets.endpoint_rate or self.overall_rate, self.buckets.overall.rate or self.overall_rate)
 
     # ---- hooks of ScimConnector -------------------------------------------------------
     def classify(self, status: int, body: Any, retry_after: float | None) -> ConnectorError:

@@ -38,17 +38,13 @@ def _latency(connector: str) -> float:
 
 
 def _rate(rt: Runtime, connector: str) -> float | None:
-    cfg = rt.config.connectors.get(connector)
-    if cfg is not None and cfg.rate_limit is not None:
-        return float(cfg.rate_limit)
-    if cfg is None:
+    if connector not in rt.config.connectors:
         return None
     try:
-        bucket = getattr(rt.connector(connector), "bucket", None)
+        rate = rt.connector(connector).write_rate
     except Exception:  # cannot build it here (a secret unset in this shell): no rate known
         return None
-    rate = getattr(bucket, "rate", None)
-    return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
+    return float(rate) if rate is not None and rate > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

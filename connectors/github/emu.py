@@ -82,9 +82,14 @@ class GithubEmuConnector:
         self.enterprise = cfg.enterprise
         self.root = f"/scim/v2/enterprises/{quote(cfg.enterprise, safe='')}"
         self.http = GithubHttp(name, cfg, ctx, provisions_per_hour=cfg.provisions_per_hour or EMU_PROVISIONS_PER_HOUR)
-        self.bucket = self.http.pace  # the write pace, read by the SLA prediction
+        self.bucket = self.http.pace  # the write pace
         self._group_ids: dict[str, str] = {}
         self.page_size = PAGE
+
+    @property
+    def write_rate(self) -> float | None:
+        """GitHub's pace: one write at a time, a second apart (read by the SLA prediction)."""
+        return self.http.pace.rate
 
     async def open(self) -> None:
         await self.http.open()

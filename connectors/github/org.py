@@ -55,12 +55,17 @@ class GithubOrgConnector:
         self.traits = traits_for(name, cfg)
         self.org = cfg.org
         self.http = GithubHttp(name, cfg, ctx, provisions_per_hour=cfg.provisions_per_hour)
-        self.bucket = self.http.pace  # the write pace, read by the SLA prediction
+        self.bucket = self.http.pace  # the write pace
         self._logins: dict[str, str] = {}  # employee_id -> login, learned from apply
         # Logins this process removed from the org: GitHub removed their team memberships
         # with it, so a leaver's team removals that follow need no request (the SLA check
         # reads the account back anyway). Forgotten when the login is invited again.
         self._left: set[str] = set()
+
+    @property
+    def write_rate(self) -> float | None:
+        """GitHub's pace: one write at a time, a second apart (read by the SLA prediction)."""
+        return self.http.pace.rate
 
     async def open(self) -> None:
         await self.http.open()

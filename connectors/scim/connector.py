@@ -103,6 +103,10 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         d = self.dialect
         return p.Shape(frozenset([*d.get("rejected", ()), *d.get("dropped", ()), *d.get("undeclared", ())]))
 
+    @property
+    def write_rate(self) -> float | None:
+        return self.bucket.rate
+
     # ---- lifecycle ------------------------------------------------------------------
     async def open(self) -> None:
         await self.transport.open()
