@@ -122,8 +122,9 @@ def page(title: str, body: str, *, now: dt.datetime, csrf: str = "", active: str
     who = CURRENT.get() if signed_in else None
     if who is not None:
         links += [(u, t, k) for u, t, k, right in VIEW_RIGHTS if who.can(right)]
+    # Nothing to navigate to for someone not signed in (a refused sign-in gets a plain page).
     nav = "".join(f'<a href="{u}" class="{"active" if k == active else ""}">{t}</a>' for u, t, k in links
-                  if k != "people" or who is None or who.can("people"))
+                  if who is not None and (k != "people" or who.can("people")))
     account = ""
     if who is not None:
         account = f'<span class="whoami" id="signed-in-as">Signed in as {h(who.label)}</span>'

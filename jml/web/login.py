@@ -65,7 +65,8 @@ def _login_page(request: web.Request, *, message: str = "", next_: str = "/", st
 
 
 def _plain(request: web.Request, title: str, message: str, status: int) -> web.Response:
-    return html.message_page(title, message, now=state(request).ctx.rt.clock(), status=status, back="/login")
+    return html.message_page(title, message, now=state(request).ctx.rt.clock(), status=status,
+                             back="/login?signed_out=1" if state(request).oidc is not None else "/login")
 
 
 async def http_session(st: WebState) -> aiohttp.ClientSession:

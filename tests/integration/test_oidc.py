@@ -154,6 +154,7 @@ async def test_person_whose_groups_map_to_no_role_gets_nothing(env: Env) -> None
         assert r.status == 403
         text = await r.text()
         assert "none of your groups gives you a role" in text and "<form" not in text
+        assert 'href="/people"' not in text  # a plain page: no navigation
         assert not [c for c in r.headers.getall("Set-Cookie", []) if c.startswith("jml_session=")]
         assert (await browser.get(env.base + "/", allow_redirects=False)).status == 303
         assert (await browser.get(env.base + "/api/v1/status")).status == 401
