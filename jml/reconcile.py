@@ -22,19 +22,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, select, update
 
 from jml import guard, metrics
 from jml.model import AccountRecord, Action, Operation, Priority, RemoteAccount
 from jml.runtime import Runtime
-from jml.store.tables import AccountRow, GrantRow, GroupRow, PersonRow
+from jml.store.remote import Found
 
 log = logging.getLogger("jml.reconcile")
-
-A = AccountRow.__table__  # type: ignore[attr-defined]
-G = GrantRow.__table__  # type: ignore[attr-defined]
-GR = GroupRow.__table__  # type: ignore[attr-defined]
-P = PersonRow.__table__  # type: ignore[attr-defined]
 
 orphan_accounts = Gauge("jml_orphan_accounts", "Accounts in an app that no HR person owns (last reconciliation).",
                         ["connector"], registry=metrics.REGISTRY)
@@ -92,28 +86,6 @@ def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterab
     return out
 
 
-def _record_remote(rt: Runtime, drift: Iterable[Drift], now: dt.datetime) -> None:
-    """Set the recorded state to what the app holds, so the next plan repairs it."""
-    with rt.store.engine.begin() as conn:
-        for d in drift:
-            rec, acc = d.record, d.remote
-            where = (A.c.connector == rec.connector) & (A.c.employee_id == rec.employee_id)
-            gwhere = (G.c.connector == rec.connector) & (G.c.employee_id == rec.employee_id)
-            if acc is None:
-                conn.execute(update(A).where(where).values(deleted=True, active=False, updated_at=now))
-                conn.execute(delete(G).where(gwhere))
-                continue
-            attrs = {k: acc.attributes.get(k, v) for k, v in rec.attributes.items()}
-            conn.execute(update(A).where(where).values(active=acc.active, attributes=attrs, remote_id=acc.remote_id,
-                                                       updated_at=now))
-            if "memberships" in d.kinds:
-                for name in rec.grants - d.grants:
-                    conn.execute(delete(G).where(gwhere & (G.c.name == name)))
-                for name in d.grants - rec.grants:
-                    conn.execute(G.insert().values(connector=rec.connector, employee_id=rec.employee_id, name=name,
-                                                   rule="(found in the app)", since=now))
-
-
 async def _list(rt: Runtime, name: str) -> list[RemoteAccount] | str:
     try:
         return [acc async for acc in rt.connector(name).list_accounts()]
@@ -130,16 +102,15 @@ async def run(rt: Runtime) -> list[Findings]:
     names = list(rt.config.connectors)
     listed = await asyncio.gather(*(_list(rt, n) for n in names))
     records = rt.store.load_accounts()
-    with rt.store.engine.connect() as conn:
-        people = frozenset(r[0] for r in conn.execute(select(P.c.employee_id).where(P.c.data.is_not(None))))
-        groups = {(c, n) for c, n in conn.execute(select(GR.c.connector, GR.c.name))}
+    people = rt.store.people_on_record()
+    groups = rt.store.known_groups()
     report: list[Findings] = []
     for name, accounts in zip(names, listed, strict=True):
         if isinstance(accounts, str):
             report.append(Findings(name, error=accounts))
             continue
         mine = {eid: r for (c, eid), r in records.items() if c == name}
-        managed = frozenset(g for r in mine.values() for g in r.grants) | {n for c, n in groups if c == name}
+        managed = frozenset(g for r in mine.values() for g in r.grants) | groups.get(name, frozenset())
         report.append(compare(name, mine, accounts, people, managed))
     drift = [d for f in report for d in f.drift]
     audit: list[tuple[str, object, str, str | None]] = []
@@ -154,7 +125,9 @@ async def run(rt: Runtime) -> list[Findings]:
             audit.append(("orphans", {"connector": f.connector, "count": len(f.orphans),
                                       "accounts": [o.username for o in f.orphans[:1000]]}, "reconcile", None))
     if drift:
-        _record_remote(rt, drift, now)
+        # The recorded state becomes what the app holds, so the next plan repairs it.
+        rt.store.remote.record_drift([Found(d.record, d.remote, d.grants, "memberships" in d.kinds) for d in drift],
+                                     now)
         eids = sorted({d.record.employee_id for d in drift})
         plan_people(rt, {e: (False, False) for e in eids}, {}, index_for(rt.store, eids), now, origin="reconcile")
     if rt.config.reconcile.delete_orphans:

@@ -29,10 +29,8 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from jml.model import Phase
-from jml.sla_clocks import OPEN_STATES, Clock, P, clocks, count_breach, leaver_ops, set_clock, start_for_plan
+from jml.sla_clocks import OPEN_STATES, Clock, clocks, count_breach, leaver_ops, set_clock, start_for_plan
 from jml.sla_forecast import InFlight, assess, in_flight, refresh
 from jml.sla_rules import (  # the pure judgements, re-exported for the shell's callers
     Verdict,
@@ -80,12 +78,7 @@ def _cancel_stale(rt: Runtime, now: dt.datetime) -> None:
     if not open_clocks:
         return
     eids = sorted({c.employee_id for c in open_clocks})
-    phases: dict[str, str | None] = {}
-    with rt.store.engine.connect() as conn:
-        for i in range(0, len(eids), 900):
-            for eid, phase in conn.execute(select(P.c.employee_id, P.c.phase).where(
-                    P.c.employee_id.in_(eids[i : i + 900]))):
-                phases[eid] = phase
+    phases = rt.store.sla.phases(eids)
     for clock in open_clocks:
         phase = phases.get(clock.employee_id)
         if phase in (Phase.LEAVER.value, Phase.GONE.value) or phase is None:

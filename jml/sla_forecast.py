@@ -9,11 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from jml import metrics
-from jml.model import Priority
-from jml.sla_clocks import OPEN_STATES, Clock, O, clocks, set_clock
+from jml.sla_clocks import Clock, clocks, set_clock
 from jml.sla_rules import humanize, parse_check, predict_completion, will_breach
 
 if TYPE_CHECKING:
@@ -66,15 +63,12 @@ def assess(rt: Runtime, now: dt.datetime) -> list[InFlight]:
     paused = set(rt.store.get_setting("paused_connectors", []) or [])
     mine: dict[tuple[str, str], dict[str, Any]] = {}
     queue: dict[str, list[int]] = {}
-    with rt.store.engine.connect() as conn:
-        q = select(O.c.connector, O.c.employee_id, O.c.id, O.c.state).where(
-            O.c.priority == int(Priority.LEAVER), O.c.state.in_(list(OPEN_STATES)))
-        for connector, eid, op_id, state in conn.execute(q):
-            info = mine.setdefault((connector, eid), {"max": 0, "states": set()})
-            info["states"].add(state)
-            if state != "held":
-                info["max"] = max(info["max"], op_id)
-                queue.setdefault(connector, []).append(op_id)
+    for connector, eid, op_id, state in rt.store.sla.open_leaver_ops():
+        info = mine.setdefault((connector, eid), {"max": 0, "states": set()})
+        info["states"].add(state)
+        if state != "held":
+            info["max"] = max(info["max"], op_id)
+            queue.setdefault(connector, []).append(op_id)
     for ids in queue.values():
         ids.sort()
     out: list[InFlight] = []

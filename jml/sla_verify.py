@@ -13,29 +13,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
-
 from jml import lifecycle, metrics
 from jml import plan as planner
 from jml.model import Operation, Phase, Priority, RemoteAccount
 from jml.policy import desired
 from jml.redact import redact
-from jml.sla_clocks import (
-    OPEN_STATES,
-    REPLAN_BACKOFF,
-    C,
-    Clock,
-    O,
-    as_clock,
-    clocks,
-    count_breach,
-    leaver_ops,
-    not_cancelled,
-    set_clock,
-)
+from jml.sla_clocks import OPEN_STATES, REPLAN_BACKOFF, Clock, clocks, count_breach, leaver_ops, set_clock
 from jml.sla_rules import Verdict, _check, judge, parse_check
 from jml.store.retry import retry_write
-from jml.store.tables import AccountRow, GrantRow
 
 if TYPE_CHECKING:
     from connectors.base import ApplyResult
@@ -43,9 +28,6 @@ if TYPE_CHECKING:
     from jml.store.outbox import QueuedOp
 
 log = logging.getLogger("jml.sla")
-
-A = AccountRow.__table__  # type: ignore[attr-defined]
-G = GrantRow.__table__  # type: ignore[attr-defined]
 
 MAX_VERIFY_PER_TICK = 25
 
@@ -112,16 +94,10 @@ async def verify_batch(rt: Runtime, keys: list[tuple[str, str]]) -> int:
     wanted = set(keys)
     eids = sorted({e for _, e in keys})
     latest: dict[tuple[str, str], Clock] = {}
-    busy: set[tuple[str, str]] = set()
-    with rt.store.engine.connect() as conn:
-        for r in conn.execute(select(C).where(C.c.employee_id.in_(eids), C.c.verified_at.is_(None), not_cancelled())
-                              .order_by(C.c.started_at, C.c.id)).mappings():
-            if (r["connector"], r["employee_id"]) in wanted:
-                latest[(r["connector"], r["employee_id"])] = as_clock(r)  # the newest wins
-        for connector, eid in conn.execute(select(O.c.connector, O.c.employee_id).where(
-                O.c.employee_id.in_(eids), O.c.priority == int(Priority.LEAVER),
-                O.c.state.in_(list(OPEN_STATES))).distinct()):
-            busy.add((connector, eid))
+    for clock in rt.store.sla.open_clocks_of(eids):
+        if (clock.connector, clock.employee_id) in wanted:
+            latest[(clock.connector, clock.employee_id)] = clock  # the newest wins
+    busy = rt.store.sla.busy_leavers(eids)
     due = [clock for key, clock in latest.items() if key not in busy]  # not the last one: verify after the rest
     if not due:
         return 0
@@ -197,15 +173,12 @@ def _record_verified(rt: Runtime, items: list[tuple[Clock, Verdict]], now: dt.da
 
     def stop() -> list[tuple[Clock, Verdict, bool, float]]:
         won = []
-        with rt.audit.lock, rt.store.engine.begin() as conn:
+        with rt.audit.lock, rt.store.transaction() as tx:
             for clock, verdict in items:
-                stopped = conn.execute(update(C).where(C.c.id == clock.id, C.c.verified_at.is_(None)).values(
-                    verified_at=now, predicted_breach=False,
-                    last_check=_check("verified", now, verdict.summary))).rowcount
-                if stopped:
+                if rt.store.sla.stop_verified(tx, clock.id, now, _check("verified", now, verdict.summary)):
                     breached = now > clock.deadline or clock.breached
                     won.append((clock, verdict, breached, max(0.0, (now - clock.started_at).total_seconds())))
-            rt.audit.append_in(conn, [("deprovision_verified", {
+            rt.audit.append_in(tx, [("deprovision_verified", {
                 "connector": clock.connector, "started_at": clock.started_at.isoformat(),
                 "deadline": clock.deadline.isoformat(), "verified_at": now.isoformat(),
                 "seconds": round(seconds, 3), "breached": breached, "check": verdict.summary},
@@ -244,7 +217,7 @@ def replan(rt: Runtime, connector: str, employee_id: str, remote: RemoteAccount 
     """Record what the app still holds (active, its groups) and plan the leaver again in that
     connector, at leaver priority. This person already went through the guard: no hold."""
     if remote is not None:
-        _record_remote(rt, connector, employee_id, remote, now)
+        rt.store.remote.record_still_held(connector, employee_id, remote, now)
     state = rt.store.load_states([employee_id]).get(employee_id)
     traits = rt.traits.get(connector)
     if state is None or traits is None:
@@ -275,22 +248,6 @@ def replan(rt: Runtime, connector: str, employee_id: str, remote: RemoteAccount 
     return plan_id
 
 
-def _record_remote(rt: Runtime, connector: str, employee_id: str, remote: RemoteAccount, now: dt.datetime) -> None:
-    with rt.store.engine.begin() as conn:
-        row = conn.execute(select(A.c.id).where(A.c.connector == connector, A.c.employee_id == employee_id)).first()
-        values = {"active": remote.active or remote.pending_invitation, "deleted": False, "updated_at": now}
-        if row is None:
-            conn.execute(A.insert().values(connector=connector, employee_id=employee_id, username=remote.username,
-                                           remote_id=remote.remote_id, attributes={}, created_at=now, **values))
-        else:
-            conn.execute(update(A).where(A.c.id == row[0]).values(**values))
-        have = {n for (n,) in conn.execute(select(G.c.name).where(G.c.connector == connector,
-                                                                  G.c.employee_id == employee_id))}
-        for name in sorted(remote.groups - have):
-            conn.execute(G.insert().values(connector=connector, employee_id=employee_id, name=name, rule=None,
-                                           since=now))
-
-
 async def verify_due(rt: Runtime, now: dt.datetime) -> None:
     """Open clocks whose operations are all done but that are not verified yet: after a crash
     between the push and the read-back, an unreachable app, or a failed verification."""
@@ -310,8 +267,4 @@ async def verify_due(rt: Runtime, now: dt.datetime) -> None:
 
 
 def _done_since(rt: Runtime, clock: Clock) -> bool:
-    q = select(func.count()).select_from(O).where(
-        O.c.connector == clock.connector, O.c.employee_id == clock.employee_id,
-        O.c.priority == int(Priority.LEAVER), O.c.state == "done", O.c.done_at >= clock.started_at)
-    with rt.store.engine.connect() as conn:
-        return bool(conn.execute(q).scalar_one())
+    return rt.store.sla.leaver_done_since(clock.connector, clock.employee_id, clock.started_at)

@@ -5,6 +5,7 @@ The same code runs on SQLite and PostgreSQL; `Store(url)` migrates on open.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from jml.model import (
 )
 from jml.store.db import bulk_write, make_engine, migrate, upsert, utc
 from jml.store.dialects import DialectStore
+from jml.store.remote import RemoteState
+from jml.store.sla import SlaClocks
 from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
 
 P = PersonRow.__table__  # type: ignore[attr-defined]
@@ -92,9 +95,16 @@ class Store:
         if migrate_schema:
             migrate(self.engine)
         self.dialects = DialectStore(self.engine)
+        self.sla = SlaClocks(self.engine)
+        self.remote = RemoteState(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One transaction spanning several repositories (people, plan, audit): commits at
+        the end of the `with`, rolls back on an exception. Run it through store.retry.retry_write."""
+        return self.engine.begin()
 
     # ---- people ------------------------------------------------------------------
     def person_index(self) -> dict[str, IndexEntry]:
@@ -203,6 +213,11 @@ class Store:
         with self.engine.connect() as conn:
             q = select(A.c.connector, func.count()).where(A.c.deleted.is_(False)).group_by(A.c.connector)
             return {c: int(n) for c, n in conn.execute(q)}
+
+    def people_on_record(self) -> frozenset[str]:
+        """Everyone HR has told jml about (a person row with data, not only an override)."""
+        with self.engine.connect() as conn:
+            return frozenset(r[0] for r in conn.execute(select(P.c.employee_id).where(P.c.data.is_not(None))))
 
     def known_groups(self) -> dict[str, frozenset[str]]:
         out: dict[str, set[str]] = {}

@@ -1,0 +1,167 @@
+"""The deprovision SLA clocks: one per leaver per connector (their rules: jml/sla.py).
+
+Reading and opening clocks, the few writes everyone shares (a field set on an open clock,
+a breach marked once, a clock stopped as verified), and the leaver operations the clocks
+are judged against."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jml.model import Priority
+from jml.store.db import utc
+from jml.store.tables import OperationRow, PersonRow, SlaClockRow
+
+__all__ = ["OPEN_STATES", "Clock", "SlaClocks"]
+
+C = SlaClockRow.__table__  # type: ignore[attr-defined]
+O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
+P = PersonRow.__table__  # type: ignore[attr-defined]
+
+OPEN_STATES = ("pending", "running", "held")
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    id: int
+    connector: str
+    employee_id: str
+    started_at: dt.datetime
+    deadline: dt.datetime
+    verified_at: dt.datetime | None
+    breached: bool
+    predicted_breach: bool
+    last_check: str | None
+
+    @property
+    def cancelled(self) -> bool:
+        return (self.last_check or "").startswith("cancelled|")
+
+
+def _clock(r: Any) -> Clock:
+    started = utc(r["started_at"]) or dt.datetime.min.replace(tzinfo=dt.UTC)
+    return Clock(r["id"], r["connector"], r["employee_id"], started, utc(r["deadline"]) or started,
+                 utc(r["verified_at"]), bool(r["breached"]), bool(r["predicted_breach"]), r["last_check"])
+
+
+def _not_cancelled() -> Any:
+    return func.coalesce(C.c.last_check, "").not_like("cancelled|%")
+
+
+def _chunks(ids: Sequence[str], size: int = 900) -> Iterable[Sequence[str]]:
+    for i in range(0, len(ids), size):  # SQLite's bound-parameter cap
+        yield ids[i : i + size]
+
+
+class SlaClocks:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- clocks ------------------------------------------------------------------
+    def clocks(self, *, open_only: bool = False, started_from: dt.datetime | None = None,
+               started_before: dt.datetime | None = None) -> list[Clock]:
+        q = select(C).order_by(C.c.started_at, C.c.id)
+        if open_only:
+            q = q.where(C.c.verified_at.is_(None), _not_cancelled())
+        if started_from is not None:
+            q = q.where(C.c.started_at >= started_from)
+        if started_before is not None:
+            q = q.where(C.c.started_at < started_before)
+        with self.engine.connect() as conn:
+            return [_clock(r) for r in conn.execute(q).mappings()]
+
+    def open_clocks_of(self, eids: Sequence[str]) -> list[Clock]:
+        """These people's open clocks, oldest first."""
+        with self.engine.connect() as conn:
+            return [_clock(r) for chunk in _chunks(eids) for r in conn.execute(
+                select(C).where(C.c.employee_id.in_(chunk), C.c.verified_at.is_(None), _not_cancelled())
+                .order_by(C.c.started_at, C.c.id)).mappings()]
+
+    def history(self, eids: Sequence[str]) -> tuple[dict[str, dt.datetime | None], dict[tuple[str, str], list[Clock]]]:
+        """For opening clocks: each person's recorded effective termination, and every clock
+        they already have, by (connector, employee_id)."""
+        known: dict[str, dt.datetime | None] = {}
+        existing: dict[tuple[str, str], list[Clock]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(eids):
+                for eid, eff in conn.execute(select(P.c.employee_id, P.c.effective_termination)
+                                             .where(P.c.employee_id.in_(chunk))):
+                    known[eid] = utc(eff)
+                for r in conn.execute(select(C).where(C.c.employee_id.in_(chunk))).mappings():
+                    c = _clock(r)
+                    existing.setdefault((c.connector, c.employee_id), []).append(c)
+        return known, existing
+
+    def open(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert these clocks in one transaction; those opened concurrently by another path
+        (a webhook and an export at once) are left as they are. Returns the rows inserted."""
+        opened = []
+        with self.engine.begin() as conn:
+            ins: Any = (postgresql.insert(C) if conn.dialect.name == "postgresql" else sqlite.insert(C))
+            ins = ins.on_conflict_do_nothing()
+            for row in rows:
+                if conn.execute(ins, row).rowcount:
+                    opened.append(row)
+        return opened
+
+    def update(self, clock_id: int, *, only_open: bool = True, **values: Any) -> bool:
+        q = update(C).where(C.c.id == clock_id)
+        if only_open:
+            q = q.where(C.c.verified_at.is_(None))
+        with self.engine.begin() as conn:
+            return bool(conn.execute(q.values(**values)).rowcount)
+
+    def mark_breached(self, clock_id: int) -> bool:
+        """True for the caller that marked it (a breach is counted once)."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(C).where(C.c.id == clock_id, C.c.breached.is_(False))
+                                     .values(breached=True)).rowcount)
+
+    @staticmethod
+    def stop_verified(tx: Connection, clock_id: int, now: dt.datetime, last_check: str) -> bool:
+        """Stop an open clock as verified, inside the caller's transaction (store.transaction());
+        False when another path stopped it first."""
+        return bool(tx.execute(update(C).where(C.c.id == clock_id, C.c.verified_at.is_(None)).values(
+            verified_at=now, predicted_breach=False, last_check=last_check)).rowcount)
+
+    # ---- what the clocks are judged against --------------------------------------
+    def phases(self, eids: Sequence[str]) -> dict[str, str | None]:
+        with self.engine.connect() as conn:
+            return {eid: phase for chunk in _chunks(eids)
+                    for eid, phase in conn.execute(select(P.c.employee_id, P.c.phase).where(
+                        P.c.employee_id.in_(chunk)))}
+
+    def leaver_ops(self, connector: str, employee_id: str, states: Iterable[str]) -> int:
+        q = select(func.count()).select_from(O).where(
+            O.c.connector == connector, O.c.employee_id == employee_id, O.c.priority == int(Priority.LEAVER),
+            O.c.state.in_(list(states)))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def open_leaver_ops(self) -> list[tuple[str, str, int, str]]:
+        """(connector, employee_id, operation id, state) of every leaver operation not finished."""
+        q = select(O.c.connector, O.c.employee_id, O.c.id, O.c.state).where(
+            O.c.priority == int(Priority.LEAVER), O.c.state.in_(list(OPEN_STATES)))
+        with self.engine.connect() as conn:
+            return [(c, e, int(i), s) for c, e, i, s in conn.execute(q)]
+
+    def busy_leavers(self, eids: Sequence[str]) -> set[tuple[str, str]]:
+        """(connector, employee_id) of these people with leaver work still open."""
+        with self.engine.connect() as conn:
+            return {(c, e) for chunk in _chunks(eids) for c, e in conn.execute(
+                select(O.c.connector, O.c.employee_id).where(
+                    O.c.employee_id.in_(chunk), O.c.priority == int(Priority.LEAVER),
+                    O.c.state.in_(list(OPEN_STATES))).distinct())}
+
+    def leaver_done_since(self, connector: str, employee_id: str, since: dt.datetime) -> bool:
+        q = select(func.count()).select_from(O).where(
+            O.c.connector == connector, O.c.employee_id == employee_id,
+            O.c.priority == int(Priority.LEAVER), O.c.state == "done", O.c.done_at >= since)
+        with self.engine.connect() as conn:
+            return bool(conn.execute(q).scalar_one())
