@@ -127,13 +127,13 @@ class AwsIdentityCenterConnector(ScimConnector):
         await super().open()
         await self.assignments.open()
 
-    async def apply(self, op: Operation, account: AccountRecord | None) -> ApplyResult:
+    async def apply_vendor(self, op: Operation, account: AccountRecord | None) -> ApplyResult | None:
         grant = str(op.detail.get("grant") or op.detail.get("group") or "")
         assignment = op.action in (Action.ASSIGN, Action.UNASSIGN) or (
             # Grants are names (DESIGN): `PS@ACCOUNT` is an assignment, whichever verb carries it.
             op.action in (Action.ADD_MEMBER, Action.REMOVE_MEMBER) and is_assignment(grant))
         if not assignment and op.action != Action.DELETE:
-            return await super().apply(op, account)
+            return None  # a SCIM user or group change
         await self.capabilities()
         adding = op.action in (Action.ASSIGN, Action.ADD_MEMBER)
         known = account.remote_id if account else None
@@ -149,7 +149,7 @@ class AwsIdentityCenterConnector(ScimConnector):
             if user is not None:  # an assignment must not outlive its principal
                 for grant in sorted(await self.assignments.grants_of(str(user["id"]))):
                     await self.assignments.unassign(str(user["id"]), grant)
-            return await super().apply(op, account)
+            return None  # then the SCIM delete
         if user is None:
             if not adding:
                 return ApplyResult(note="no such account: nothing assigned")

@@ -44,7 +44,6 @@ from connectors.scim.protocol import ScimRequest
 from connectors.scim.transport import ScimResponse, ScimTransport
 from jml.config import SlackConnectorConfig
 from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError, RetryableError
-from jml.model import AccountRecord, Action, Operation
 
 __all__ = [
     "SLACK_USERNAME_MAX",
@@ -317,26 +316,21 @@ class SlackConnector(ScimConnector):
     # which in Slack deactivates (a 404 is success). The account stays, inactive.
 
     # ---- create: pick a free handle ---------------------------------------------------
-    async def apply(self, op: Operation, account: AccountRecord | None) -> ApplyResult:
-        if op.action != Action.CREATE:
-            return await super().apply(op, account)
-        await self.capabilities()
-        d = op.detail
-        attrs = {str(k): str(v) for k, v in dict(d.get("attributes") or {}).items()}
-        planner_name = str(d.get("username") or (account.username if account else ""))
+    async def create_user(self, employee_id: str, username: str, active: bool, attrs: dict[str, str],
+                          known: str | None) -> ApplyResult:
+        planner_name = username
+        attrs = {str(k): str(v) for k, v in attrs.items()}
         if not attrs.get("email") and "@" in planner_name:
             attrs["email"] = planner_name  # Slack needs an email; policy.username is usually work_email
-        active = bool(d.get("active", True))
-        known = account.remote_id if account else None
-        user = await self.find_user(op.employee_id, planner_name, known)
+        user = await self.find_user(employee_id, planner_name, known)
         if user is None and attrs.get("email"):
             user = await self.find_by_email(attrs["email"])
         if user is None:
-            created = await self._post_user(op.employee_id, planner_name, active, attrs)
+            created = await self._post_user(employee_id, planner_name, active, attrs)
             if isinstance(created, str):
                 return ApplyResult(remote_id=created)
             user = created
-        await self.update_user(user, op.employee_id, "", active, attrs, list(attrs))
+        await self.update_user(user, employee_id, "", active, attrs, list(attrs))
         return ApplyResult(remote_id=str(user["id"]), adopted=known != user["id"])
 
     async def _post_user(self, employee_id: str, planner_name: str, active: bool,

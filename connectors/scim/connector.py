@@ -98,6 +98,12 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         return p.build_user(username, employee_id, active, attributes, enterprise=self.enterprise,
                             manager_ref=manager_ref, shape=self.shape())
 
+    async def apply_vendor(self, op: Operation, account: AccountRecord | None) -> ApplyResult | None:
+        """A vendor's grants that are not SCIM groups (AWS account assignments): apply and
+        return the result, or None to let the SCIM path apply `op` (it may act first, e.g.
+        revoke assignments before a delete, and still return None)."""
+        return None
+
     def shape(self) -> p.Shape:
         """What not to send this server: attributes it refused, dropped or does not declare."""
         d = self.dialect
@@ -152,11 +158,14 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
     # ---- apply ----------------------------------------------------------------------
     async def apply(self, op: Operation, account: AccountRecord | None) -> ApplyResult:
         await self.capabilities()
+        handled = await self.apply_vendor(op, account)
+        if handled is not None:
+            return handled
         d = op.detail
         username = str(d.get("username") or (account.username if account else ""))
         known = account.remote_id if account else None
         if op.action == Action.CREATE:
-            return await self._create(op.employee_id, username, bool(d.get("active", True)),
+            return await self.create_user(op.employee_id, username, bool(d.get("active", True)),
                                       dict(d.get("attributes") or {}), known)
         if op.action == Action.CREATE_GROUP:
             await self.group_id(p.group_name_of(str(d["group"])), create=True)

@@ -61,8 +61,9 @@ class WritingMixin:
         async def manager_ref(self, attrs: Mapping[str, str]) -> str | None:
             raise NotImplementedError
 
-    async def _create(self, employee_id: str, username: str, active: bool, attrs: dict[str, str],
-                      known: str | None) -> ApplyResult:
+    async def create_user(self, employee_id: str, username: str, active: bool, attrs: dict[str, str],
+                          known: str | None) -> ApplyResult:
+        """Find (externalId, then userName) and adopt, else POST; a hook (Slack picks handles)."""
         user = await self.find_user(employee_id, username, known)
         if user is None:
             try:
