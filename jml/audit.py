@@ -3,35 +3,20 @@
 hash_n = sha256(hash_{n-1} + canonical JSON of record n). The head hash and the count
 are kept in their own row, so deleting the newest records (a cut tail) is caught as
 surely as editing one. Exports are JSON lines that `verify_lines` checks on their own.
+
+This module is the chain itself (pure); the trail in the database is jml/store/audit.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, select, update
-
-from jml.redact import redact_data
-from jml.store.db import RawJSON, bulk_write, utc
-from jml.store.repo import Store
-from jml.store.retry import retry_write
-from jml.store.tables import AuditHeadRow, AuditRow
-
-AU = AuditRow.__table__  # type: ignore[attr-defined]
-AH = AuditHeadRow.__table__  # type: ignore[attr-defined]
-# Every transaction that audits reads and moves the head: built once (see repo._ACCOUNTS_OF).
-_HEAD = select(AH).where(AH.c.id == 1).with_for_update()
-_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(count=bindparam("n"), head_hash=bindparam("h"))
 GENESIS = "0" * 64
-Records = Iterable[tuple[str, Any, str, str | None]]
-_COLUMNS = ("seq", "at", "kind", "actor", "subject", "data", "prev_hash", "hash")
 
 
 def dump(data: Any) -> str:
@@ -55,104 +40,11 @@ def chain(prev_hash: str, record: str) -> str:
     return hashlib.sha256((prev_hash + record).encode()).hexdigest()
 
 
-@dataclass(slots=True)
-class _Head:
-    count: int
-    prev: str
-
-
-def _rows(source: Records, state: _Head, now: dt.datetime, at: str) -> Iterator[tuple[Any, ...]]:
-    for kind, data, actor, subject in source:
-        state.count += 1
-        # Redacted by structure, then serialised: a regex over the serialised record could
-        # cross from one HR field into the next and leave text that is not JSON (issue 14).
-        body = dump(redact_data(data))
-        h = chain(state.prev, canonical(state.count, at, kind, actor, subject, None, body))
-        yield (state.count, now, kind, actor, subject, RawJSON(body), state.prev, h)
-        state.prev = h
-
-
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     ok: bool
     count: int
     problem: str = ""
-
-
-class AuditLog:
-    # One appender at a time in this process. Always taken before a transaction's first write,
-    # so it can never wait on a SQLite write lock held by its own process's other thread.
-    lock = threading.RLock()
-
-    def __init__(self, store: Store) -> None:
-        self.engine = store.engine
-
-    def append(self, kind: str, data: Any, *, now: dt.datetime, actor: str = "jml", subject: str | None = None) -> int:
-        return self.append_many([(kind, data, actor, subject)], now=now)
-
-    def append_many(self, records: Records | Callable[[], Records], *, now: dt.datetime) -> int:
-        """Append records in one transaction. Given a function returning a generator, the
-        records are made as they are written (a 100k-record plan never sits in memory
-        twice) and made again if another process appended first."""
-        if not callable(records) and not isinstance(records, (list, tuple)):
-            records = list(records)
-        def append() -> int:
-            # Another process may have appended meanwhile: each attempt re-reads the head.
-            source = records() if callable(records) else records
-            with self.lock, self.engine.begin() as conn:
-                return self.append_in(conn, source, now=now)
-
-        return retry_write(append, "appending to the audit trail")
-
-    def append_in(self, conn: Connection, records: Records, *, now: dt.datetime) -> int:
-        """Append inside the caller's transaction (the caller holds `lock`, taken before any
-        write of that transaction, and retries the whole transaction on a write conflict)."""
-        at = now.astimezone(dt.UTC).isoformat()
-        head = conn.execute(_HEAD).mappings().first()
-        state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
-        if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, now, at)):
-            return state.count
-        if head:
-            conn.execute(_MOVE_HEAD, {"n": state.count, "h": state.prev})
-        else:
-            conn.execute(AH.insert().values(id=1, count=state.count, head_hash=state.prev))
-        return state.count
-
-    def records(self, since: dt.datetime | None = None, subject: str | None = None,
-                limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """The records, oldest first. A row whose data is not JSON (written before issue 14's
-        fix, or edited) comes back with its text as `data` and an `error`, never an exception."""
-        cols = [c for c in AU.c if c.name != "data"]
-        # The stored text, parsed here: the JSON column's own decoder would raise mid-iteration.
-        q = select(*cols, cast(AU.c.data, Text).label("data")).order_by(AU.c.seq)
-        if since is not None:
-            q = q.where(AU.c.at >= since)
-        if subject is not None:
-            q = q.where(AU.c.subject == subject)
-        if limit is not None:
-            q = q.order_by(None).order_by(AU.c.seq.desc()).limit(limit)
-        with self.engine.connect() as conn:
-            for r in conn.execute(q).mappings():
-                at = utc(r["at"])
-                rec = {"seq": r["seq"], "at": at.isoformat() if at else None, "kind": r["kind"], "actor": r["actor"],
-                       "subject": r["subject"], "data": r["data"], "prev_hash": r["prev_hash"], "hash": r["hash"]}
-                if r["data"] is not None:
-                    try:
-                        rec["data"] = json.loads(r["data"])
-                    except ValueError as e:
-                        rec["error"] = f"data is not JSON ({e.msg} at character {e.pos})" \
-                            if isinstance(e, json.JSONDecodeError) else "data is not JSON"
-                yield rec
-
-    def head(self) -> tuple[int, str]:
-        with self.engine.connect() as conn:
-            r = conn.execute(select(AH.c.count, AH.c.head_hash).where(AH.c.id == 1)).first()
-        return (int(r[0]), str(r[1])) if r else (0, GENESIS)
-
-    def verify(self) -> VerifyResult:
-        count, head = self.head()
-        result = verify_lines(self.records(), expect_count=count, expect_head=head)
-        return result
 
 
 def verify_lines(records: Iterable[dict[str, Any]], *, expect_count: int | None = None,

@@ -33,10 +33,10 @@ from tenacity import (
 
 from connectors.base import ApplyResult, Connector
 from jml import metrics
-from jml.audit import AuditLog
 from jml.errors import ConnectorError, RetryableError
 from jml.model import AccountRecord, Action, Operation, Priority
 from jml.redact import redact
+from jml.store.audit import AuditLog
 from jml.store.outbox import Outbox, QueuedOp
 from jml.store.repo import Store
 from jml.store.retry import retry_write
@@ -446,10 +446,10 @@ class Engine:
 
     def _write_results(self, batch: list[_Done]) -> None:
         def write() -> None:
-            with self.audit.lock, self.store.engine.begin() as conn:
-                self.store.record_results([(d.q.op, d.remote_id, d.at) for d in batch], conn)
-                self.outbox.mark_done_many([(d.q.id, d.at) for d in batch], conn)
-                self.audit.append_in(conn, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
+            with self.audit.lock, self.store.transaction() as tx:
+                self.store.record_results([(d.q.op, d.remote_id, d.at) for d in batch], tx)
+                self.outbox.mark_done_many([(d.q.id, d.at) for d in batch], tx)
+                self.audit.append_in(tx, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
                                      now=batch[-1].at)
 
         retry_write(write, "recording finished operations")

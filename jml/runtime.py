@@ -13,13 +13,13 @@ from typing import Any
 from connectors.base import Connector, ConnectorContext
 from connectors.registry import build, traits_for
 from jml import metrics
-from jml.audit import AuditLog
 from jml.config import Config, resolve_secret
 from jml.engine import Engine, RetryPolicy, utcnow
 from jml.guard import Limits
 from jml.lifecycle import LifecycleRules
 from jml.model import ConnectorTraits
 from jml.policy import Policy
+from jml.store.audit import AuditLog
 from jml.store.outbox import Outbox, process_holder
 from jml.store.repo import Store
 

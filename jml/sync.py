@@ -246,16 +246,16 @@ def _plan_scope(
     audit_records = _audit_records(rt, outcome, transitions, result.skipped)
 
     def save(people: list[PersonSave]) -> None:
-        with rt.audit.lock, rt.store.engine.begin() as conn:
+        with rt.audit.lock, rt.store.transaction() as tx:
             if not verdict.held:
                 # A held plan changes nothing, the people's recorded state included: the next
                 # export is planned against the same state, so no change is lost while it waits.
-                rt.store.save_people(people, now, conn)
+                rt.store.save_people(people, now, tx)
             if plan_id is not None:
                 rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
                                     reasons=list(verdict.reasons), summary=result.summary(),
-                                    policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now, conn=conn)
-            rt.audit.append_in(conn, audit_records(), now=now)
+                                    policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now, conn=tx)
+            rt.audit.append_in(tx, audit_records(), now=now)
 
     retry_write(functools.partial(save, saves), "saving the plan")
     if plan_id is not None:

@@ -20,8 +20,9 @@ from sqlalchemy import text
 
 from jml import cli
 from jml import config as config_mod
-from jml.audit import GENESIS, AuditLog, canonical, chain
+from jml.audit import GENESIS, canonical, chain
 from jml.runtime import Runtime
+from jml.store.audit import AuditLog
 from jml.store.repo import Store
 from jml.sync import plan_cycle
 from tests.peers import ScimPeer

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from jml.audit import AuditLog
+from jml.store.audit import AuditLog
 from tests.integration.test_audit import FIELDS, TOKEN_ENV, Env, row
 from tests.peers import ScimPeer
 

@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import inspect, select
 
-from jml.audit import AuditLog
 from jml.model import (
     AccountRecord,
     Action,
@@ -24,6 +23,7 @@ from jml.model import (
     Priority,
     Status,
 )
+from jml.store.audit import AuditLog
 from jml.store.db import make_engine
 from jml.store.outbox import Outbox
 from jml.store.repo import PersonSave, Store
