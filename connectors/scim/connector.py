@@ -25,7 +25,6 @@ Hooks for vendor subclasses (override, never fork the engine):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -177,8 +176,11 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         if op.action == Action.ADD_MEMBER and known:
             # The recorded id spares a joiner's or mover's grants one read each; an id the app
             # no longer knows (deleted by hand) takes the general path below.
-            with contextlib.suppress(NotFoundError):
+            try:
                 return await self.change_membership({"id": known}, str(d["group"]), True)
+            except (PermanentError, NotFoundError):
+                if await self.get_user(known) is not None:
+                    raise
         if op.action == Action.DEACTIVATE and known and await self.deactivate_known(known):
             return ApplyResult(remote_id=known)
         if op.action == Action.UPDATE and known and account is not None and await self.update_known(
