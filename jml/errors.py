@@ -23,6 +23,10 @@ class JMLError(Exception):
         return str(self)
 
 
+class BadRequest(ValueError):
+    """A request or event jml does not accept; the message says why (an HTTP 400 sends it back)."""
+
+
 class ConfigError(JMLError):
     """The configuration is unusable; `path` is the key path (e.g. connectors.demo.url)."""
 

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from jml import metrics
 from jml.context import ServiceContext
-from jml.store.db import ping
+from jml.store.db import DatabaseError, ping
+from jml.store.inbox import Inbox
 
 SOURCE = "hris"
 
@@ -69,8 +69,6 @@ def source_check(ctx: ServiceContext, *, leader: bool) -> dict[str, Any]:
 def inbox_check(ctx: ServiceContext) -> dict[str, Any]:
     """The webhook inbox drains: no event has waited longer than `server.inbox_stall_after`
     (quarantined events do not wait: they are shown, not counted)."""
-    from jml.events import Inbox
-
     limit = ctx.rt.config.server.inbox_stall_after
     h = Inbox(ctx.rt.store).health(ctx.now)
     stalled = h.oldest_pending_seconds > limit.total_seconds()
@@ -82,7 +80,7 @@ def inbox_check(ctx: ServiceContext) -> dict[str, Any]:
 async def _inbox(ctx: ServiceContext) -> dict[str, Any]:
     try:
         return await asyncio.wait_for(asyncio.to_thread(inbox_check, ctx), DB_PING_TIMEOUT)
-    except (TimeoutError, SQLAlchemyError) as e:
+    except (TimeoutError, DatabaseError) as e:
         return {"ok": False, "detail": f"cannot read the inbox: {type(e).__name__}"}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from jml.config import Config
 from jml.errors import UsageError
-from jml.events import plan_event
+from jml.event_plan import plan_event
 from jml.exit_codes import EXIT_SAFETY, EXIT_USAGE
 from jml.lifecycle import add_leaver
 from jml.model import Operation, Override, OverrideKind, PersonState

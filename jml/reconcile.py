@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Gauge
 
 from jml import guard, metrics
+from jml.context import ServiceContext
 from jml.model import AccountRecord, Action, Operation, Priority, RemoteAccount
 from jml.runtime import Runtime
 from jml.store.remote import Found
+from jml.sync import plan_people
 
 log = logging.getLogger("jml.reconcile")
 
@@ -95,9 +97,6 @@ async def _list(rt: Runtime, name: str) -> list[RemoteAccount] | str:
 
 
 async def run(rt: Runtime) -> list[Findings]:
-    from jml.events import index_for
-    from jml.sync import plan_people
-
     now = rt.clock()
     names = list(rt.config.connectors)
     listed = await asyncio.gather(*(_list(rt, n) for n in names))
@@ -129,7 +128,7 @@ async def run(rt: Runtime) -> list[Findings]:
         rt.store.remote.record_drift([Found(d.record, d.remote, d.grants, "memberships" in d.kinds) for d in drift],
                                      now)
         eids = sorted({d.record.employee_id for d in drift})
-        plan_people(rt, {e: (False, False) for e in eids}, {}, index_for(rt.store, eids), now, origin="reconcile")
+        plan_people(rt, {e: (False, False) for e in eids}, {}, rt.store.index_of(eids), now, origin="reconcile")
     if rt.config.reconcile.delete_orphans:
         _delete_orphans(rt, report, now)
     rt.audit.append_many(audit, now=now)
@@ -161,3 +160,10 @@ def _delete_orphans(rt: Runtime, report: list[Findings], now: dt.datetime) -> No
     rt.audit.append("plan", {"plan_id": plan_id, "held": verdict.held, "reasons": list(verdict.reasons),
                              "summary": summary, "origin": "reconcile", "operations": len(ops)}, now=now,
                     actor="reconcile")
+
+
+async def job(ctx: ServiceContext) -> None:
+    """Scheduled (`reconcile.schedule`) on the lease holder: reconcile, then wake the workers
+    for the repair plans."""
+    await run(ctx.rt)
+    ctx.wake()

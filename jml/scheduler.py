@@ -4,7 +4,7 @@
   LOCKED; on PostgreSQL it keeps per-person ordering simple). The holder renews it every
   2 s and releases it on shutdown, so a standby takes over within seconds; a process that
   dies without releasing it is replaced once the lease (LEASE_TTL) expires. A `jml sync`
-  meanwhile only plans and waits (jml.commands.work).
+  meanwhile only plans and waits (jml.push.work).
 - **Polls.** One at a time (max_instances=1, coalesced). An unchanged export costs a
   checksum/ETag compare (jml.sync.read_export); a failed read is recorded as the source's
   error and retried at the next tick; the source then turns stale, it never reads as
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jml import metrics
+from jml import metrics, reconcile, sla
 from jml.context import ServiceContext
 from jml.errors import ExportRejected, JMLError
 from jml.sync import SOURCE, PlanOutcome, plan_cycle
@@ -188,20 +186,14 @@ def build_scheduler(ctx: ServiceContext, workers: Workers) -> AsyncIOScheduler:
         sched.add_job(poll_sources, "interval", args=[ctx, workers], id="poll-hris",
                       seconds=max(0.2, cfg.sources.hris.poll_interval.total_seconds()),
                       next_run_time=now + dt.timedelta(milliseconds=200))
-    _add_optional(sched, "sla", "jml.sla", "tick", ctx, workers, SLA_INTERVAL)
-    _add_optional(sched, "reconcile", "jml.events", "reconcile", ctx, workers,
-                  cfg.reconcile.schedule.total_seconds())
+    _add_leader_job(sched, "sla", sla.tick, ctx, workers, SLA_INTERVAL)
+    _add_leader_job(sched, "reconcile", reconcile.job, ctx, workers, cfg.reconcile.schedule.total_seconds())
     return sched
 
 
-def _add_optional(sched: AsyncIOScheduler, job_id: str, module: str, attr: str, ctx: ServiceContext,
-                  workers: Workers, every: float) -> None:
-    """Schedule `module.attr(ctx)` on the lease holder, if that module is installed."""
-    try:  # while parts of jml are still being written, the service runs without them
-        fn: Callable[[ServiceContext], Awaitable[Any]] = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        log.warning("scheduled job not available in this build", extra={"job": job_id, "error": str(e)})
-        return
+def _add_leader_job(sched: AsyncIOScheduler, job_id: str, fn: Callable[[ServiceContext], Awaitable[None]],
+                    ctx: ServiceContext, workers: Workers, every: float) -> None:
+    """Schedule `fn(ctx)` every `every` seconds, run only by the lease holder."""
 
     async def run() -> None:
         if ctx.stopping.is_set() or not workers.leader:

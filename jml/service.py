@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import csv
 import datetime as dt
-import importlib
 import json
 import logging
 import os
@@ -31,10 +30,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from jml import health, metrics
+from jml import health, metrics, webhooks
+from jml import web as web_ui
 from jml.config import Config
 from jml.context import ServiceContext
 from jml.errors import ConfigError
+from jml.events import run_event_processor
 from jml.runtime import Runtime
 from jml.scheduler import Workers, build_scheduler
 
@@ -165,33 +166,15 @@ def runner_for(app: web.Application, cfg: Config, **kw: Any) -> web.AppRunner:
                          max_line_size=8190, max_field_size=8190, **kw)
 
 
-def _mount(module: str, app: web.Application, ctx: ServiceContext) -> None:
-    """Routes another part of jml provides, when that part is installed."""
-    try:  # while parts of jml are still being written, the service runs without them
-        add_routes = importlib.import_module(module).add_routes
-        add_routes(app, ctx)
-    except (ImportError, AttributeError) as e:
-        log.warning("routes not available in this build", extra={"routes": module, "error": str(e)})
-
-
 def build_app(ctx: ServiceContext, lease: health.LeaseState) -> web.Application:
     app = web.Application(client_max_size=ctx.rt.config.server.max_body_bytes,
                           middlewares=[_limits, _no_5xx_for_bad_input])
     app[CTX] = ctx
     app.on_response_prepare.append(_server_header)
     health.add_routes(app, ctx, lease)
-    _mount("jml.webhooks", app, ctx)
-    _mount("jml.web", app, ctx)
+    webhooks.add_routes(app, ctx)
+    web_ui.add_routes(app, ctx)
     return app
-
-
-def _start_event_processor(ctx: ServiceContext) -> asyncio.Task[Any] | None:
-    try:
-        events = importlib.import_module("jml.events")
-    except ImportError as e:
-        log.warning("webhook event processor not available in this build", extra={"error": str(e)})
-        return None
-    return asyncio.create_task(events.run_event_processor(ctx), name="jml-events")
 
 
 async def _finish(task: asyncio.Task[Any] | None, grace: float) -> None:
@@ -237,7 +220,7 @@ async def serve(cfg: Config, *, on_ready: Callable[[str], None] | None = None) -
         await workers.tick()  # take the lease and resume the outbox before anything new arrives
         scheduler.start()
         ctx.extra["scheduler"] = scheduler
-        events = _start_event_processor(ctx)
+        events = asyncio.create_task(run_event_processor(ctx), name="jml-events")
         metrics.build_info.labels(_version()).set(1)
         log.info("jml serving", extra={"url": url, "leader": workers.leader, "grace_s": grace})
         if on_ready is not None:

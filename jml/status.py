@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from jml.runtime import Runtime
+from jml.store.inbox import Inbox
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -52,8 +53,6 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         leavers = sla.in_flight(rt, now)
     except ImportError:
         pass
-    from jml.events import Inbox
-
     inbox = Inbox(rt.store)
     health = inbox.health(now)
     events = {

@@ -30,12 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from jml import metrics
 from jml.config import Config, resolve_secret
 from jml.context import ServiceContext
-from jml.errors import ConfigError
+from jml.errors import BadRequest, ConfigError
+from jml.event_hr import map_person
+from jml.store.db import DatabaseError
+from jml.store.inbox import Inbox
 
 log = logging.getLogger("jml.webhooks")
 
@@ -45,10 +47,6 @@ SIGNATURE_HEADER = "X-JML-Signature"
 MAX_ID = 200  # characters of an event id
 MAX_SIGNATURE_HEADER = 4096
 HR_TYPES = ("hire", "change", "termination")
-
-
-class BadRequest(ValueError):
-    """The request is not one we accept; the message says why (it is sent back)."""
 
 
 class TooLarge(BadRequest):
@@ -263,8 +261,6 @@ def _json_type(request: web.Request) -> bool:
 
 def add_routes(app: web.Application, ctx: ServiceContext) -> None:
     """GET|POST /webhooks/okta and POST /webhooks/hr on `app`."""
-    from jml.events import Inbox, map_person
-
     cfg: Config = ctx.rt.config
     limit = cfg.server.max_body_bytes
 
@@ -307,7 +303,7 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
             return _problem("okta", "bad_request", 400, str(e))
         try:
             new = Inbox(ctx.rt.store).add_okta(parsed, ctx.now)
-        except SQLAlchemyError as e:  # the store is down: let Okta retry once
+        except DatabaseError as e:  # the store is down: let Okta retry once
             log.error("cannot store okta events", extra={"error": str(e)})
             return _problem("okta", "error", 503, "cannot store the events now")
         metrics.webhook_requests.labels("okta", "accepted" if new or not parsed else "duplicate").inc()
@@ -342,7 +338,7 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
             return _problem("hr", "bad_request", 400, str(e))
         try:
             new = Inbox(ctx.rt.store).add_hr(ev, ctx.now)
-        except SQLAlchemyError as e:
+        except DatabaseError as e:
             log.error("cannot store hr event", extra={"error": str(e)})
             return _problem("hr", "error", 503, "cannot store the event now")
         if not new:

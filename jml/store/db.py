@@ -12,13 +12,18 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from jml.errors import ConfigError
 from jml.redact import redact
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+
+# What callers outside the store catch: any database error, and the ones that mean the
+# database itself is failing (unreachable, dropped connection, locked) rather than the data.
+DatabaseError = SQLAlchemyError
+TRANSIENT_ERRORS: tuple[type[SQLAlchemyError], ...] = (OperationalError, InterfaceError, DisconnectionError)
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:

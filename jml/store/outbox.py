@@ -236,6 +236,15 @@ class Outbox:
         with self.engine.connect() as conn:
             return {s: int(n) for s, n in conn.execute(q)}
 
+    def recent_leavers(self, origins: Sequence[str], since: dt.datetime) -> int:
+        """Distinct people deprovisioned (deactivate, delete) by released plans of these
+        origins created since `since`."""
+        q = (select(func.count(func.distinct(O.c.employee_id))).select_from(O.join(PL, O.c.plan_id == PL.c.id))
+             .where(PL.c.origin.in_(list(origins)), PL.c.created_at >= since, PL.c.state.in_(["queued", "done"]),
+                    O.c.action.in_([Action.DEACTIVATE.value, Action.DELETE.value]), O.c.state != "cancelled"))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def cancel_people(self, employee_ids: Sequence[str], now: dt.datetime, *, leaver_too: bool = False) -> int:
         """Drop these people's queued work: the non-leaver work (an offboard supersedes a
         pending grant), or everything (`leaver_too`: a lifted override's queued deactivate)."""

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, upda
 
 from jml import plan as planner
 from jml.model import (
+    CANONICAL_FIELDS,
     AccountRecord,
     Action,
     Lifecycle,
@@ -22,6 +23,7 @@ from jml.model import (
     Override,
     OverrideKind,
     PersonState,
+    Status,
     person_from_dict,
     person_to_dict,
 )
@@ -114,6 +116,40 @@ class Store:
                 r[0]: IndexEntry(r[1], utc(r[2]), r[3], r[4], r[5] is not None)
                 for r in conn.execute(select(*cols))
             }
+
+    def index_of(self, eids: Iterable[str]) -> dict[str, IndexEntry]:
+        """person_index for these people only (an event's, a reconciliation's)."""
+        cols = [P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missing_count, P.c.phase, P.c.override_kind]
+        out: dict[str, IndexEntry] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(eids):
+                for r in conn.execute(select(*cols).where(P.c.employee_id.in_(chunk or []))):
+                    out[r[0]] = IndexEntry(r[1], utc(r[2]), r[3] or 0, r[4], r[5] is not None)
+        return out
+
+    def match_people(self, attribute: str, values: Iterable[str]) -> dict[str, str]:
+        """casefolded value of a person attribute (employee_id, a canonical field or an extra
+        column) -> employee_id; a non-terminated person wins a tie."""
+        wanted = sorted({v.casefold() for v in values if v})
+        if not wanted:
+            return {}
+        col: Any
+        if attribute == "employee_id":
+            col = P.c.employee_id
+        elif attribute in CANONICAL_FIELDS:
+            col = P.c.data[attribute].as_string()
+        else:
+            col = P.c.data[("extra", attribute)].as_string()
+        out: dict[str, tuple[bool, str]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                q = select(P.c.employee_id, func.lower(col), P.c.status).where(func.lower(col).in_(wanted[i:i + 500]))
+                for eid, value, status in conn.execute(q):
+                    live = status != Status.TERMINATED.value
+                    key = str(value).casefold()
+                    if key not in out or (live and not out[key][0]):
+                        out[key] = (live, eid)
+        return {k: v[1] for k, v in out.items()}
 
     def load_states(self, eids: Iterable[str] | None = None) -> dict[str, PersonState]:
         out: dict[str, PersonState] = {}

@@ -27,6 +27,7 @@ from jml.config import from_dict
 from jml.context import ServiceContext
 from jml.model import OverrideKind
 from jml.runtime import Runtime
+from jml.store.inbox import Inbox
 from jml.store.tables import PlanRow, WebhookEventRow
 from jml.sync import plan_cycle
 from jml.webhooks import add_routes, sign
@@ -87,10 +88,10 @@ async def settled(env: Env, tag: str) -> None:
     assert r.status == 200
 
     async def done() -> bool:
-        return (events.Inbox(env.rt.store).outcomes().get(f"okta:{uid}") is not None
+        return (Inbox(env.rt.store).outcomes().get(f"okta:{uid}") is not None
                 and env.rt.outbox.open_count() == 0)
     await wait_for(done)
-    assert events.Inbox(env.rt.store).outcomes()[f"okta:{uid}"] == "unmatched"
+    assert Inbox(env.rt.store).outcomes()[f"okta:{uid}"] == "unmatched"
 
 
 def make_config(tmp: Path, peer: ScimPeer, **overrides: Any) -> Any:
@@ -228,7 +229,7 @@ async def test_unmatched_and_reactivation(env: Env) -> None:
     await post_okta(env, okta_body(("u-3", "user.lifecycle.suspend", "bo@acme.example"),
                                    ("u-4", "user.lifecycle.deactivate", "nobody@acme.example")))
     await wait_for(lambda: _inactive(env, "E3"))
-    assert events.Inbox(env.rt.store).outcomes()["okta:u-4"] == "unmatched"
+    assert Inbox(env.rt.store).outcomes()["okta:u-4"] == "unmatched"
     await post_okta(env, okta_body(("u-5", "user.lifecycle.unsuspend", "bo@acme.example"),
                                    at=dt.datetime.now(dt.UTC)))
 

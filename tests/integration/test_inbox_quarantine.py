@@ -22,9 +22,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from jml import events, health, metrics
+from jml import health, metrics
 from jml import status as status_mod
 from jml.context import ServiceContext
+from jml.store.inbox import Inbox
+from jml.store.inbox import W as inbox_table
 from jml.webhooks import HrEvent
 from tests.integration.test_events import Env, okta_body, post_hr, post_okta, running, wait_for
 
@@ -62,13 +64,13 @@ async def test_person_dates_and_okta_times_are_checked_at_intake(tmp_path: Path)
             r = await post_okta(env, json.dumps(body).encode())
             assert r.status == 400, (published, await r.text())
             assert "published" in (await r.json())["error"]
-        assert env.count(events.W) == 0
+        assert env.count(inbox_table) == 0
 
 
 async def test_one_poisoned_event_leaves_the_next_hundred_processed(tmp_path: Path) -> None:
     async with running(tmp_path, **_west(tmp_path)) as env:
         # Stored as the old intake stored it: processing it overflows (year 10000 in UTC).
-        events.Inbox(env.rt.store).add_hr(HrEvent("poison", "termination", POISON_AT, {"employee_id": "E3"}),
+        Inbox(env.rt.store).add_hr(HrEvent("poison", "termination", POISON_AT, {"employee_id": "E3"}),
                                           env.rt.clock())
         started = time.monotonic()
         for i in range(0, 99, 33):
@@ -79,7 +81,7 @@ async def test_one_poisoned_event_leaves_the_next_hundred_processed(tmp_path: Pa
         assert r.status == 200
 
         async def all_done() -> bool:
-            out = events.Inbox(env.rt.store).outcomes()
+            out = Inbox(env.rt.store).outcomes()
             return (all(out.get(f"okta:n-{j}") for j in range(99)) and bool(out.get("hr:t-E4"))
                     and await env.active("E4") is False)
         await wait_for(all_done, timeout=20)
@@ -119,7 +121,7 @@ async def test_readyz_fails_when_the_inbox_stalls(tmp_path: Path) -> None:
             env.ctx.stopping.set()  # the running processor stops: nothing drains the inbox now
             await asyncio.sleep(0.2)
             old = env.rt.clock() - dt.timedelta(minutes=6)
-            events.Inbox(env.rt.store).add_hr(HrEvent("late", "change", old, {"employee_id": "E2"}), old)
+            Inbox(env.rt.store).add_hr(HrEvent("late", "change", old, {"employee_id": "E2"}), old)
             r = await client.get("/readyz")
             body = await r.json()
             assert r.status == 503, body
@@ -135,7 +137,7 @@ async def test_readyz_fails_when_the_inbox_stalls(tmp_path: Path) -> None:
 
 async def test_status_cli_shows_quarantined_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with running(tmp_path, **_west(tmp_path)) as env:
-        events.Inbox(env.rt.store).add_hr(HrEvent("poison", "termination", POISON_AT, {"employee_id": "E3"}),
+        Inbox(env.rt.store).add_hr(HrEvent("poison", "termination", POISON_AT, {"employee_id": "E3"}),
                                           env.rt.clock())
         await wait_for(lambda: _quarantined(env), timeout=15)
         from jml.commands import status as status_cmd

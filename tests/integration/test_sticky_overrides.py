@@ -21,6 +21,7 @@ from jml import offboard as offboard_mod
 from jml.config import from_dict
 from jml.model import Action, Override, OverrideKind, Phase
 from jml.runtime import Runtime
+from jml.store.inbox import Inbox
 from jml.sync import plan_cycle
 from jml.webhooks import HrEvent, OktaEvent
 
@@ -62,14 +63,14 @@ class Env:
         ev = OktaEvent(uid, etype, at or self.rt.clock(), ("pat@acme.example",), "admin@acme.example",
                        {"uuid": uid, "eventType": etype, "published": (at or self.rt.clock()).isoformat(),
                         "target": [{"type": "User", "alternateId": "pat@acme.example"}]})
-        events.Inbox(self.rt.store).add_okta([ev], self.rt.clock())
+        Inbox(self.rt.store).add_okta([ev], self.rt.clock())
         batch = await events.process_pending(self.rt)
         return batch.outcomes[f"okta:{uid}"]
 
     async def hr(self, etype: str, person: dict[str, Any], at: dt.datetime | None = None) -> str:
         self.n += 1
         ev = HrEvent(f"hr-{self.n}", etype, at or self.rt.clock(), {"employee_id": "E1", **person})
-        events.Inbox(self.rt.store).add_hr(ev, self.rt.clock())
+        Inbox(self.rt.store).add_hr(ev, self.rt.clock())
         batch = await events.process_pending(self.rt)
         return batch.outcomes[f"hr:hr-{self.n}"]
 
