@@ -231,7 +231,8 @@ class SlackConnector(ScimConnector):
     """`type: slack`. Only what Slack does differently from RFC 7644 lives here."""
 
     # Slack documents `eq` filters on userName, externalId and emails; not `or`.
-    dialect_profile = {"filter_or": False}
+    # DELETE /Users/{id} deactivates (reversible): documented, so not read back to learn it.
+    dialect_profile = {"filter_or": False, "delete_deactivates": True, "verified:delete": True}
     default_rate = 3.0  # 180/min per endpoint (Slack), see the module docstring
     default_burst = 10
     overall_rate = 10.0  # 600/min over every write endpoint

@@ -50,6 +50,11 @@ FACTS: dict[str, tuple[str, str]] = {
     "members_by": ("group members are listed by this attribute", "warn"),
     "conflict_status": ("status a duplicate userName is answered with (RFC: 409)", "warn"),
     "patch_attributes": ("PATCH ?attributes= read-back accepted", "info"),
+    "filter_or": ("`or` filters work (false: one search per attribute)", "info"),
+    "excluded": ("excludedAttributes accepted (false: full resources are read)", "info"),
+    "start_index": ("startIndex honoured (false: only the first page can be read)", "warn"),
+    "delete_deactivates": ("DELETE deactivates: the account stays, inactive", "warn"),
+    "patch_only": ("attributes PUT ignores: written by PATCH", "warn"),
     "cannot": ("what this server cannot do at all (dead letters, SLA breaches)", "fatal"),
 }
 
@@ -59,7 +64,8 @@ _DEFAULTS: dict[str, Any] = {"count": True, "external_id": True, "patch_attribut
                              "filter:Users:userName": True, "filter:Users:externalId": True,
                              "filter:Groups:displayName": True, "filter:members": True,
                              "update": "patch", "active": "patch", "add_member": "value",
-                             "remove_member": "filter"}
+                             "remove_member": "filter", "filter_or": True, "excluded": True, "start_index": True,
+                             "delete_deactivates": False}
 
 # Keys learnt to be usable without a read-back ("verified:<what>"): a 2xx was confirmed once.
 VERIFIED = "verified:"

@@ -346,6 +346,19 @@ class WritingMixin:
     async def delete_user(self, remote_id: str) -> None:
         with contextlib.suppress(NotFoundError):  # RFC 7644 §3.6: already gone is what a delete wants
             await self.transport.send(p.delete(self.user_path(remote_id)))
+        if self.dialect.verified("delete"):
+            return
+        # Read back once: some apps answer a DELETE by deactivating (django-scim2-server, and
+        # Slack by design), so the account stays. It is no access, but say so in `jml check`.
+        after = await self.get_user(remote_id)
+        if after is None:
+            self.dialect.verify("delete")
+        elif not p.is_active(after):
+            self.dialect.learn("delete_deactivates", True, "DELETE answered, the account stays inactive")
+            self.dialect.verify("delete")
+        else:
+            self.dialect.add("cannot", "delete", "DELETE answered, the account is still active")
+            raise PermanentError(self.name, "the server answered the DELETE but the account is still active")
 
 
 def _is_resource(body: Any, remote_id: str) -> bool:

@@ -307,3 +307,35 @@ def test_a_failed_update_blocks_none_of_the_persons_other_steps(upstream: ScimPe
     assert len(dead) == 1 and dead[0].startswith("update E001"), dead  # the update alone
     groups = view.groups()
     assert "ann.lee@example.com" in groups["Engineering"] and "ann.lee@example.com" not in groups["Sales"]
+
+
+@pytest.mark.parametrize("peer_name", sorted(ALL_PEERS))
+async def test_delete_on_every_peer_leaves_no_access(peer_name: str) -> None:
+    """A planner's delete (after delete_after): gone, or (apps that deactivate on DELETE,
+    like django-scim2-server) inactive and said so in the dialect; never still active."""
+    from connectors.base import ConnectorContext
+    from connectors.scim import ScimConnector
+    from jml.config import ScimConnectorConfig
+    from jml.model import Action as A
+    from jml.model import Operation, Priority
+
+    with ALL_PEERS[peer_name]() as peer:
+        cfg = ScimConnectorConfig(type="scim", url=peer.url, token_env="X")
+        conn = ScimConnector("app", cfg, ConnectorContext("app", lambda _k: peer.token))
+        await conn.open()
+        try:
+            made = await conn.apply(Operation("app", A.CREATE, "E9", {"username": "del.me@example.com", "active": True,
+                                                                      "attributes": {"given_name": "Del",
+                                                                                     "family_name": "Me"}},
+                                              Priority.NORMAL), None)
+            assert made.remote_id
+            await conn.apply(Operation("app", A.DELETE, "E9", {"username": "del.me@example.com"}, Priority.LEAVER),
+                             None)
+            after = await conn.read_account("E9", "del.me@example.com", made.remote_id)
+        finally:
+            await conn.close()
+    if after is None:
+        assert conn.dialect.get("delete_deactivates") is None
+    else:
+        assert after.active is False and conn.dialect.get("delete_deactivates") is True
+    assert conn.dialect.get("cannot") is None
