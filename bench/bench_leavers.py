@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from jml import events, metrics
 from jml.config import from_dict
 from jml.context import ServiceContext
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.store.tables import OperationRow, SlaClockRow
 from jml.sync import plan_cycle
@@ -425,7 +426,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
 
     rt = Runtime(config(tmp, info, connectors, vendor))
     await rt.open_connectors()
-    engine = rt.engine()  # as `jml serve` builds it: woken by new plans, else every 0.5 s
+    engine = build_engine(rt)  # as `jml serve` builds it: woken by new plans, else every 0.5 s
     ctx = ServiceContext(rt, engine)
     app = web.Application(client_max_size=4_000_000)
     add_routes(app, ctx)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from jml.exit_codes import EXIT_FAILED, EXIT_OK
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.store.outbox import process_holder
 from jml.sync import PlanOutcome
@@ -31,7 +32,7 @@ async def work(rt: Runtime, plan_id: str | None, timeout: float | None = None) -
             left = None if timeout is None else max(0.0, timeout - (loop.time() - start))
             try:
                 await rt.open_connectors()
-                engine = rt.engine()
+                engine = build_engine(rt)
                 engine.recover()
                 renew = asyncio.create_task(_renew(rt, ttl))
                 try:

@@ -14,7 +14,7 @@ from connectors.base import Connector, ConnectorContext
 from connectors.registry import build, traits_for
 from jml import metrics
 from jml.config import Config, resolve_secret
-from jml.engine import Engine, RetryPolicy, utcnow
+from jml.engine import utcnow
 from jml.guard import Limits
 from jml.lifecycle import LifecycleRules
 from jml.model import ConnectorTraits
@@ -123,19 +123,3 @@ class Runtime:
             with contextlib.suppress(Exception):  # closing is best effort
                 await c.close()
         self._connectors.clear()
-
-    def engine(self, poll_interval: float = 0.5) -> Engine:
-        from jml import sla
-
-        cfgs = self.config.connectors
-        engine = Engine(
-            self.store, self.connectors(),
-            concurrency={n: c.concurrency for n, c in cfgs.items()},
-            retry={n: RetryPolicy(max_attempts=c.max_attempts, budget=c.retry_budget.total_seconds(),
-                               initial=c.retry_backoff.total_seconds(), maximum=c.retry_backoff_max.total_seconds())
-                   for n, c in cfgs.items()},
-            timeouts={n: c.timeout.total_seconds() for n, c in cfgs.items()},
-            audit=self.audit, clock=self.clock, poll_interval=poll_interval)
-        # A leaver's last deprovision in a connector is read back to stop the SLA clock.
-        engine.after_success.append(sla.Verifier(self, engine.busy).hook(engine.spawn))
-        return engine

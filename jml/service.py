@@ -36,6 +36,7 @@ from jml.config import Config
 from jml.context import ServiceContext
 from jml.errors import ConfigError
 from jml.events import run_event_processor
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.scheduler import Workers, build_scheduler
 
@@ -196,7 +197,7 @@ async def serve(cfg: Config, *, on_ready: Callable[[str], None] | None = None) -
     host, port = parse_listen(cfg.server.listen)
     grace = cfg.server.shutdown_grace.total_seconds()
     rt = Runtime(cfg)
-    ctx = ServiceContext(rt=rt, engine=rt.engine(), started_at=rt.clock())
+    ctx = ServiceContext(rt=rt, engine=build_engine(rt), started_at=rt.clock())
     workers = Workers(ctx, grace=grace)
     ctx.extra["workers"] = workers
     runner = runner_for(build_app(ctx, workers), cfg, access_log_class=AccessLogger,

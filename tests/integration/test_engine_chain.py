@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from jml import config as config_mod
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.sync import plan_cycle
 from tests.integration.contract.target_scim import PeerReader
@@ -61,7 +62,7 @@ def test_leaver_chain_reads_the_account_once_and_ends_deprovisioned(
         assert not outcome.held
         await rt.open_connectors()
         try:
-            engine = rt.engine(poll_interval=0.05)
+            engine = build_engine(rt, poll_interval=0.05)
             engine.after_success.clear()  # the engine's own reads only (no SLA read-back)
             before = reads
             await engine.run_until_idle(timeout=60)

@@ -26,6 +26,7 @@ from jml import offboard as offboard_mod
 from jml.config import from_dict
 from jml.context import ServiceContext
 from jml.model import OverrideKind
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.store.inbox import Inbox
 from jml.store.tables import PlanRow, WebhookEventRow
@@ -122,7 +123,7 @@ async def running(tmp: Path, **overrides: Any) -> AsyncIterator[Env]:
         export.write_text(export_text(PEOPLE))
         rt = Runtime(make_config(tmp, peer, **overrides))
         await rt.open_connectors()
-        engine = rt.engine(poll_interval=0.05)
+        engine = build_engine(rt, poll_interval=0.05)
         outcome = await plan_cycle(rt)
         await engine.run_until_idle(plan_id=outcome.plan_id, timeout=30)
         ctx = ServiceContext(rt, engine)

@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 
 from jml import config as config_mod
 from jml.context import ServiceContext
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.web import add_routes
 from jml.web.oidc import OidcClient, OidcError, Pending
@@ -90,7 +91,7 @@ async def env(tmp_path: Path, provider: str, monkeypatch: pytest.MonkeyPatch,
     rt = Runtime(cfg, clock=lambda: NOW)
     _seed(rt)
     app = web.Application()
-    add_routes(app, ServiceContext(rt=rt, engine=rt.engine(), started_at=NOW))
+    add_routes(app, ServiceContext(rt=rt, engine=build_engine(rt), started_at=NOW))
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     try:

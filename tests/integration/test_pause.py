@@ -11,6 +11,7 @@ import yaml
 
 from jml import config as config_mod
 from jml.cli import main
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.status import snapshot
 from jml.sync import plan_cycle
@@ -41,7 +42,7 @@ def test_pause_made_while_the_engine_runs_holds_the_work_then_resume_finishes_it
 
     async def run() -> dict[str, int]:
         rt = Runtime(cfg)
-        engine = rt.engine(poll_interval=0.05)  # built before the pause: it must notice it by itself
+        engine = build_engine(rt, poll_interval=0.05)  # built before the pause: it must notice it by itself
         rt.store.set_setting("paused_connectors", ["app"])  # what `jml pause app` in another process writes
         await plan_cycle(rt)
         await rt.open_connectors()

@@ -29,6 +29,7 @@ from jml import config as config_mod
 from jml import metrics, reports, sla
 from jml.context import ServiceContext
 from jml.model import Action
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.status import snapshot
 from jml.store.outbox import QueuedOp
@@ -137,7 +138,7 @@ class Env:
         async def run() -> None:
             await self.rt.open_connectors()
             try:
-                engine = self.rt.engine(poll_interval=0.05)
+                engine = build_engine(self.rt, poll_interval=0.05)
                 engine.after_success[:0] = before or []
                 await engine.run_until_idle(timeout=60)
             finally:
@@ -148,7 +149,7 @@ class Env:
         async def run() -> None:
             await self.rt.open_connectors()
             try:
-                await sla.tick(ServiceContext(self.rt, self.rt.engine()))
+                await sla.tick(ServiceContext(self.rt, build_engine(self.rt)))
             finally:
                 await self.rt.close()
         asyncio.run(run())
@@ -384,7 +385,7 @@ def test_leavers_are_verified_in_one_batch_each_once(env: Env) -> None:
     async def verify_nothing_during_work() -> None:
         await env.rt.open_connectors()
         try:
-            engine = env.rt.engine(poll_interval=0.05)
+            engine = build_engine(env.rt, poll_interval=0.05)
             engine.after_success.clear()  # the pushes only; the read-back is done below
             await engine.run_until_idle(timeout=60)
             assert await sla.verify_batch(env.rt, [*keys, ("demo", "E6")]) == 5

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from jml import config as config_mod
 from jml.cli import main
 from jml.context import ServiceContext
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.web import add_routes
 from jml.web.auth import token_hash
@@ -51,7 +52,7 @@ async def test_token_lifecycle(cfg: Path, capsys: pytest.CaptureFixture[str]) ->
 
     rt = Runtime(config_mod.load(cfg))
     app = web.Application()
-    add_routes(app, ServiceContext(rt=rt, engine=rt.engine(), started_at=rt.clock()))
+    add_routes(app, ServiceContext(rt=rt, engine=build_engine(rt), started_at=rt.clock()))
     async with TestClient(TestServer(app)) as client:
         auth = {"Authorization": f"Bearer {secret}"}
         assert (await client.get("/api/v1/status", headers=auth)).status == 200

@@ -20,6 +20,7 @@ from openapi_spec_validator import validate
 from jml import config as config_mod
 from jml.context import ServiceContext
 from jml.model import Action, Lifecycle, Operation, Person, PersonState, Phase, Priority, Status
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.store.repo import PersonSave
 from jml.store.tables import AccountRow, GrantRow, SlaClockRow
@@ -104,7 +105,7 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     monkeypatch.setenv("JML_TEST_SCIM", "scim-token-not-used")
     rt = Runtime(_config(tmp_path), clock=lambda: NOW)
     _seed(rt)
-    ctx = ServiceContext(rt=rt, engine=rt.engine(), started_at=NOW)
+    ctx = ServiceContext(rt=rt, engine=build_engine(rt), started_at=NOW)
     app = web.Application()
     add_routes(app, ctx)
     app[RT] = rt

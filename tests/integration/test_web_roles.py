@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from jml.context import ServiceContext
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.store.identity import IdentityStore
 from jml.web import ROUTES, add_routes
@@ -75,7 +76,7 @@ async def app_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
                                   expires_at=None)
         tokens[role] = secret
     app = web.Application()
-    add_routes(app, ServiceContext(rt=rt, engine=rt.engine(), started_at=NOW))
+    add_routes(app, ServiceContext(rt=rt, engine=build_engine(rt), started_at=NOW))
     async with TestClient(TestServer(app)) as c:
         yield c, tokens, rt
     rt.store.close()

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from jml import config as config_mod
 from jml.context import ServiceContext
+from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
 from jml.service import CappedSite, build_app, runner_for
 from jml.web.state import BadInput, read_json
@@ -63,7 +64,7 @@ async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     cfg = _cfg(tmp_path, getattr(request, "param", {}))
     rt = Runtime(cfg, clock=lambda: NOW)
     _seed(rt)
-    ctx = ServiceContext(rt=rt, engine=rt.engine(), started_at=NOW)
+    ctx = ServiceContext(rt=rt, engine=build_engine(rt), started_at=NOW)
     runner = runner_for(build_app(ctx, _Lease()), cfg)
     await runner.setup()
     site = CappedSite(runner, "127.0.0.1", 0, max_connections=cfg.server.max_connections)
