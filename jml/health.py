@@ -2,9 +2,11 @@
 
 /healthz answers while the event loop runs (a liveness probe, nothing else: restarting a
 process because its database is down does not bring the database back). /readyz says
-whether this process can do its job: the database answers, the config was valid, and the
-HR source has been read recently; a failed read shows here as stale, never as an empty
-export. The webhook inbox must drain: an event unprocessed for longer than
+whether this process can do its job: the database answers and the config was valid. The HR
+source's freshness is reported in the body (`checks.source`, `required: false`), on the
+page and as `jml_source_stale{source}`, but never fails readiness: a 503 would take the
+webhooks offline behind a load balancer exactly when HR's export is late (DESIGN, issue 17).
+A failed read shows as stale, never as an empty export. The webhook inbox must drain: an event unprocessed for longer than
 `server.inbox_stall_after` makes /readyz fail (issue 14: a stalled inbox held every later
 termination). /metrics is the Prometheus text of jml.metrics, with the inbox gauges read
 from the store at each scrape (a stalled processor cannot be the one to report its stall).
@@ -46,6 +48,16 @@ def stale_after(ctx: ServiceContext) -> dt.timedelta | None:
 def source_check(ctx: ServiceContext, *, leader: bool) -> dict[str, Any]:
     """Whether the HR source was read within its staleness bound (a read that found the
     export unchanged counts as a read)."""
+    doc = _source_freshness(ctx, leader=leader)
+    doc["required"] = False  # a warning: it never makes /readyz 503
+    stale = bool(doc.get("stale") or (not doc["ok"] and doc.get("error")))
+    metrics.source_stale.labels(SOURCE).set(1 if stale else 0)
+    if not doc["ok"]:
+        doc.setdefault("warning", "the HR source is stale: people changes wait until it is read again")
+    return doc
+
+
+def _source_freshness(ctx: ServiceContext, *, leader: bool) -> dict[str, Any]:
     limit = stale_after(ctx)
     if limit is None:
         return {"ok": True, "detail": "no HR source configured"}
@@ -102,7 +114,7 @@ def readyz_handler(ctx: ServiceContext, lease: LeaseState) -> Callable[[web.Requ
             "source": source_check(ctx, leader=is_leader),
             "inbox": await _inbox(ctx) if db_ok else {"ok": False, "detail": "database unreachable"},
         }
-        ready = all(c["ok"] for c in checks.values()) and not ctx.stopping.is_set()
+        ready = all(c["ok"] for c in checks.values() if c.get("required", True)) and not ctx.stopping.is_set()
         body = {"status": "ready" if ready else "not ready", "checks": checks,
                 "workers": "leader" if is_leader else "standby", "stopping": ctx.stopping.is_set()}
         return web.json_response(body, status=200 if ready else 503)
@@ -114,6 +126,7 @@ def metrics_handler(ctx: ServiceContext | None = None) -> Callable[[web.Request]
     async def handler(request: web.Request) -> web.Response:
         if ctx is not None:
             await _inbox(ctx)  # sets the jml_events_* gauges
+            source_check(ctx, leader=True)  # sets jml_source_stale
         # prometheus_client's text format 0.0.4; aiohttp wants the charset apart from the type.
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})

@@ -48,6 +48,9 @@ source_last_success = Gauge(
 source_records = Gauge("jml_source_records", "Rows in the last accepted export.", ["source"], registry=REGISTRY)
 source_errors = Counter("jml_source_errors", "Failed or rejected source reads.", ["source", "reason"],
                         registry=REGISTRY)
+source_stale = Gauge(
+    "jml_source_stale", "1 when a source has not been read successfully within its staleness bound "
+    "(a warning: it does not fail /readyz).", ["source"], registry=REGISTRY)
 plans_held = Gauge("jml_plans_held", "Plans held by the guard, awaiting approval.", registry=REGISTRY)
 guard_held_plans = Counter("jml_guard_held_plans", "Plans the guard has held.", registry=REGISTRY)
 webhook_requests = Counter(

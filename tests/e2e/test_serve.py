@@ -113,16 +113,18 @@ def test_failed_source_reads_as_stale_never_as_everyone_left(scim: ScimPeer, tmp
 
         def stale() -> dict[str, object] | None:
             status, doc = served.get_json("/readyz")
-            return doc if status == 503 and doc["checks"]["source"].get("stale") else None
+            # A warning in the body and a metric; still ready (webhooks stay online: issue 17).
+            return doc if status == 200 and doc["checks"]["source"].get("stale") else None
 
-        doc = wait_until(stale, 10, what="/readyz 503 with a stale source")
+        doc = wait_until(stale, 10, what="/readyz 200 naming a stale source")
         assert "no .csv export" in doc["checks"]["source"]["error"]
         assert doc["checks"]["database"]["ok"]
         assert _plans(db) == plans
         assert all(u.get("active", True) for u in scim_users(scim.url, scim.token))
 
         path.write_bytes(content)  # the next drop arrives (unchanged): ready again, still nothing to do
-        wait_until(lambda: served.get("/readyz")[0] == 200, 10, what="/readyz 200 again")
+        wait_until(lambda: served.get_json("/readyz")[1]["checks"]["source"].get("stale") is False, 10,
+                   what="/readyz fresh again")
         assert _plans(db) == plans
         assert served.stop() == 0
     assert all(u.get("active", True) for u in scim_users(scim.url, scim.token))
