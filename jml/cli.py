@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="one cycle: fetch, plan, apply, wait")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--timeout", type=float, default=None, help="give up waiting after N seconds")
+    p.add_argument("--progress", type=float, default=None, metavar="SECONDS",
+                   help="progress on stderr every N seconds (default: live on a terminal, else 10; 0: none)")
     p = sub.add_parser("plan", help="what a sync would do")
     p.add_argument("--json", action="store_true")
     for name in ("approve", "discard"):

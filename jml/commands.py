@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Any
 
+from jml import progress
 from jml.config import Config
 from jml.errors import JMLError, UsageError
 from jml.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_SAFETY, EXIT_USAGE
@@ -34,7 +36,12 @@ async def sync(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_SAFETY
     if args.dry_run:
         return EXIT_OK
-    await work(rt, outcome.plan_id, args.timeout)
+    if outcome.plan_id is not None:
+        async with progress.watch(functools.partial(_open_by_connector, rt), sys.stderr,
+                                  interval=getattr(args, "progress", None)):
+            await work(rt, outcome.plan_id, args.timeout)
+    else:
+        await work(rt, outcome.plan_id, args.timeout)
     code = report_plan(rt, outcome.plan_id)
     held = [p for p in rt.outbox.plans(["held"]) if p.origin == "export"]
     if outcome.unchanged and held and code == EXIT_OK:
@@ -42,6 +49,15 @@ async def sync(args: argparse.Namespace, cfg: Config) -> int:
         print(f"plan {held[0].id} is still held: `jml approve {held[0].id}` or `jml discard {held[0].id}`")
         return EXIT_SAFETY
     return code
+
+
+def _open_by_connector(rt: Runtime) -> dict[str, int]:
+    """Operations still to do (pending or running) per connector: what the progress display counts down."""
+    out: dict[str, int] = {}
+    for (connector, state), n in rt.outbox.counts().items():
+        if state in ("pending", "running"):
+            out[connector] = out.get(connector, 0) + n
+    return out
 
 
 def _check_secrets(cfg: Config) -> None:
