@@ -154,6 +154,18 @@ class ServerConfig(_Strict):
     shutdown_grace: Duration = dt.timedelta(seconds=20)
     # /readyz fails while the oldest unprocessed webhook event has waited longer (a stalled inbox).
     inbox_stall_after: Duration = dt.timedelta(minutes=5)
+    # The one time zone times are shown in (pages, `status`, reports); default: HR's (sources.hris.timezone).
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _display_tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                zoneinfo.ZoneInfo(v)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}") from None
+        return v
 
     @field_validator("public_url")
     @classmethod
@@ -363,6 +375,11 @@ class Config(_Strict):
     def timezone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.sources.hris.timezone if self.sources.hris else "UTC")
 
+    @property
+    def display_timezone(self) -> zoneinfo.ZoneInfo:
+        """The one zone people see times in: server.timezone, else HR's."""
+        return zoneinfo.ZoneInfo(self.server.timezone) if self.server.timezone else self.timezone
+
     def connector_sla(self, name: str) -> dt.timedelta:
         c = self.connectors.get(name)
         return c.sla if c is not None and c.sla is not None else self.sla.deprovision
@@ -395,6 +412,63 @@ def _friendly(err: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+_TAGS = {"scim": ScimConnectorConfig, "aws_identity_center": AwsConnectorConfig,
+         "github": GithubConnectorConfig, "slack": SlackConnectorConfig}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at `loc` (a pydantic error location, without its last part) takes."""
+    import types
+    import typing
+
+    current: Any = Config
+    pending_dict = False
+    for part in loc:
+        if pending_dict:  # a mapping's key (a connector's name): its value type follows
+            pending_dict = False
+            continue
+        if isinstance(part, int):
+            continue
+        if part in _TAGS:
+            current = _TAGS[part]
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        ann: Any = current.model_fields[part].annotation
+        while True:
+            origin = typing.get_origin(ann)
+            if origin is typing.Annotated:
+                ann = typing.get_args(ann)[0]
+            elif origin in (typing.Union, types.UnionType):
+                models = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+                others = [a for a in typing.get_args(ann) if a is not type(None)]
+                ann = models[0] if len(models) == 1 else (others[0] if len(others) == 1 else Any)
+                if len(models) > 1:
+                    break  # a connector union: the tag in the location picks the model
+            elif origin is dict:
+                ann = typing.get_args(ann)[1]
+                pending_dict = True
+            elif origin is list:
+                ann = typing.get_args(ann)[0]
+            else:
+                break
+        current = ann
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [k for k in current.model_fields if k != "base_dir"]
+    return []
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    import difflib
+
+    path = _key_path(loc)
+    near = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1, cutoff=0.6)
+    if near:
+        parent = _key_path(loc[:-1])
+        return f"{path}: unknown key (did you mean {parent + '.' if parent else ''}{near[0]}?)"
+    return f"{path}: unknown key"
+
+
 def from_dict(data: Any, base_dir: Path = Path(".")) -> Config:
     if data is None:
         data = {}
@@ -403,7 +477,16 @@ def from_dict(data: Any, base_dir: Path = Path(".")) -> Config:
     try:
         cfg = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as e:
-        first = e.errors()[0]
+        errors = e.errors()
+        unknown = [err for err in errors if err.get("type") == "extra_forbidden"]
+        if unknown:
+            # Every unknown key at once, each with its nearest known key: one round trip to fix a file.
+            parts = [_unknown_key(tuple(err["loc"])) for err in unknown]
+            if len(parts) == 1:
+                path = _key_path(tuple(unknown[0]["loc"]))
+                raise ConfigError(parts[0].removeprefix(f"{path}: "), path) from None
+            raise ConfigError(f"{len(parts)} unknown keys: " + "; ".join(parts)) from None
+        first = errors[0]
         raise ConfigError(_friendly(dict(first)), _key_path(first["loc"]) or "(top level)") from None
     _check_references(cfg)
     url = cfg.state.url

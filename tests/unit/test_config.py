@@ -81,3 +81,28 @@ def test_relative_sqlite_path_is_next_to_the_config(tmp_path: Path) -> None:
                                                 (15, 15), ("250ms", 0.25)])
 def test_durations(text: object, seconds: float) -> None:
     assert config.parse_duration(text).total_seconds() == seconds
+
+
+def test_every_unknown_key_is_reported_with_the_nearest_known_one() -> None:
+    """Issue 17: not just the first unknown key, and a "did you mean" for each typo."""
+    doc = {"server": {"listn": "127.0.0.1:1", "admn_token_env": "X"}, "lifecycle": {"prehire_day": 3},
+           "connectors": {"demo": {"type": "scim", "url": "http://x/", "tokn_env": "T"}}, "zzz": 1}
+    with pytest.raises(ConfigError) as e:
+        config.from_dict(doc)
+    text = str(e.value)
+    assert text.startswith("5 unknown keys")
+    for want in ("server.listn: unknown key (did you mean server.listen?)",
+                 "server.admn_token_env: unknown key (did you mean server.admin_token_env?)",
+                 "lifecycle.prehire_day: unknown key (did you mean lifecycle.prehire_days?)",
+                 "connectors.demo.tokn_env: unknown key (did you mean connectors.demo.token_env?)",
+                 "zzz: unknown key"):
+        assert want in text, text
+
+
+def test_display_timezone_defaults_to_hrs() -> None:
+    hr = {"location": "x", "timezone": "Europe/Berlin"}
+    assert str(config.from_dict({"sources": {"hris": hr}}).display_timezone) == "Europe/Berlin"
+    cfg = config.from_dict({"sources": {"hris": hr}, "server": {"timezone": "America/New_York"}})
+    assert str(cfg.display_timezone) == "America/New_York"
+    with pytest.raises(ConfigError, match=r"server\.timezone"):
+        config.from_dict({"server": {"timezone": "Mars/Base"}})
