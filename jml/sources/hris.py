@@ -120,7 +120,7 @@ def _parse(
     pre: dict[int, _RowError] = {}
     if fmt == "csv":
         # strict: an unterminated quote at the end (a cut file) is an error, not a silent field.
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=_delimiter(text))
         header, header_row = _csv_header(reader, name)
         parser = _Parser(name, header, prof, known_hashes, pre, csv_mode=True)
         try:
@@ -201,6 +201,17 @@ def _decode(data: bytes, name: str) -> str:
         raise ExportRejected(
             f"not UTF-8: invalid byte 0x{data[offset]:02x} at byte offset {offset} (line {line})", file=name
         ) from None
+
+
+def _delimiter(text: str) -> str:
+    """The CSV delimiter: a comma, unless the header line has none and is split by ';' or a tab
+    (a spreadsheet saved with a European locale): issue 17, that read as "missing required columns"."""
+    first = next((line for line in text[:65536].split("\n") if line.strip()), "")
+    if "," in first:
+        return ","
+    counts = {d: first.count(d) for d in (";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 def _csv_header(reader: Iterator[list[str]], name: str) -> tuple[list[str], int]:

@@ -303,3 +303,16 @@ def test_round_trip_arbitrary_names(names: list[tuple[str, str, str]], fmt: str)
     res = parse(data, f"x.{fmt}")
     assert res.quarantined == []
     assert [(p.first_name, p.last_name, p.department) for p in res.people] == names
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_semicolon_or_tab_separated_export_is_read(delimiter: str) -> None:
+    """Issue 17: a spreadsheet saved with a European locale read as "missing required columns"."""
+    out = io.StringIO()
+    rows = [row(), row(employee_id="E2", work_email="bo@x.example", last_name="Müller; Jr")]
+    w = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter=delimiter)
+    w.writeheader()
+    w.writerows(rows)
+    res = parse(out.getvalue().encode())
+    assert [p.employee_id for p in res.people] == ["E1", "E2"]
+    assert res.people[1].last_name == "Müller; Jr" and res.quarantined == []
