@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from connectors.scim.dialect import warnings_of
 from jml.runtime import Runtime
 from jml.store.inbox import Inbox
 
@@ -16,9 +17,12 @@ def _iso(t: dt.datetime | None) -> str | None:
 def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
     now = rt.clock()
     counts = rt.outbox.counts()
-    connectors: dict[str, dict[str, int]] = {}
+    connectors: dict[str, dict[str, Any]] = {}
+    learnt = rt.store.dialects.all()
     for name in rt.config.connectors:
         connectors[name] = {s: counts.get((name, s), 0) for s in ("pending", "running", "dead", "held")}
+        # What this app's SCIM dialect makes jml work around ("app drops externalId: matched by userName").
+        connectors[name]["dialect_warnings"] = warnings_of(name, learnt.get(name, {}))
     paused = sorted(rt.store.get_setting("paused_connectors", []) or [])
     held = [
         {"plan_id": p.id, "created_at": _iso(p.created_at), "reasons": p.reasons, "summary": p.summary}
@@ -87,6 +91,7 @@ def render_text(doc: dict[str, Any]) -> str:
         flag = "  PAUSED" if name in doc["paused"] else ""
         lines.append(f"  {name:16} pending {c['pending']:6}  running {c['running']:4}  dead {c['dead']:4}"
                      f"  held {c['held']:6}{flag}")
+        lines.extend(f"    note: {w}" for w in c.get("dialect_warnings") or [])
     if doc["held_plans"]:
         lines.append("held plans (approve with `jml approve PLAN_ID`):")
         for p in doc["held_plans"]:

@@ -162,6 +162,13 @@ class Dialect(dict[str, Any]):
         return [f"{self.connector}: cannot {what}" for what in self.get("cannot") or ()]
 
 
+def warnings_of(connector: str, facts: dict[str, Any]) -> list[str]:
+    """Dialect.warnings() for facts read from the store (no connector built)."""
+    d = Dialect(connector)
+    d.update(facts)
+    return d.warnings() + d.fatal()
+
+
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)

@@ -211,7 +211,9 @@ def _connectors(doc: dict[str, Any]) -> str:
                        f'{csrf_input(_csrf())}<button type="submit">{verb.capitalize()} {h(name)}</button></form>')
         rows.append(row)
     heads = ["Connector", "State", "Pending", "Running", "Held", "Dead"] + ([""] if can("operate") else [])
-    return table(heads, rows, cls="connectors", empty="No connectors configured.")
+    notes = [w for c in doc["connectors"].values() for w in c.get("dialect_warnings") or []]
+    worked_around = ('<ul class="dialect">' + "".join(f"<li>{h(w)}</li>" for w in notes) + "</ul>") if notes else ""
+    return table(heads, rows, cls="connectors", empty="No connectors configured.") + worked_around
 
 
 def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.datetime]:

@@ -275,6 +275,10 @@ def test_dialect_is_remembered_and_shown_by_check(upstream: ScimPeer, tmp_path: 
     app = report["connectors"]["app"]
     assert app["cannot"] == [] and any("paged index" in w for w in app["warnings"]), app
     assert {r["fact"] for r in app["dialect"]} >= {"patch", "etag", "filter"}
+    # The status page and `jml status` say it too (one snapshot feeds both).
+    code = cli.main(["--config", str(tmp_path / "jml.yaml"), "status", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert any("paged index" in w for w in status["connectors"]["app"]["dialect_warnings"]), status
 
 
 class RefuseUserWrites(DialectProxy):
