@@ -15,16 +15,8 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any
 
-from sqlalchemy import select
-
 from jml import sla
-from jml.model import person_from_dict
 from jml.runtime import Runtime
-from jml.store.db import utc
-from jml.store.tables import AccountRow, PersonRow
-
-A = AccountRow.__table__  # type: ignore[attr-defined]
-P = PersonRow.__table__  # type: ignore[attr-defined]
 
 ACCESS_COLUMNS = ("employee_id", "name", "email", "connector", "username", "account", "grant", "rule", "since",
                   "change", "changed_at")
@@ -33,18 +25,6 @@ _ADDS = {"add_member", "assign"}
 
 def _iso(t: dt.datetime | None) -> str | None:
     return t.isoformat() if t else None
-
-
-def _people(rt: Runtime) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    with rt.store.engine.connect() as conn:
-        for eid, data, phase in conn.execute(select(P.c.employee_id, P.c.data, P.c.phase)):
-            name = email = ""
-            if data:
-                p = person_from_dict(data)
-                name, email = p.display_name, p.work_email
-            out[eid] = {"name": name, "email": email, "phase": phase or ""}
-    return out
 
 
 def changes(rt: Runtime, since: dt.datetime) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -68,13 +48,12 @@ def changes(rt: Runtime, since: dt.datetime) -> dict[tuple[str, str], list[dict[
 
 
 def access_data(rt: Runtime, changes_since: dt.datetime | None = None) -> dict[str, Any]:
-    people = _people(rt)
+    people = rt.store.people_summary()
     grants: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for g in rt.store.grant_details():
         grants.setdefault((g["connector"], g["employee_id"]), []).append(
             {"grant": g["name"], "rule": g["rule"], "since": _iso(g["since"])})
-    with rt.store.engine.connect() as conn:
-        accounts = {(r["connector"], r["employee_id"]): r for r in conn.execute(select(A)).mappings()}
+    accounts = rt.store.account_summaries()
     changed = changes(rt, changes_since) if changes_since is not None else {}
     keys = sorted(set(accounts) | set(grants) | set(changed), key=lambda k: (k[1], k[0]))
     rows = []
@@ -83,13 +62,13 @@ def access_data(rt: Runtime, changes_since: dt.datetime | None = None) -> dict[s
         acc = accounts.get(key)
         state = "none"
         if acc is not None:
-            state = "deleted" if acc["deleted"] else ("active" if acc["active"] else "inactive")
-        who = people.get(eid, {})
+            state = "deleted" if acc.deleted else ("active" if acc.active else "inactive")
+        who = people.get(eid)
         entry: dict[str, Any] = {
-            "employee_id": eid, "name": who.get("name", ""), "email": who.get("email", ""),
-            "phase": who.get("phase", ""), "connector": connector,
-            "username": acc["username"] if acc is not None else "", "account": state,
-            "account_since": _iso(utc(acc["created_at"])) if acc is not None else None,
+            "employee_id": eid, "name": who.name if who else "", "email": who.email if who else "",
+            "phase": who.phase if who else "", "connector": connector,
+            "username": acc.username if acc is not None else "", "account": state,
+            "account_since": _iso(acc.created_at) if acc is not None else None,
             "grants": sorted(grants.get(key, []), key=lambda g: g["grant"]),
         }
         if changes_since is not None:
@@ -155,7 +134,7 @@ def sla_rows(rt: Runtime, month: str | None = None) -> tuple[str, list[dict[str,
     now = rt.clock()
     month = month or now.astimezone(tz).strftime("%Y-%m")
     start, end = sla.month_range(month, tz)
-    people = _people(rt)
+    people = rt.store.people_summary()
     rows = []
     for c in sla.clocks(rt, started_from=start, started_before=end):
         if c.cancelled:
@@ -169,7 +148,7 @@ def sla_rows(rt: Runtime, month: str | None = None) -> tuple[str, list[dict[str,
             result = "pending"
         seconds = (c.verified_at - c.started_at).total_seconds() if c.verified_at else None
         rows.append({
-            "employee_id": c.employee_id, "name": people.get(c.employee_id, {}).get("name", ""),
+            "employee_id": c.employee_id, "name": who.name if (who := people.get(c.employee_id)) else "",
             "connector": c.connector, "effective": c.started_at.astimezone(tz).isoformat(),
             "deadline": c.deadline.astimezone(tz).isoformat(),
             "verified": c.verified_at.astimezone(tz).isoformat() if c.verified_at else None,

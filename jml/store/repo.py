@@ -76,6 +76,23 @@ class PersonSave:
 
 
 @dataclass(frozen=True, slots=True)
+class PersonSummary:
+    """Who a person is, for reports and pages (empty name and email: no HR record)."""
+
+    name: str
+    email: str
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    username: str
+    active: bool
+    deleted: bool
+    created_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class ExportInfo:
     id: int
     source: str
@@ -249,6 +266,24 @@ class Store:
         with self.engine.connect() as conn:
             q = select(A.c.connector, func.count()).where(A.c.deleted.is_(False)).group_by(A.c.connector)
             return {c: int(n) for c, n in conn.execute(q)}
+
+    def people_summary(self) -> dict[str, PersonSummary]:
+        out: dict[str, PersonSummary] = {}
+        with self.engine.connect() as conn:
+            for eid, data, phase in conn.execute(select(P.c.employee_id, P.c.data, P.c.phase)):
+                name = email = ""
+                if data:
+                    p = person_from_dict(data)
+                    name, email = p.display_name, p.work_email
+                out[eid] = PersonSummary(name, email, phase or "")
+        return out
+
+    def account_summaries(self) -> dict[Key, AccountSummary]:
+        """Every recorded account, deleted ones included, by (connector, employee_id)."""
+        with self.engine.connect() as conn:
+            return {(r["connector"], r["employee_id"]): AccountSummary(r["username"], bool(r["active"]),
+                                                                         bool(r["deleted"]), utc(r["created_at"]))
+                    for r in conn.execute(select(A)).mappings()}
 
     def people_on_record(self) -> frozenset[str]:
         """Everyone HR has told jml about (a person row with data, not only an override)."""
