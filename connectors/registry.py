@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import Connector, ConnectorContext
-from jml.model import ConnectorTraits
+from connectors.traits import traits_for
 
 __all__ = ["build", "traits_for"]
 
@@ -33,14 +33,3 @@ def build(name: str, cfg: Any, ctx: ConnectorContext) -> Connector:
 
         return SlackConnector(name, cfg, ctx)
     raise ValueError(f"unknown connector type {kind!r}")
-
-
-def traits_for(name: str, cfg: Any) -> ConnectorTraits:
-    """The planner's view of a configured connector, without building it."""
-    kind = cfg.type
-    if kind == "aws_identity_center":
-        return ConnectorTraits(name=name, kind=kind, assignment_grants=True)
-    if kind == "github" and cfg.mode == "org":
-        return ConnectorTraits(name=name, kind=kind, create_action="invite", can_delete=False,
-                               supports_inactive_create=False)
-    return ConnectorTraits(name=name, kind=kind)

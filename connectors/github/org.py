@@ -34,7 +34,7 @@ from urllib.parse import quote
 from connectors.base import ApplyResult, CheckFinding, ConnectorContext
 from connectors.github._http import GithubHttp
 from connectors.github.scopes import check_scopes
-from connectors.registry import traits_for
+from connectors.traits import traits_for
 from jml.config import GithubConnectorConfig
 from jml.errors import PermanentError
 from jml.model import AccountRecord, Action, Operation, RemoteAccount

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import ApplyResult, CheckFinding, ConnectorContext, connector_defaults
-from connectors.registry import traits_for
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
 from connectors.scim.index import ResourceIndex
@@ -38,6 +37,7 @@ from connectors.scim.membership import MembershipMixin
 from connectors.scim.reading import ReadingMixin
 from connectors.scim.transport import ScimTransport, default_classify
 from connectors.scim.writing import WritingMixin
+from connectors.traits import traits_for
 from jml.config import _ConnectorBase
 from jml.errors import ConnectorError, NotFoundError, PermanentError
 from jml.model import AccountRecord, Action, Operation
