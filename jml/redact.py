@@ -28,8 +28,10 @@ MASK = "***"
 
 # A credential after an auth scheme. It must look like one (a digit or one of ._~+/=- in it,
 # or 20+ characters): "Basic Operations Manager" is a job title, not a header.
+# After "Bearer" (RFC 6750 §2.1) any token68-like word is the credential: no job title says Bearer.
 _SCHEME = re.compile(
-    r"(?i)(\b(?:bearer|basic|token)\s+)"
+    r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/=\-]{6,})"
+    r"|(\b(?:basic|token)\s+)"
     r"((?=[A-Za-z0-9._~+/=\-]*[0-9._~+/=\-])[A-Za-z0-9._~+/=\-]{6,}|[A-Za-z0-9._~+/=\-]{20,})"
 )
 # A URL with userinfo: RFC 3986 scheme, then userinfo characters (unreserved, pct-encoded,
@@ -95,7 +97,7 @@ def _masked(value: Any) -> Any:
 
 
 def _mask_scheme(m: re.Match[str]) -> str:
-    return m.group(1) + MASK
+    return (m.group(1) or m.group(3)) + MASK
 
 
 def _mask_url(m: re.Match[str]) -> str:

@@ -49,7 +49,7 @@ FACTS: dict[str, tuple[str, str]] = {
     "member_ref": ("members need a $ref", "warn"),
     "members_by": ("group members are listed by this attribute", "warn"),
     "conflict_status": ("status a duplicate userName is answered with (RFC: 409)", "warn"),
-    "patch_attributes": ("PATCH ?attributes= read-back accepted", "info"),
+    "patch_attributes": ("PATCH ?attributes= accepted (false: a write is read back by GET)", "warn"),
     "filter_or": ("`or` filters work (false: one search per attribute)", "info"),
     "excluded": ("excludedAttributes accepted (false: full resources are read)", "info"),
     "start_index": ("startIndex honoured (false: only the first page can be read)", "warn"),
@@ -144,6 +144,8 @@ class Dialect(dict[str, Any]):
                 continue
             meaning, severity = FACTS.get(key, (key, "info"))
             value = self[key]
+            if value in ([], None):
+                continue
             if severity == "warn" and (value == _DEFAULTS.get(key, object()) or value in ([], None)):
                 severity = "info"
             rows.append(DialectRow(key, value, meaning, severity))

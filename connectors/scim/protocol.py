@@ -161,7 +161,10 @@ def user_schema(schemas: Any) -> tuple[frozenset[str], frozenset[str]] | None:
             if attr.get("required") is True:
                 required.add(name)
             for sub in attr.get("subAttributes") or []:
-                if isinstance(sub, Mapping) and sub.get("name") and sub.get("required") is True:
+                # A required sub-attribute of an optional attribute (emails.value) binds only
+                # when the attribute is sent at all.
+                if isinstance(sub, Mapping) and sub.get("name") and sub.get("required") is True \
+                        and attr.get("required") is True:
                     required.add(f"{name}.{sub['name']}")
         return frozenset(declared), frozenset(required)
     return None
