@@ -384,13 +384,6 @@ class Config(_Strict):
         c = self.connectors.get(name)
         return c.sla if c is not None and c.sla is not None else self.sla.deprovision
 
-    def resolve_path(self, value: str) -> str:
-        """A local path from the config, relative to the config file's folder."""
-        if "://" in value:
-            return value
-        p = Path(value)
-        return str(p if p.is_absolute() else (self.base_dir / p))
-
 
 def _key_path(loc: tuple[Any, ...]) -> str:
     # pydantic puts the discriminator tag in the location of union members: drop it.

@@ -3,7 +3,7 @@
 A plan is held (stored whole, nothing queued) when it deprovisions more than
 `max_deprovision_percent` of the accounts jml manages in any connector, or more than
 `max_deprovision_count` distinct people, or when the export shrank by more than
-`max_shrink_percent` against the last good one. Limits are strict (`>`), per DESIGN.
+`max_shrink_percent` against the last good one. Limits are strict (`>`): exactly at the limit passes.
 People on a pre-approved list (a known layoff) do not count.
 """
 

@@ -5,7 +5,7 @@ process because its database is down does not bring the database back). /readyz 
 whether this process can do its job: the database answers and the config was valid. The HR
 source's freshness is reported in the body (`checks.source`, `required: false`), on the
 page and as `jml_source_stale{source}`, but never fails readiness: a 503 would take the
-webhooks offline behind a load balancer exactly when HR's export is late (DESIGN, issue 17).
+webhooks offline behind a load balancer exactly when HR's export is late (issue 17).
 A failed read shows as stale, never as an empty export. The webhook inbox must drain: an
 event unprocessed for longer than `server.inbox_stall_after` makes /readyz fail (issue 14:
 a stalled inbox held every later termination). /metrics is the Prometheus text of

@@ -1,6 +1,7 @@
 """Where each person stands in the joiner-mover-leaver cycle. Pure: `now` is passed in.
 
-Implements DESIGN's lifecycle-semantics contract:
+Implements the lifecycle semantics (README "What it does" and "Offboard now"; pinned by
+tests/unit/test_lifecycle.py and tests/integration/test_sticky_overrides.py):
 - leaver when HR status is Terminated and the termination date is today, past or empty
   (effective = the earlier of the date at `termination_time` and when jml first saw the
   status); or the termination date has arrived, whatever the status (a future date is a
@@ -37,7 +38,7 @@ class LifecycleRules:
 
 
 def add_leaver(current: Override | None, new: Override) -> Override:
-    """A new leaver decision on top of the current override (DESIGN "Sticky").
+    """A new leaver decision on top of the current override (sticky: README "Offboard now").
 
     The earlier effective time wins whoever decided it (an IdP event may deprovision sooner
     than HR scheduled). The override belongs to HR once HR has decided, so only HR can lift

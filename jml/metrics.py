@@ -1,4 +1,5 @@
-"""Prometheus metrics: one registry, the names of DESIGN's metric contract.
+"""Prometheus metrics: one registry, the names of the metric contract
+(docker/prometheus rules and the Grafana dashboard rely on them).
 
 Labels carry connector, action, outcome, reason and source names only: never a person.
 """

@@ -88,7 +88,8 @@ _PERSON_FIELDS = frozenset(
 
 
 class OverrideKind(enum.StrEnum):
-    """A leaver decided outside the export; sticky until lifted (DESIGN lifecycle)."""
+    """A leaver decided outside the export; sticky until lifted (README "Offboard now",
+    tests/integration/test_sticky_overrides.py)."""
 
     OFFBOARD = "offboard"
     IDP_DEACTIVATE = "idp_deactivate"
@@ -197,11 +198,6 @@ class Action(enum.StrEnum):
     UNASSIGN = "unassign"
     INVITE = "invite"
     CANCEL_INVITE = "cancel_invite"
-
-
-DEPROVISION_ACTIONS = frozenset(
-    {Action.DEACTIVATE, Action.DELETE, Action.REMOVE_MEMBER, Action.UNASSIGN, Action.CANCEL_INVITE}
-)
 
 
 class Priority(enum.IntEnum):

@@ -107,7 +107,7 @@ def diff(
 def _conversions(
     wanted: Mapping[Key, DesiredAccount], records: Mapping[Key, AccountRecord]
 ) -> dict[Key, AccountRecord]:
-    """Conversion (DESIGN): a new employee_id with the username of a leaver's account
+    """Conversion: a new employee_id with the username of a leaver's account
     adopts that account instead of colliding with it. Returns new key -> old record."""
     out: dict[Key, AccountRecord] = {}
     by_username: dict[tuple[str, str], AccountRecord] = {}

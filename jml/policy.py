@@ -143,7 +143,7 @@ def desired(
     by_connector = grants_for(person, policy)
     if person.status is Status.PREHIRE and phase in (Phase.PREHIRE, Phase.ACTIVE):
         # A pre-hire gets the accounts (and from the hire date the grants) of the employee
-        # they are about to be: rules written for `status: Active` (DESIGN's own example)
+        # they are about to be: rules written for `status: Active` (config/jml.example.yaml's own example)
         # must not leave them without an account, nor ungranted on day one while HR's
         # export still says Pre-hire.
         for connector, grants in grants_for(replace(person, status=Status.ACTIVE), policy).items():

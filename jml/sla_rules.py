@@ -1,5 +1,5 @@
 """The SLA's judgements, pure: when a clock starts and is due, whether a read-back shows a
-deprovision done, when a queue will get to a leaver. No I/O, no clock reads (DESIGN's
+deprovision done, when a queue will get to a leaver. No I/O, no clock reads (README's
 functional core); jml/sla.py is the shell that reads and writes the store.
 """
 

@@ -6,7 +6,7 @@ and answered at once; jml.events processes the inbox after the answer (Okta give
 A request that fails any check changes nothing and is answered 4xx, never 5xx (Okta
 retries a 5xx; a body we cannot read will not get better the second time).
 
-Okta (reference/VENDORS.md §1; okta-developer-docs concepts/event-hooks): no HMAC, the
+Okta (https://developer.okta.com/docs/concepts/event-hooks/): no HMAC, the
 admin-chosen Authorization value is sent on *every* request, the one-time verification
 GET included, so the GET is authenticated too. Compared whole, in constant time.
 
@@ -131,7 +131,7 @@ def _event_id(value: Any, what: str) -> str:
 
 def parse_okta(body: bytes, now: dt.datetime | None = None) -> list[OktaEvent]:
     """An Okta event hook delivery -> its events, sorted by `published` (delivery order
-    is not event order, VENDORS §1). `published` must carry its offset (Okta's always do)
+    is not event order: Okta's event hooks docs). `published` must carry its offset (Okta's always do)
     and lie between EARLIEST and a day from `now`."""
     doc = _json(body)
     if not isinstance(doc, dict):

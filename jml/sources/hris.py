@@ -1,6 +1,6 @@
 """Parse an HR export (CSV, JSON, JSON lines) into Person records. Pure: bytes in, values out.
 
-Two kinds of trouble, handled differently (DESIGN "Source health"):
+Two kinds of trouble, handled differently (README "Reliability": a bad export never deprovisions):
 
 * the export as a whole is unsound (empty, not UTF-8, required columns missing, cut off
   mid-row, invalid JSON) -> ExportRejected, one message naming the file;

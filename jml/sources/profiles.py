@@ -23,7 +23,7 @@ REQUIRED_FIELDS: tuple[str, ...] = ("employee_id", "status")
 GENERIC: dict[str, list[str]] = {f: [f] for f in CANONICAL_FIELDS}
 
 # Workday RaaS: column XML aliases are chosen per tenant; these are the usual ones
-# (reference/VENDORS.md section 2). Employment_Status (Active/Terminated) is preferred over
+# (config/profiles/workday.yaml). Employment_Status (Active/Terminated) is preferred over
 # Active_Status (1/0) when a report carries both.
 WORKDAY: dict[str, list[str]] = {
     "employee_id": ["Employee_ID", "Worker_ID"],
@@ -44,7 +44,7 @@ WORKDAY: dict[str, list[str]] = {
     "github_username": ["GitHub_Username", "Github_Username", "GitHub_ID"],
 }
 
-# BambooHR custom report field ids (reference/VENDORS.md section 3). `employeeNumber` is the
+# BambooHR custom report field ids (config/profiles/bamboohr.yaml). `employeeNumber` is the
 # company-assigned number (`id` is BambooHR's own). `division` and anything else unmapped
 # land in Person.extra, so rules can still match on them. `employmentHistoryStatus` is an
 # account-defined list (Full-Time, Contractor, ...): it is the employment type, not the status.
@@ -159,8 +159,3 @@ def resolve_profile(
                 f"sources.hris.status_values.{raw}",
             ) from None
     return Profile(name=name, columns=mapped, status_values=vocab, explicit=frozenset(explicit))
-
-
-def normalize_status(raw: str, vocab: Mapping[str, Status]) -> Status | None:
-    """The Status a raw HR value means, or None when it is not in the vocabulary."""
-    return vocab.get(raw.strip().casefold())

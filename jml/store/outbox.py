@@ -85,7 +85,7 @@ class Outbox:
         rows = ((plan_id, o.connector, o.employee_id, o.action.value, o.detail, int(o.priority), op_state, 0, now, now)
                 for o in ops)
         if held and origin == "export":
-            # A newer held plan supersedes an older one (DESIGN: held plans).
+            # A newer held plan supersedes an older one (README "Reliability": held plans).
             old = [r[0] for r in conn.execute(select(PL.c.id).where(PL.c.state == "held", PL.c.origin == "export"))]
             if old:
                 conn.execute(update(PL).where(PL.c.id.in_(old)).values(state="superseded", decided_at=now))
