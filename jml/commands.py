@@ -77,12 +77,15 @@ async def plan(args: argparse.Namespace, cfg: Config) -> int:
         for q in outcome.quarantined:
             print(f"quarantined: {q}", file=sys.stderr)
     else:
+        from jml.explain import operation_reason
+
         print_outcome(outcome)
         for op in outcome.operations[:200]:
             target = op.detail.get("group") or op.detail.get("grant") or op.detail.get("username", "")
             print(f"  {op.connector:12} {op.action.value:14} {op.employee_id:12} {target}")
+            print(f"      why: {operation_reason(op, outcome.why)}")
         if len(outcome.operations) > 200:
-            print(f"  … {len(outcome.operations) - 200} more")
+            print(f"  … {len(outcome.operations) - 200} more (`jml plan --json` lists them all)")
     return EXIT_SAFETY if outcome.held else EXIT_OK
 
 

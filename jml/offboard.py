@@ -102,21 +102,43 @@ def _report(rt: Runtime, plan_ids: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _ask_reason(employee_id: str) -> str:
+    """An offboard is audited with its reason: asked for on a terminal, required otherwise
+    (exit 2, before anything is recorded)."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            reason = input(f"Reason for offboarding {employee_id} (kept in the audit trail): ").strip()
+        except EOFError:
+            reason = ""
+        return reason
+    return ""
+
+
 async def offboard_cli(args: argparse.Namespace, cfg: Config) -> int:
     """`jml offboard EMPLOYEE_ID [--reason TEXT] [--at ISO8601] [--undo]`."""
-    rt = Runtime(cfg)
-    at = parse_time(args.at, "--at") if args.at else None
+    at = parse_time(args.at, "--at", cfg.timezone, date_at=cfg.lifecycle.termination_clock) if args.at else None
     if args.undo and at is not None:
         raise UsageError("--at and --undo do not go together")
+    reason = (args.reason or "").strip()
+    if not reason and not args.undo:
+        reason = _ask_reason(args.employee_id)
+        if not reason:
+            print(f"jml: offboard {args.employee_id}: give --reason TEXT (why; it is kept in the audit trail)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    rt = Runtime(cfg)
     try:
-        result = await offboard(rt, args.employee_id, reason=args.reason or "", at=at, actor="cli", undo=args.undo)
+        result = await offboard(rt, args.employee_id, reason=reason, at=at, actor="cli", undo=args.undo)
     except UnknownEmployee as e:
         print(f"jml: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not result.changed:
         print(f"{args.employee_id}: no offboard or IdP deactivation to lift")
         return 0
-    what = "lifted: re-evaluated from HR" if result.undo else f"leaver from {result.effective_at:%Y-%m-%d %H:%M %Z}"
+    if result.undo or result.effective_at is None:
+        what = "lifted: re-evaluated from HR"
+    else:
+        what = f"leaver from {result.effective_at.astimezone(cfg.display_timezone):%Y-%m-%d %H:%M %Z}"
     print(f"{args.employee_id}: {what}")
     for p in result.plans:
         summary = ", ".join(f"{k} {v}" for k, v in p.summary().items()) or "nothing to do"

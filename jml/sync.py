@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
+from jml.explain import operation_reason, person_reason
 from jml.model import Lifecycle, Operation, Person, PersonState, Phase, Priority
 from jml.policy import desired
 from jml.runtime import Runtime
@@ -42,6 +43,8 @@ class PlanOutcome:
     missing: list[str] = field(default_factory=list)  # absent from the export, not (yet) leavers
     rows: int = 0
     skipped: list[str] = field(default_factory=list)
+    # employee_id -> why they are in this plan, in words (jml.explain; `plan` shows it per operation)
+    why: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -208,6 +211,7 @@ def _plan_scope(
     saves: list[PersonSave] = []
     wishes = []
     transitions: list[tuple[str, object, str | None]] = []
+    why: dict[str, str] = {}
     for eid, (present, count_missing) in scope.items():
         prev = previous.get(eid)
         person = changed.get(eid)
@@ -222,6 +226,7 @@ def _plan_scope(
         old_phase = index[eid].phase if eid in index else None
         if old_phase != lc.phase.value or eid in changed:
             transitions.append((eid, _describe(prev, state, lc, old_phase), lc.reason or None))
+            why[eid] = person_reason(prev, state, lc, old_phase)
         if state.person is not None:
             wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy))
     records = rt.store.load_accounts(scope.keys()) if scope else {}
@@ -236,7 +241,7 @@ def _plan_scope(
     # it must be listed by `jml status` and approved or discarded like any other.
     plan_id = uuid.uuid4().hex[:12] if result.operations or verdict.held else None
     outcome = PlanOutcome(plan_id, result.operations, verdict.held, list(verdict.reasons), export_id,
-                          skipped=[f"{s.connector}/{s.employee_id}: {s.reason}" for s in result.skipped])
+                          skipped=[f"{s.connector}/{s.employee_id}: {s.reason}" for s in result.skipped], why=why)
     metrics.plan_operations.observe(len(result.operations))
     if dry_run:
         return outcome
@@ -336,7 +341,8 @@ def plan_json(outcome: PlanOutcome) -> dict[str, object]:
     return {
         "plan_id": outcome.plan_id,
         "operations": [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
-                        "detail": dict(o.detail)} for o in outcome.operations],
+                        "detail": {**o.detail, "reason": operation_reason(o, outcome.why)}}
+                       for o in outcome.operations],
         "summary": outcome.summary(),
         "guard": {"held": outcome.held, "reasons": outcome.reasons},
     }

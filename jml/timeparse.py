@@ -24,11 +24,17 @@ def date_out_of_range(day: dt.date) -> str | None:
     return f"out of range: {day.isoformat()} (expected {EARLIEST_DATE.year} to {LATEST_DATE.year})"
 
 
-def parse_time(value: str, what: str) -> dt.datetime:
-    """A command-line ISO 8601 time; without an offset it is UTC. UsageError (exit 2) names
-    the option otherwise."""
+def parse_time(value: str, what: str, tz: dt.tzinfo = dt.UTC, *, date_at: dt.time | None = None) -> dt.datetime:
+    """A command-line ISO 8601 time; without an offset it is in `tz` (HR's zone where the
+    caller passes it). A date alone is `date_at` (e.g. lifecycle.termination_time) in `tz`
+    when given, else its start: `--at 2026-12-31` is HR's last day, not 00:00 UTC (issue 17).
+    UsageError (exit 2) names the option otherwise."""
+    value = value.strip()
     try:
+        if len(value) == 10 and date_at is not None:
+            return dt.datetime.combine(dt.date.fromisoformat(value), date_at, tzinfo=tz)
         t = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise UsageError(f"{what}: not an ISO 8601 time: {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        raise UsageError(f"{what}: not an ISO 8601 time or date: {value!r} (e.g. 2026-12-31 or "
+                         "2026-12-31T17:00)") from None
+    return t if t.tzinfo else t.replace(tzinfo=tz)

@@ -78,7 +78,7 @@ def test_webhooks_and_offboard_against_serve(tmp_path: Path, scim: ScimPeer) -> 
                              env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         wait_until(lambda: _active(scim, "E0000003") is False, 20, 0.05, "the offboarded leaver deactivated")
-        out = subprocess.run([jml_bin(), "--config", str(cfg), "offboard", "E9999999"],
+        out = subprocess.run([jml_bin(), "--config", str(cfg), "offboard", "E9999999", "--reason", "e2e"],
                              env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "unknown employee" in out.stderr
         assert served.stop() == 0
