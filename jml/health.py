@@ -24,7 +24,7 @@ from aiohttp import web
 
 from jml import metrics
 from jml.context import ServiceContext
-from jml.store.db import DatabaseError, ping
+from jml.store.db import DatabaseError
 from jml.store.inbox import Inbox
 
 SOURCE = "hris"
@@ -104,7 +104,7 @@ async def healthz(request: web.Request) -> web.Response:
 def readyz_handler(ctx: ServiceContext, lease: LeaseState) -> Callable[[web.Request], Any]:
     async def readyz(request: web.Request) -> web.Response:
         try:
-            db_ok = await asyncio.wait_for(asyncio.to_thread(ping, ctx.rt.store.engine), DB_PING_TIMEOUT)
+            db_ok = await asyncio.wait_for(asyncio.to_thread(ctx.rt.store.ping), DB_PING_TIMEOUT)
         except TimeoutError:
             db_ok = False
         is_leader = lease.leader

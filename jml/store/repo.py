@@ -27,8 +27,9 @@ from jml.model import (
     person_from_dict,
     person_to_dict,
 )
-from jml.store.db import bulk_write, make_engine, migrate, upsert, utc
+from jml.store.db import bulk_write, make_engine, migrate, ping, upsert, utc
 from jml.store.dialects import DialectStore
+from jml.store.identity import IdentityStore
 from jml.store.remote import RemoteState
 from jml.store.sla import SlaClocks
 from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
@@ -116,9 +117,14 @@ class Store:
         self.dialects = DialectStore(self.engine)
         self.sla = SlaClocks(self.engine)
         self.remote = RemoteState(self.engine)
+        self.identities = IdentityStore(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> bool:
+        """Whether the database answers (readiness, `jml check`)."""
+        return ping(self.engine)
 
     def transaction(self) -> contextlib.AbstractContextManager[Connection]:
         """One transaction spanning several repositories (people, plan, audit): commits at
