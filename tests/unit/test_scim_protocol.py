@@ -114,3 +114,29 @@ def test_active_and_mismatches_read_leniently() -> None:
     body = {"title": "A", p.ENTERPRISE: {"department": "X"}}
     assert p.mismatches(body, {"title": "A", "department": "Y", "manager_id": "M"}, enterprise=True) == ["department"]
     assert p.mismatches(body, {"department": "Y"}, enterprise=False) == []
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("<html><head><title>Error</title><style>p{}</style></head><body><h1>Internal Server Error</h1></body></html>",
+     "Error"),
+    ("<!DOCTYPE html>\n<html><body>\n\n<p>Bad &amp; worse</p></body></html>", "Bad & worse"),
+    ("plain text\nsecond line", "plain text"),
+    ("x" * 500, "x" * 199 + "…"),
+    ({"Errors": [{"description": "invalid_authentication"}]}, "invalid_authentication"),
+])
+def test_error_bodies_read_as_one_line(body: object, expected: str) -> None:
+    assert p.error_message(body) == expected
+
+
+@pytest.mark.parametrize(("message", "sent", "refused"), [
+    ("Unknown attribute: title", {"title", "department"}, ["title"]),
+    ("Unsupported sub-attribute: emails.type", {"emails.type", "email"}, ["emails.type"]),
+    ("invalidSyntax: Unknown attribute: urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+     {"department", "title"}, ["department"]),
+    ("userName is required", {"title"}, []),
+    ("Unknown attribute: userType", {"employment_type"}, ["employment_type"]),
+])
+def test_refusals_name_the_attributes_to_drop(message: str, sent: set[str], refused: list[str]) -> None:
+    from connectors.scim.learning import refused_optional
+
+    assert refused_optional(message, sent) == refused
