@@ -28,7 +28,7 @@ import json
 import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -48,6 +48,9 @@ _EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "js
 _DATE_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ].*|Z|[+-][0-9]{2}:?[0-9]{2})?", re.S)
 
 
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\Z")
+
+
 @dataclass(frozen=True, slots=True)
 class Quarantined:
     file: str
@@ -55,6 +58,9 @@ class Quarantined:
     field: str
     message: str
     employee_id: str | None
+    # Who the row is about, as far as it can be read (issue 17: a set-aside row must be findable).
+    name: str = ""
+    email: str = ""
 
     def __str__(self) -> str:
         return f"{self.file}, row {self.row}, field {self.field}: {self.message}"
@@ -339,15 +345,28 @@ class _Parser:
         order = _PERSON_ORDER[2:-1]
         self.getter = operator.itemgetter(*(self.index.get(f, len(header)) for f in order))
         self.date_fields = [(order.index(f), f) for f in _DATE_FIELDS]
+        self.email_pos = order.index("work_email") if "work_email" in self.index else None
         self.extra_fields = [(h, i) for i, h in enumerate(header) if i not in used and h]
         self.key = hashlib.blake2b(
             _HASH_VERSION + prof.fingerprint() + _SEP.join(header).encode(), digest_size=64
         ).digest()
         self.problems: dict[int, Quarantined] = {}
 
-    def _quarantine(self, row: int, fieldname: str, message: str, eid: str | None) -> None:
+    def _quarantine(self, row: int, fieldname: str, message: str, eid: str | None,
+                    values: list[str] | None = None) -> None:
         if row not in self.problems:  # the first problem found names the row
-            self.problems[row] = Quarantined(self.name, row, fieldname, message, eid or None)
+            name = email = ""
+            if values is not None:
+                name, email = self._who(values)
+            self.problems[row] = Quarantined(self.name, row, fieldname, message, eid or None, name, email)
+
+    def _who(self, values: list[str]) -> tuple[str, str]:
+        def cell(f: str) -> str:
+            i = self.index.get(f)
+            return values[i].strip() if i is not None and i < len(values) else ""
+
+        first = cell("preferred_name") or cell("first_name")
+        return " ".join(x for x in (first, cell("last_name")) if x), cell("work_email")
 
     def run(self, records: Iterable[tuple[int, list[str]]]) -> ParsedExport:
         ncols = len(self.header)
@@ -376,7 +395,7 @@ class _Parser:
                 rownums.append(rownum)
                 if len(row) < ncols:
                     short_row = rownum
-                self._quarantine(rownum, "(row)", f"has {len(row)} fields, the header has {ncols}", eid)
+                self._quarantine(rownum, "(row)", f"has {len(row)} fields, the header has {ncols}", eid, row)
                 continue
             eid = row[id_i].strip()
             ids.append(eid)
@@ -404,7 +423,7 @@ class _Parser:
                 people.append((rownum, self._person(row, eid, status, raw_status)))
                 hashes[eid] = digest
             except _RowError as e:
-                self._quarantine(rownum, e.field, e.message, eid)
+                self._quarantine(rownum, e.field, e.message, eid, row)
         if not ids:
             raise ExportRejected("no data rows", file=self.name)
         if self.csv_mode and short_row == rownums[-1]:
@@ -414,6 +433,12 @@ class _Parser:
         self._duplicates(ids, rownums, emails, email_at, hashes)
         problems = self.problems
         if problems:
+            for rownum, p in people:  # a duplicate's row was read fine: name it
+                q = problems.get(rownum)
+                if q is not None and not q.name:
+                    problems[rownum] = replace(q, name=" ".join(x for x in (p.preferred_name or p.first_name,
+                                                                             p.last_name) if x),
+                                               email=p.work_email)
             people = [p for p in people if p[0] not in problems]
             unchanged = [r for r in unchanged if r not in problems]
         quarantined = sorted(problems.values(), key=lambda q: q.row)
@@ -475,6 +500,9 @@ class _Parser:
                 raise _RowError(f, f"not a date: {values[pos]!r} (expected YYYY-MM-DD)") from None
             if values[pos] is not None and (why := date_out_of_range(values[pos])):
                 raise _RowError(f, why)
+        if self.email_pos is not None and (email := values[self.email_pos]) and not _EMAIL_RE.match(email):
+            # An address the apps will refuse fails here, as a row HR can fix, not later as a dead letter.
+            raise _RowError("work_email", f"not an e-mail address: {email!r}")
         extra = {h: v for h, i in self.extra_fields if (v := row[i].strip())} if self.extra_fields else None
         values.append(extra or _EMPTY_EXTRA)
         return Person(eid, status, *values)

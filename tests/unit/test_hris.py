@@ -316,3 +316,19 @@ def test_a_semicolon_or_tab_separated_export_is_read(delimiter: str) -> None:
     res = parse(out.getvalue().encode())
     assert [p.employee_id for p in res.people] == ["E1", "E2"]
     assert res.people[1].last_name == "Müller; Jr" and res.quarantined == []
+
+
+def test_a_row_set_aside_names_who_it_is_about() -> None:
+    """Issue 17: 'not an email' is a row HR fixes (not a dead letter at the app), and a set-aside
+    row carries the person's name and address so it can be found."""
+    res = parse(to_csv([row(), row(employee_id="E2", first_name="Grace", last_name="García",
+                                   work_email="not an email"),
+                        row(employee_id="E3", first_name="Bo", last_name="Li", work_email="bo@x.example",
+                            termination_date="31.12.2026")]))
+    assert [p.employee_id for p in res.people] == ["E1"]
+    bad_email, bad_date = res.quarantined
+    assert (bad_email.field, bad_email.name, bad_email.employee_id) == ("work_email", "Grace García", "E2")
+    assert "not an e-mail address: 'not an email'" in bad_email.message
+    assert (bad_date.field, bad_date.name, bad_date.email) == ("termination_date", "Bo Li", "bo@x.example")
+    dup = parse(to_csv([row(), row(employee_id="E2", first_name="Ann", last_name="Dup")]))
+    assert {q.name for q in dup.quarantined} == {"Ana Smith", "Ann Dup"}
