@@ -130,13 +130,18 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
             schemas = await self._optional(p.get("Schemas"))
             self.caps = p.capabilities(spc, rtypes, schemas)
             log.info("%s: server capabilities %s", self.name, self.caps)
-            # Announced, not learnt: shown by `jml check`, read again at every start.
-            self.dialect.update(patch=self.caps.patch, etag=self.caps.etag, filter=self.caps.filter)
+            # Announced, not learnt: read again at every start, kept in the store beside what is
+            # learnt (shown by `jml check`, shared with replicas that cannot reach the server yet).
+            announced: dict[str, Any] = {"patch": self.caps.patch, "etag": self.caps.etag,
+                                         "filter": self.caps.filter, "bulk": self.caps.bulk}
+            if self.caps.max_results:
+                announced["max_results"] = self.caps.max_results
             described = p.user_schema(schemas)
             if described is not None:
                 declared, required = described
-                self.dialect["undeclared"] = sorted({k for k, a in p.CORE_ATTRIBUTE_OF.items() if a not in declared})
-                self.dialect["required"] = sorted(required - {"userName", "id"})
+                announced["undeclared"] = sorted({k for k, a in p.CORE_ATTRIBUTE_OF.items() if a not in declared})
+                announced["required"] = sorted(required - {"userName", "id"})
+            self.dialect.announce(announced)
         return self.caps
 
     async def _optional(self, req: p.ScimRequest) -> Any:

@@ -109,6 +109,13 @@ class Dialect(dict[str, Any]):
         self._persist({key: value})
         return True
 
+    def announce(self, facts: dict[str, Any]) -> None:
+        """What the server says of itself (ServiceProviderConfig, Schemas): kept quietly."""
+        changed = {k: v for k, v in facts.items() if self.get(k) != v}
+        if changed:
+            self.update(changed)
+            self._persist(changed)
+
     def add(self, key: str, item: str, why: str) -> bool:
         """Add `item` to the list fact `key` (rejected, dropped, put_only, cannot)."""
         have = list(self.get(key) or [])

@@ -81,6 +81,7 @@ class Capabilities:
     etag: bool = False
     filter: bool = True
     max_results: int | None = None
+    bulk: bool = False
     cursor: bool = False
     enterprise: bool = False
 
@@ -125,6 +126,7 @@ def capabilities(spc_body: Any, resource_types: Any, schemas: Any) -> Capabiliti
         etag=bool(spc.etag and spc.etag.supported),
         filter=not (spc.filter is not None and spc.filter.supported is False),
         max_results=spc.filter.max_results if spc.filter else None,
+        bulk=bool(spc.bulk and spc.bulk.supported),
         # RFC 9865: prefer cursors only when the server says index paging is off or not the default.
         cursor=bool(pag and pag.cursor and (pag.index is False or pag.default_pagination_method == "cursor")),
         enterprise=enterprise,
