@@ -11,14 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jml.model import Priority
 from jml.store.db import utc
 from jml.store.tables import OperationRow, PersonRow, SlaClockRow
 
-__all__ = ["OPEN_STATES", "Clock", "SlaClocks"]
+__all__ = ["OPEN_STATES", "Clock", "ClockView", "SlaClocks"]
 
 C = SlaClockRow.__table__  # type: ignore[attr-defined]
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
@@ -42,6 +42,42 @@ class Clock:
     @property
     def cancelled(self) -> bool:
         return (self.last_check or "").startswith("cancelled|")
+
+
+@dataclass(frozen=True, slots=True)
+class ClockView:
+    """A clock as the pages show it: read as stored (an old row may lack a time)."""
+
+    connector: str
+    employee_id: str
+    started_at: dt.datetime | None
+    deadline: dt.datetime | None
+    verified_at: dt.datetime | None
+    breached: bool
+    predicted_breach: bool
+
+    def late(self, now: dt.datetime) -> bool:
+        if self.breached:
+            return True
+        if self.deadline is None:
+            return False
+        return (self.verified_at or now) > self.deadline
+
+    def state(self, now: dt.datetime) -> str:
+        if self.verified_at is not None:
+            return "verified"
+        return "breached" if self.late(now) else "in_progress"
+
+    @property
+    def duration(self) -> float | None:
+        if self.verified_at is None or self.started_at is None:
+            return None
+        return max(0.0, (self.verified_at - self.started_at).total_seconds())
+
+
+def _view(r: Any) -> ClockView:
+    return ClockView(r["connector"], r["employee_id"], utc(r["started_at"]), utc(r["deadline"]), utc(r["verified_at"]),
+                     bool(r["breached"]), bool(r["predicted_breach"]))
 
 
 def _clock(r: Any) -> Clock:
@@ -75,6 +111,43 @@ class SlaClocks:
             q = q.where(C.c.started_at < started_before)
         with self.engine.connect() as conn:
             return [_clock(r) for r in conn.execute(q).mappings()]
+
+    # ---- what the pages show (cancelled clocks never: the person is no longer a leaver) ----
+    def open_or_verified_since(self, since: dt.datetime, limit: int) -> list[ClockView]:
+        """Clocks not yet verified, and those verified since `since`, soonest deadline first."""
+        q = (select(C).where(or_(C.c.verified_at.is_(None), C.c.verified_at >= since), _not_cancelled())
+             .order_by(C.c.deadline).limit(limit))
+        with self.engine.connect() as conn:
+            return [_view(r) for r in conn.execute(q).mappings()]
+
+    def missed_since(self, since: dt.datetime, now: dt.datetime, limit: int) -> list[ClockView]:
+        """Deadlines since `since` that were missed: flagged, verified late, or overdue now."""
+        late = or_(C.c.breached.is_(True), C.c.verified_at > C.c.deadline,
+                   (C.c.verified_at.is_(None)) & (C.c.deadline < now))
+        q = select(C).where(C.c.deadline >= since, late, _not_cancelled()).order_by(C.c.deadline.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_view(r) for r in conn.execute(q).mappings()]
+
+    def latest_verified(self, limit: int) -> list[ClockView]:
+        """The most recently verified clocks, newest first."""
+        q = select(C).where(C.c.verified_at.is_not(None)).order_by(C.c.verified_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_view(r) for r in conn.execute(q).mappings()]
+
+    def views_of(self, employee_id: str) -> list[ClockView]:
+        """One person's clocks, oldest start first."""
+        q = select(C).where(C.c.employee_id == employee_id, _not_cancelled()).order_by(C.c.started_at)
+        with self.engine.connect() as conn:
+            return [_view(r) for r in conn.execute(q).mappings()]
+
+    def leaver_op_counts(self, employee_id: str, created_from: dt.datetime | None) -> dict[tuple[str, str], int]:
+        """(connector, state) -> this person's leaver operations, created from `created_from`."""
+        q = select(O.c.connector, O.c.state, func.count()).where(
+            O.c.employee_id == employee_id, O.c.priority == int(Priority.LEAVER))
+        if created_from is not None:
+            q = q.where(O.c.created_at >= created_from)
+        with self.engine.connect() as conn:
+            return {(c, s): int(n) for c, s, n in conn.execute(q.group_by(O.c.connector, O.c.state))}
 
     def open_clocks_of(self, eids: Sequence[str]) -> list[Clock]:
         """These people's open clocks, oldest first."""
@@ -131,6 +204,13 @@ class SlaClocks:
             verified_at=now, predicted_breach=False, last_check=last_check)).rowcount)
 
     # ---- what the clocks are judged against --------------------------------------
+    def phase_and_termination(self, employee_id: str) -> tuple[str | None, dt.datetime | None]:
+        """A person's recorded lifecycle phase and effective termination."""
+        with self.engine.connect() as conn:
+            r = conn.execute(select(P.c.phase, P.c.effective_termination)
+                             .where(P.c.employee_id == employee_id)).first()
+        return (r[0], utc(r[1])) if r else (None, None)
+
     def phases(self, eids: Sequence[str]) -> dict[str, str | None]:
         with self.engine.connect() as conn:
             return {eid: phase for chunk in _chunks(eids)

@@ -6,91 +6,36 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
-
-from jml.model import PersonState, Priority
+from jml.model import PersonState
 from jml.runtime import Runtime
-from jml.store.db import utc
-from jml.store.tables import OperationRow, PersonRow, SlaClockRow
-
-SC = SlaClockRow.__table__  # type: ignore[attr-defined]
-O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
-P = PersonRow.__table__  # type: ignore[attr-defined]
+from jml.store.sla import ClockView
 
 RECENT_VERIFIED = dt.timedelta(hours=1)  # verified leavers stay on the status page this long
 RECENT_BREACHES = dt.timedelta(days=7)
 
 
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """One sla_clock row, read."""
-
-    connector: str
-    employee_id: str
-    started_at: dt.datetime | None
-    deadline: dt.datetime | None
-    verified_at: dt.datetime | None
-    breached: bool
-    predicted_breach: bool
-
-    def late(self, now: dt.datetime) -> bool:
-        if self.breached:
-            return True
-        if self.deadline is None:
-            return False
-        return (self.verified_at or now) > self.deadline
-
-    def state(self, now: dt.datetime) -> str:
-        if self.verified_at is not None:
-            return "verified"
-        return "breached" if self.late(now) else "in_progress"
-
-    @property
-    def duration(self) -> float | None:
-        if self.verified_at is None or self.started_at is None:
-            return None
-        return max(0.0, (self.verified_at - self.started_at).total_seconds())
-
-
-def _live() -> Any:
-    """Clocks the SLA module cancelled (the person is no longer a leaver) are not shown."""
-    return func.coalesce(SC.c.last_check, "").not_like("cancelled|%")
-
-
-def _clock(r: Any) -> Clock:
-    return Clock(r["connector"], r["employee_id"], utc(r["started_at"]), utc(r["deadline"]), utc(r["verified_at"]),
-                 bool(r["breached"]), bool(r["predicted_breach"]))
+Clock = ClockView  # one sla_clock row, read (cancelled clocks are never shown)
 
 
 def leaver_clocks(rt: Runtime, now: dt.datetime, limit: int = 200) -> list[Clock]:
     """Leavers not yet verified, and those verified in the last hour, soonest deadline first."""
-    q = select(SC).where(or_(SC.c.verified_at.is_(None), SC.c.verified_at >= now - RECENT_VERIFIED), _live())
-    with rt.store.engine.connect() as conn:
-        rows = [_clock(r) for r in conn.execute(q.order_by(SC.c.deadline).limit(limit)).mappings()]
+    rows = rt.store.sla.open_or_verified_since(now - RECENT_VERIFIED, limit)
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
     return sorted(rows, key=lambda c: (c.verified_at is not None, c.deadline or far))
 
 
 def recent_breaches(rt: Runtime, now: dt.datetime, limit: int = 20) -> list[Clock]:
     """Missed deadlines of the last week: flagged by the SLA clock, verified late, or overdue now."""
-    since = now - RECENT_BREACHES
-    late = or_(SC.c.breached.is_(True), SC.c.verified_at > SC.c.deadline,
-               (SC.c.verified_at.is_(None)) & (SC.c.deadline < now))
-    q = select(SC).where(SC.c.deadline >= since, late, _live()).order_by(SC.c.deadline.desc()).limit(limit)
-    with rt.store.engine.connect() as conn:
-        return [_clock(r) for r in conn.execute(q).mappings()]
+    return rt.store.sla.missed_since(now - RECENT_BREACHES, now, limit)
 
 
 def durations(rt: Runtime, per_connector: int = 30) -> dict[str, list[Clock]]:
     """The most recent verified deprovisions per connector, oldest first (for the plot)."""
     out: dict[str, list[Clock]] = {}
-    q = select(SC).where(SC.c.verified_at.is_not(None)).order_by(SC.c.verified_at.desc()).limit(2000)
-    with rt.store.engine.connect() as conn:
-        for r in conn.execute(q).mappings():
-            c = _clock(r)
-            lst = out.setdefault(c.connector, [])
-            if len(lst) < per_connector:
-                lst.append(c)
+    for c in rt.store.sla.latest_verified(2000):
+        lst = out.setdefault(c.connector, [])
+        if len(lst) < per_connector:
+            lst.append(c)
     return {k: list(reversed(v)) for k, v in sorted(out.items())}
 
 
@@ -112,9 +57,8 @@ def person(rt: Runtime, employee_id: str) -> PersonFacts | None:
     state = rt.store.load_states([employee_id]).get(employee_id)
     if state is None:
         return None
-    with rt.store.engine.connect() as conn:
-        r = conn.execute(select(P.c.phase, P.c.effective_termination).where(P.c.employee_id == employee_id)).first()
-    return PersonFacts(state, r[0] if r else None, utc(r[1]) if r else None)
+    phase, effective = rt.store.sla.phase_and_termination(employee_id)
+    return PersonFacts(state, phase, effective)
 
 
 def access(rt: Runtime, employee_id: str) -> list[dict[str, Any]]:
@@ -148,20 +92,13 @@ def progress(rt: Runtime, employee_id: str, now: dt.datetime) -> dict[str, Any] 
     facts = person(rt, employee_id)
     if facts is None:
         return None
-    with rt.store.engine.connect() as conn:
-        clocks: dict[str, Clock] = {}
-        q = select(SC).where(SC.c.employee_id == employee_id, _live()).order_by(SC.c.started_at)
-        for r in conn.execute(q).mappings():
-            clocks[r["connector"]] = _clock(r)  # the latest episode wins
-        starts = [c.started_at for c in clocks.values() if c.started_at]
-        ov = facts.state.override
-        since = min(starts) if starts else (ov.effective_at if ov else facts.effective_termination)
-        oq = select(O.c.connector, O.c.state, func.count()).where(
-            O.c.employee_id == employee_id, O.c.priority == int(Priority.LEAVER))
-        if since is not None:
-            oq = oq.where(O.c.created_at >= since - dt.timedelta(hours=1))
-        counts: dict[tuple[str, str], int] = {
-            (c, s): int(n) for c, s, n in conn.execute(oq.group_by(O.c.connector, O.c.state))}
+    clocks: dict[str, Clock] = {}
+    for c in rt.store.sla.views_of(employee_id):
+        clocks[c.connector] = c  # the latest episode wins
+    starts = [c.started_at for c in clocks.values() if c.started_at]
+    ov = facts.state.override
+    since = min(starts) if starts else (ov.effective_at if ov else facts.effective_termination)
+    counts = rt.store.sla.leaver_op_counts(employee_id, since - dt.timedelta(hours=1) if since is not None else None)
     accounts = rt.store.load_accounts([employee_id])
     leaver = facts.phase in ("leaver", "gone") or ov is not None or bool(clocks)
     start = facts.effective_termination or (ov.effective_at if ov else None)

@@ -1,6 +1,7 @@
-"""The shape ARCHITECTURE.md describes, checked on the source: the modules of jml/ and
-connectors/ import each other without a cycle. Every import counts: module level, inside
-functions, and under TYPE_CHECKING."""
+"""The shape ARCHITECTURE.md describes, checked on the source: the store is the only way to
+the database (nothing outside jml/store/ imports SQLAlchemy, SQLModel or the tables), and
+the modules of jml/ and connectors/ import each other without a cycle. Every import counts:
+module level, inside functions, and under TYPE_CHECKING."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("jml", "connectors")
+DATABASE = ("sqlalchemy", "sqlmodel", "psycopg", "sqlite3", "alembic")
 
 
 def _modules() -> dict[str, Path]:
@@ -51,6 +53,18 @@ def _internal(target: str) -> str | None:
     while target and target not in MODULES:
         target = target.rpartition(".")[0]
     return target or None
+
+
+def test_nothing_outside_the_store_touches_the_database() -> None:
+    offenders = []
+    for name, path in MODULES.items():
+        if name == "jml.store" or name.startswith("jml.store."):
+            continue
+        for target in _imports(name, path):
+            if target.split(".")[0] in DATABASE or target == "jml.store.tables" or target.startswith(
+                    "jml.store.tables."):
+                offenders.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert offenders == [], "SQL belongs in jml/store/ repositories:\n" + "\n".join(offenders)
 
 
 def test_the_import_graph_has_no_cycle() -> None:
