@@ -45,9 +45,14 @@ def is_write_conflict(error: BaseException) -> bool:
 def retry_write(transaction: Callable[[], T], what: str) -> T:
     """Run `transaction` (one whole database transaction, begun and committed inside it) until
     it stops conflicting; WriteConflict naming `what` once ATTEMPTS have conflicted."""
-    retrying = Retrying(stop=stop_after_attempt(ATTEMPTS), wait=_WAIT, retry=retry_if_exception(is_write_conflict),
+    try:  # the first attempt without tenacity's bookkeeping: nearly every write wins at once
+        return transaction()
+    except Exception as e:
+        if not is_write_conflict(e):
+            raise
+    retrying = Retrying(stop=stop_after_attempt(ATTEMPTS - 1), wait=_WAIT, retry=retry_if_exception(is_write_conflict),
                         before_sleep=lambda rs: log.debug("write conflict, retrying",
-                                                          extra={"what": what, "attempt": rs.attempt_number}))
+                                                          extra={"what": what, "attempt": rs.attempt_number + 1}))
     try:
         return retrying(transaction)
     except RetryError as e:
