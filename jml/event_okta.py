@@ -1,6 +1,6 @@
 """Okta event hooks: which people an event names, and what it does to their overrides.
 
-Mapping (README "Okta event hooks"): deactivate/suspend -> leaver now (IDP_DEACTIVATE,
+Mapping (README "Running it next to HR", Webhooks): deactivate/suspend -> leaver now (IDP_DEACTIVATE,
 effective at the event's `published`); activate/unsuspend/reactivate -> an Okta deactivation
 is lifted and the person re-evaluated from HR, but an HR termination or an offboard stays
 (HR outranks the IdP; outcome "not_lifted: HR leaver"); an Okta deactivation may bring an

@@ -1,6 +1,6 @@
 """Person events: processing the webhook inbox (jml/store/inbox.py).
 
-The leaver fast path (README "Leavers first"): an event changes one person's state (a
+The leaver fast path (README "What it does"): an event changes one person's state (a
 sticky override, an HR record) and plans *only that person* (jml/event_plan.py), origin
 "event". The planner marks a leaver's operations Priority.LEAVER, so the engine runs them
 ahead of queued bulk work, on every connector's lane in parallel; the person's queued
