@@ -50,6 +50,9 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "rows": last_ok.row_count if last_ok else None,
         "stale": bool(stale_after and (last_read_ok is None or now - last_read_ok > stale_after)),
     }
+    # One word for the tile: a rejected export is not "fresh", whenever the last good read was.
+    source["state"] = ("rejected" if source["last_status"] == "rejected" else "none" if src is None
+                       else "stale" if source["stale"] else "fresh")
     leavers: list[dict[str, Any]] = []
     try:
         from jml import sla
@@ -66,8 +69,11 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "quarantined_count": health.quarantined,
         "quarantined": inbox.quarantined(limit=dead_limit) if health.quarantined else [],
     }
-    return {
+    from jml.sync import set_aside_rows
+
+    doc: dict[str, Any] = {
         "now": now.isoformat(),
+        "timezone": str(rt.config.display_timezone),
         "connectors": connectors,
         "paused": paused,
         "held_plans": held,
@@ -75,17 +81,67 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "leavers_in_flight": leavers,
         "source": source,
         "events": events,
+        "set_aside": set_aside_rows(rt),
     }
+    finish(rt, doc)
+    return doc
+
+
+def finish(rt: Runtime, doc: dict[str, Any]) -> None:
+    """(Re)compute what needs attention from the document (after the page has freshened the
+    source from the daemon's own polls)."""
+    from jml.attention import items
+
+    eids = {str(d["person"]) for d in doc["dead_letters"]} | {str(lv["person"]) for lv in doc["leavers_in_flight"]}
+    states = rt.store.load_states(eids) if eids else {}
+    names = {eid: s.person.display_name for eid, s in states.items() if s.person is not None}
+    doc["attention"] = items(doc, names)
+
+
+def local_time(value: Any, tz: str | None) -> str:
+    """An ISO time as people read it, in the one display zone: 2026-11-23 13:00 CET."""
+    import zoneinfo
+
+    if not value:
+        return "never"
+    try:
+        t = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if tz:
+        t = t.astimezone(zoneinfo.ZoneInfo(tz))
+    return t.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _counts(summary: dict[str, Any] | None) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted((summary or {}).items())) or "no operations"
 
 
 def render_text(doc: dict[str, Any]) -> str:
-    lines = [f"jml status at {doc['now']}"]
+    tz = doc.get("timezone")
+    lines = [f"jml status at {local_time(doc['now'], tz)}"]
+    attention = doc.get("attention") or []
+    if attention:
+        lines.append(f"NEEDS ATTENTION ({len(attention)}):")
+        for item in attention:
+            mark = "!!" if item["severity"] == "breach" else " !"
+            lines.append(f"{mark} {item['title']}")
+            if item.get("why"):
+                lines.append(f"     why: {item['why']}")
+            lines.append(f"     do:  {item['todo']}")
+    else:
+        lines.append("Nothing needs attention.")
     src = doc["source"]
-    lines.append(f"source: last read {src['last_read'] or 'never'} ({src['last_status'] or '-'})"
-                 f", last good {src['last_success'] or 'never'}, rows {src['rows'] if src['rows'] is not None else '-'}"
-                 + ("  STALE" if src["stale"] else ""))
+    state = {"fresh": "fresh", "stale": "STALE", "rejected": "last export REJECTED", "none": "not configured"}.get(
+        src.get("state", ""), "")
+    rows = src["rows"] if src["rows"] is not None else "-"
+    lines.append(f"HR source: {state}; last read {local_time(src['last_read'], tz)} ({src['last_status'] or '-'}), "
+                 f"last good {local_time(src['last_success'], tz)}, {rows} rows")
+    aside = doc.get("set_aside") or {}
+    if aside.get("count"):
+        lines.append(f"  {aside['count']} row(s) of {aside.get('file')} set aside (see above)")
     if src.get("last_reason"):
-        lines.append(f"  reason: {src['last_reason']}")
+        lines.append(f"  note: {src['last_reason']}")
     lines.append("connectors:")
     for name, c in doc["connectors"].items():
         flag = "  PAUSED" if name in doc["paused"] else ""
@@ -93,25 +149,29 @@ def render_text(doc: dict[str, Any]) -> str:
                      f"  held {c['held']:6}{flag}")
         lines.extend(f"    note: {w}" for w in c.get("dialect_warnings") or [])
     if doc["held_plans"]:
-        lines.append("held plans (approve with `jml approve PLAN_ID`):")
+        lines.append("held plans (`jml approve PLAN_ID` or `jml discard PLAN_ID`):")
         for p in doc["held_plans"]:
-            lines.append(f"  {p['plan_id']}  {p['created_at']}  {p['summary']}")
+            lines.append(f"  {p['plan_id']}  held {local_time(p['created_at'], tz)}: {_counts(p['summary'])}")
             lines.extend(f"    - {r}" for r in p["reasons"])
     if doc["leavers_in_flight"]:
         lines.append("leavers in flight:")
         for lv in doc["leavers_in_flight"]:
-            lines.append(f"  {lv['person']:12} {lv['connector']:12} deadline {lv['deadline']}  "
-                         f"time left {lv['time_left']}{'  PREDICTED BREACH' if lv.get('predicted_breach') else ''}")
+            deadline = local_time(lv["deadline"], tz)
+            if lv.get("breached"):
+                when = f"deadline {deadline} MISSED, {lv['time_left']}"
+            else:
+                when = f"deadline {deadline}, {lv['time_left']} left"
+                if lv.get("predicted_breach"):
+                    when += " (predicted to miss it)"
+            state_ = lv.get("state")
+            lines.append(f"  {lv['person']:12} {lv['connector']:12} {when}" + (f"; {state_}" if state_ else ""))
     ev = doc.get("events") or {}
     if ev.get("pending") or ev.get("quarantined_count"):
         lines.append(f"webhook events: pending {ev['pending']}, oldest waiting {ev['oldest_pending_seconds']:.0f}s"
-                     f", quarantined {ev['quarantined_count']}" + ("  STALLED" if ev.get("stalled") else ""))
-    if ev.get("quarantined"):
-        lines.append("quarantined webhook events (failed while processed; the others went on):")
-        for q in ev["quarantined"]:
-            lines.append(f"  {q['id']}  received {q['received_at']}  {q['error']}")
+                     f", set aside (quarantined) {ev['quarantined_count']}"
+                     + ("  STALLED" if ev.get("stalled") else ""))
     if doc["dead_letters"]:
-        lines.append("dead letters (re-queue with `jml retry ID` or `jml retry --all`):")
+        lines.append("dead letters (`jml retry ID` or `jml retry --all`; raw errors):")
         for d in doc["dead_letters"]:
             lines.append(f"  #{d['operation_id']} {d['connector']} {d['action']} {d['person']}: {d['error']}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
@@ -186,7 +187,27 @@ async def _plan_cycle(rt: Runtime, *, dry_run: bool, origin: str) -> PlanOutcome
         rt.audit.append("export", {"source": SOURCE, "file": fetched.name, "checksum": fetched.checksum,
                                    "rows": parsed.row_count, "changed": len(changed), "missing": len(missing),
                                    "quarantined": outcome.quarantined[:1000], "held": outcome.held}, now=now)
+        save_set_aside(rt, parsed, now)
     return outcome
+
+
+SET_ASIDE_KEY = f"set_aside:{SOURCE}"
+SET_ASIDE_LIMIT = 1000
+
+
+def save_set_aside(rt: Runtime, parsed: ParsedExport, now: dt.datetime) -> None:
+    """The rows of the latest read export that were set aside (quarantined), with who they
+    are about: the page, `jml status` and the person search show them (issue 17)."""
+    rows = [{"file": q.file, "row": q.row, "field": q.field, "message": q.message, "employee_id": q.employee_id,
+             "name": q.name, "email": q.email, "seen_at": now.isoformat()}
+            for q in parsed.quarantined[:SET_ASIDE_LIMIT]]
+    rt.store.set_setting(SET_ASIDE_KEY, {"file": parsed.file, "count": len(parsed.quarantined), "rows": rows})
+
+
+def set_aside_rows(rt: Runtime) -> dict[str, Any]:
+    """{"file", "count", "rows": [...]} of the latest read export (empty when none)."""
+    doc = rt.store.get_setting(SET_ASIDE_KEY)
+    return doc if isinstance(doc, dict) else {"file": None, "count": 0, "rows": []}
 
 
 def _due(index: dict[str, IndexEntry], now: dt.datetime) -> dict[str, tuple[bool, bool]]:

@@ -209,6 +209,13 @@ class Outbox:
                 conn.execute(update(PL).where(PL.c.state == "done", PL.c.id.in_(held_plans)).values(state="queued"))
         return n
 
+    def discard_dead(self, op_id: int, now: dt.datetime) -> int:
+        """Give up on one dead letter (an operator's decision: the cause is handled elsewhere);
+        it leaves the dead letters as `cancelled`. Returns 1, or 0 when it is not dead."""
+        q = update(O).where(O.c.state == "dead", O.c.id == op_id)
+        with self.engine.begin() as conn:
+            return int(conn.execute(q.values(state="cancelled", updated_at=now)).rowcount or 0)
+
     def ops(self, states: Iterable[str], limit: int = 200, plan_id: str | None = None) -> list[QueuedOp]:
         q = select(O).where(O.c.state.in_(list(states)))
         if plan_id:

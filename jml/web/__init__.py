@@ -10,7 +10,7 @@ from aiohttp import web
 
 from jml.context import ServiceContext
 from jml.store.identity import IdentityStore
-from jml.web import api, login, people, status_page
+from jml.web import api, html, login, people, status_page
 from jml.web.auth import Gate
 from jml.web.oidc import OidcClient
 from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, VIEW
@@ -28,6 +28,8 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("POST", "/plans/{plan_id}/approve", "form", api.approve_form, APPROVE),  # type: ignore[list-item]
     ("POST", "/plans/{plan_id}/discard", "form", api.discard_form, OPERATE),  # type: ignore[list-item]
     ("POST", "/retry", "form", api.retry_form, OPERATE),  # type: ignore[list-item]
+    ("POST", "/operations/{operation_id}/discard", "form", api.discard_operation_form,  # type: ignore[list-item]
+     OPERATE),
     ("POST", "/connectors/{connector}/pause", "form", api.pause_form, OPERATE),  # type: ignore[list-item]
     ("POST", "/connectors/{connector}/resume", "form", api.pause_form, OPERATE),  # type: ignore[list-item]
     ("GET", "/audit", "page", api.audit_page, AUDIT),
@@ -54,6 +56,7 @@ def _audit(ctx: ServiceContext) -> object:
 def add_routes(app: web.Application, ctx: ServiceContext) -> None:
     """Register the pages, the API and /api/openapi.json on `app` (before it starts)."""
     cfg = ctx.rt.config
+    html.set_display_timezone(cfg.display_timezone)
     oidc = None
     if cfg.server.oidc is not None:
         base = cfg.server.public_url or "http://" + cfg.server.listen

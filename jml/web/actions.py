@@ -55,6 +55,18 @@ def retry(ctx: ServiceContext, operation_id: int | None, actor: str) -> int:
     return n
 
 
+def discard_operation(ctx: ServiceContext, operation_id: int, actor: str) -> None:
+    """Drop one dead letter (it is not retried); audited with who and which operation."""
+    rt = ctx.rt
+    found = [q for q in rt.outbox.ops(["dead"], limit=10000) if q.id == operation_id]
+    if not found or not rt.outbox.discard_dead(operation_id, rt.clock()):
+        raise ActionError(404, f"no dead letter #{operation_id}")
+    q = found[0]
+    rt.audit.append("discard_operation", {"operation_id": operation_id, "connector": q.op.connector,
+                                          "action": q.op.action.value, "error": q.last_error},
+                    now=rt.clock(), actor=actor, subject=q.op.employee_id)
+
+
 def pause(ctx: ServiceContext, connector: str, paused: bool, actor: str) -> list[str]:
     rt = ctx.rt
     if connector not in rt.config.connectors:

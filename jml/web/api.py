@@ -224,6 +224,20 @@ async def retry_form(request: web.Request, who: Principal, form: dict[str, str])
     raise web.HTTPSeeOther(location=f"/?retried={n}")
 
 
+async def discard_operation_form(request: web.Request, who: Principal, form: dict[str, str]) -> web.StreamResponse:
+    """Drop one dead letter from the page (operator): it will not be retried."""
+    ctx = state(request).ctx
+    raw = request.match_info["operation_id"]
+    try:
+        if not (raw.isdigit() and len(raw) < 18):
+            raise actions.ActionError(404, "No such operation.")
+        await asyncio.to_thread(actions.discard_operation, ctx, int(raw), who.actor)
+    except actions.ActionError as e:
+        return html.message_page("Not done", e.message, now=ctx.rt.clock(),
+                                 csrf=who.session.csrf if who.session else "", status=e.status)
+    raise web.HTTPSeeOther(location=f"/?dropped={raw}")
+
+
 async def pause_form(request: web.Request, who: Principal, form: dict[str, str]) -> web.StreamResponse:
     ctx = state(request).ctx
     name = request.match_info["connector"]

@@ -35,8 +35,16 @@ def static(name: str) -> bytes:
     return resources.files("jml.web").joinpath("static", name).read_bytes()
 
 
+_DISPLAY_TZ: list[dt.tzinfo] = [dt.UTC]
+
+
+def set_display_timezone(tz: dt.tzinfo) -> None:
+    """The one zone every page shows times in (server.timezone, default HR's): add_routes sets it."""
+    _DISPLAY_TZ[0] = tz
+
+
 def when(t: dt.datetime | str | None) -> str:
-    """A timestamp as a person reads it: 2026-11-23 14:05:09 UTC."""
+    """A timestamp as a person reads it, in the display zone: 2026-11-23 15:05:09 CET."""
     if t is None:
         return "—"
     if isinstance(t, str):
@@ -46,7 +54,7 @@ def when(t: dt.datetime | str | None) -> str:
             return h(t)
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return t.astimezone(_DISPLAY_TZ[0]).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def duration(seconds: float | None) -> str:
@@ -132,7 +140,8 @@ def page(title: str, body: str, *, now: dt.datetime, csrf: str = "", active: str
         account += (f'<form method="post" action="/logout" class="logout">{csrf_input(csrf)}'
                     '<button type="submit" class="link">Sign out</button></form>')
     text = template("base.html").substitute(
-        title=h(title), csrf=h(csrf), now=h(now.isoformat()), now_text=h(when(now)), nav=nav, account=account,
+        title=h(title), csrf=h(csrf), now=h(now.isoformat()), now_text=h(when(now)), tz=h(str(_DISPLAY_TZ[0])),
+        nav=nav, account=account,
         body=body, refresh=str(int(refresh)))
     resp = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
     secure_headers(resp)

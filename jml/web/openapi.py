@@ -267,6 +267,9 @@ def _extra_paths() -> dict[str, Any]:
         "/plans/{plan_id}/discard": _form_post("Discard a held plan or pre-approval (form).", "operate", [plan],
                                                "CsrfForm"),
         "/retry": _form_post("Re-queue a dead-lettered operation, or all (form).", "operate", [], "RetryForm"),
+        "/operations/{operation_id}/discard": _form_post(
+            "Discard one dead-lettered operation: it is not retried (form).", "operate",
+            [_id_param("operation_id", "A dead letter's operation id")], "CsrfForm"),
         "/connectors/{connector}/pause": _form_post("Pause a connector (form).", "operate", [connector],
                                                     "CsrfForm"),
         "/connectors/{connector}/resume": _form_post("Resume a connector (form).", "operate", [connector],

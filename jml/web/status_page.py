@@ -8,8 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from jml.attention import plain_error
 from jml.context import ServiceContext
-from jml.status import snapshot
+from jml.status import finish, snapshot
 from jml.web import data
 from jml.web.auth import Principal
 from jml.web.html import badge, countdown, csrf_input, duration, h, page, table, when
@@ -42,6 +43,8 @@ def _leavers(doc: dict[str, Any], clocks: list[data.Clock], names: dict[str, str
     for c in clocks:
         seen.add((c.employee_id, c.connector))
         state_ = c.state(now)
+        if state_ == "verified":
+            continue  # done: shown in the durations plot, no longer "in flight"
         lv = reported.get((c.employee_id, c.connector), {})
         predicted = (lv.get("predicted_breach") if lv else c.predicted_breach) and state_ == "in_progress"
         flag = badge("predicted breach", "warn") if predicted else ""
@@ -54,7 +57,9 @@ def _leavers(doc: dict[str, Any], clocks: list[data.Clock], names: dict[str, str
         if (eid, conn) in seen:
             continue
         deadline = _when_dt(lv.get("deadline"))
-        st = "verified" if lv.get("verified") else "in_progress"
+        if lv.get("verified"):
+            continue
+        st = "in_progress"
         flag = badge("predicted breach", "warn") if lv.get("predicted_breach") else ""
         rows.append([_person_link(eid, names), h(conn), when(_when_dt(lv.get("started_at"))), when(deadline),
                      countdown(deadline, st, now) + " " + flag,
@@ -142,15 +147,33 @@ def _pre_approvals(ctx: ServiceContext, csrf: str) -> str:
     return "".join(out)
 
 
+def error_cell(connector: str, action: str, person: str, error: str) -> str:
+    """A dead letter's error in plain words, the raw text one click away (never spilling out)."""
+    plain = plain_error(connector, action, person, error)
+    return (f'<div class="plain-error"><p class="error">{h(plain["summary"])}</p>'
+            f'<p class="fix">{h(plain["fix"])}</p>'
+            f'<details class="raw"><summary>Technical detail</summary><pre>{h(plain["detail"])}</pre></details></div>')
+
+
+def op_buttons(op_id: object) -> str:
+    """Retry / Discard for one dead letter, for the operator role only."""
+    if not can("operate"):
+        return ""
+    return (f'<form method="post" action="/retry" class="retry">{csrf_input(_csrf())}'
+            f'<input type="hidden" name="operation_id" value="{h(op_id)}">'
+            f'<button type="submit">Retry #{h(op_id)}</button></form>'
+            f'<form method="post" action="/operations/{h(op_id)}/discard" class="discard-op">{csrf_input(_csrf())}'
+            f'<button type="submit">Discard #{h(op_id)}</button></form>')
+
+
 def _dead(doc: dict[str, Any], names: dict[str, str]) -> str:
     rows = [[h(f"#{d['operation_id']}"), h(d["connector"]), h(d["action"]), _person_link(str(d["person"]), names),
-             f'<span class="error">{h(d["error"])}</span>', h(d["attempts"]), when(d["at"])]
+             error_cell(str(d["connector"]), str(d["action"]), _name(str(d["person"]), names), str(d["error"] or "")),
+             h(d["attempts"]), when(d["at"])]
             for d in doc["dead_letters"]]
     if rows and can("operate"):
         for row, d in zip(rows, doc["dead_letters"], strict=True):
-            row.append(f'<form method="post" action="/retry" class="retry">{csrf_input(_csrf())}'
-                       f'<input type="hidden" name="operation_id" value="{h(d["operation_id"])}">'
-                       '<button type="submit">Retry</button></form>')
+            row.append(op_buttons(d["operation_id"]))
     heads = ["Op", "Connector", "Action", "Person", "Error", "Attempts", "At"] + (
         [""] if rows and can("operate") else [])
     return table(heads, rows, cls="dead", empty="No dead letters.") + (
@@ -158,6 +181,43 @@ def _dead(doc: dict[str, Any], names: dict[str, str]) -> str:
          '<button type="submit">Retry all</button></form>' if can("operate") else
          '<p class="hint">Re-queue with <code>jml retry ID</code> or <code>jml retry --all</code>.</p>')
         if rows else "")
+
+
+def _name(eid: str, names: dict[str, str]) -> str:
+    name = names.get(eid)
+    return f"{name} ({eid})" if name and name != eid else eid
+
+
+def _attention(ctx: ServiceContext, doc: dict[str, Any], csrf: str) -> str:
+    """Needs attention, first on the page: each item with why, what to do, and the button
+    the signed-in role may press."""
+    items = doc.get("attention") or []
+    if not items:
+        return '<p class="empty all-clear">Nothing needs attention.</p>'
+    out = []
+    for item in items:
+        kind, iid = str(item["kind"]), item.get("id")
+        buttons = ""
+        if kind == "held_plan":
+            buttons = _plan_buttons(ctx, str(iid), csrf)
+        elif kind in ("dead_letter", "failed_joiner"):
+            buttons = op_buttons(iid)
+        elif kind == "paused_connector" and can("operate"):
+            buttons = (f'<form method="post" action="/connectors/{h(iid)}/resume" class="resume">{csrf_input(csrf)}'
+                       f'<button type="submit">Resume {h(iid)}</button></form>')
+        elif kind in ("breach", "predicted_breach") and item.get("actions"):
+            buttons = ('<p class="muted">See <a href="#held">Held plans</a> and '
+                       '<a href="#connectors">Connectors</a>.</p>')
+        person = item.get("person")
+        link = (f' <a href="/people/{h(person)}" class="person-link">open person</a>' if person else "")
+        detail = (f'<details class="raw"><summary>Technical detail</summary><pre>{h(item["detail"])}</pre></details>'
+                  if item.get("detail") else "")
+        out.append(f'<li class="attention-item {h(item["severity"])}" data-kind="{h(kind)}">'
+                   f'<strong class="title">{h(item["title"])}</strong>{link}'
+                   + (f'<p class="why">{h(item["why"])}</p>' if item.get("why") else "")
+                   + f'<p class="todo">What to do: {h(item["todo"])}</p>{detail}'
+                   f'<div class="buttons">{buttons}</div></li>')
+    return f'<ul class="attention">{"".join(out)}</ul>'
 
 
 def _csrf() -> str:
@@ -175,7 +235,13 @@ def _freshen(ctx: ServiceContext, doc: dict[str, Any], now: dt.datetime) -> None
     if cfg is None or ok_at is None:
         return
     limit = cfg.stale_after or cfg.poll_interval * 3
-    doc["source"] = {**doc["source"], "last_poll_ok": ok_at.isoformat(), "stale": now - ok_at > limit}
+    stale = now - ok_at > limit
+    rejected = doc["source"].get("last_status") == "rejected" or "rejected" in ctx.source_error.get("hris", "")
+    doc["source"] = {**doc["source"], "last_poll_ok": ok_at.isoformat(), "stale": stale,
+                     "state": "rejected" if rejected else "stale" if stale else "fresh"}
+    if ctx.source_error.get("hris"):
+        doc["source"]["error"] = ctx.source_error["hris"]
+    finish(ctx.rt, doc)
 
 
 def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
@@ -183,7 +249,8 @@ def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
     if ctx.rt.config.sources.hris is None:
         flag = badge("no HR source configured", "muted")
     else:
-        flag = badge("STALE", "breach") if src["stale"] else badge("fresh", "ok")
+        flag = {"rejected": badge("REJECTED", "breach"), "stale": badge("STALE", "breach")}.get(
+            str(src.get("state")), badge("fresh", "ok"))
     rows: list[tuple[str, str]] = [
         ("HR export", flag), ("Last read", when(src["last_read"])), ("Result", h(src["last_status"] or "—")),
         ("Last accepted export", when(src["last_success"])),
@@ -228,12 +295,19 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
         str(d["person"]) for d in doc["dead_letters"]} | {str(lv.get("person")) for lv in doc["leavers_in_flight"]}
     names = data.display_names(rt, eids)
     in_flight = sum(1 for c in clocks if c.verified_at is None)
+    attention = doc.get("attention") or []
     cards = [
+        ("Needs attention", str(len(attention)),
+         "breach" if any(i["severity"] == "breach" for i in attention) else "warn" if attention else "ok"),
         ("Leavers in flight", str(in_flight), "warn" if in_flight else "ok"),
         ("Missed deadlines (7 days)", str(len(breaches)), "breach" if breaches else "ok"),
         ("Held plans", str(len(doc["held_plans"])), "warn" if doc["held_plans"] else "ok"),
         ("Dead letters", str(len(doc["dead_letters"])), "breach" if doc["dead_letters"] else "ok"),
-        ("HR source", "STALE" if doc["source"]["stale"] else "fresh", "breach" if doc["source"]["stale"] else "ok"),
+        ("HR source", {"rejected": "REJECTED", "stale": "STALE", "none": "none"}.get(
+            str(doc["source"].get("state")), "fresh"),
+         "breach" if doc["source"].get("state") in ("rejected", "stale") else "ok"),
+        ("Set-aside HR rows", str((doc.get("set_aside") or {}).get("count", 0)),
+         "warn" if (doc.get("set_aside") or {}).get("count") else "ok"),
         ("Paused connectors", ", ".join(doc["paused"]) or "none", "warn" if doc["paused"] else "ok"),
     ]
     summary = "".join(f'<div class="stat {k}"><div class="label">{h(t)}</div><div class="value">{h(v)}</div></div>'
@@ -241,6 +315,7 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
     body = (
         (f'<p class="flash">{h(flash)}</p>' if flash else "")
         + f'<section class="stats">{summary}</section>'
+        + f'<section class="card" id="attention"><h2>Needs attention</h2>{_attention(ctx, doc, csrf)}</section>'
         + f'<section class="card" id="leavers"><h2>Leavers in flight</h2>{_leavers(doc, clocks, names, now)}</section>'
         + f'<section class="card" id="held"><h2>Held plans</h2>{_held(ctx, doc, csrf)}'
           f'{_pre_approvals(ctx, csrf)}</section>'
@@ -272,6 +347,8 @@ async def status_page(request: web.Request, who: Principal) -> web.StreamRespons
                  f"{q.get('required', '?')[:3]}): it waits for someone else's.")
     elif q.get("discarded"):
         flash = f"Plan {q['discarded'][:64]} discarded."
+    elif q.get("dropped"):
+        flash = f"Dead letter #{q['dropped'][:18]} discarded: it will not be retried."
     elif q.get("retried"):
         flash = f"{q['retried'][:8]} operation(s) back in the outbox."
     body, now = await asyncio.to_thread(render, ctx, csrf, flash)

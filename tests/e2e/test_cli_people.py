@@ -80,3 +80,20 @@ def test_every_command_and_option_has_help(command: list[str]) -> None:
     for name in ("status", "audit", "report"):
         line = next(x for x in top.splitlines() if x.strip().startswith(name + " ") or x.strip() == name)
         assert len(line.split()) > 1, line
+
+
+def test_set_aside_rows_show_in_status(cli: Cli) -> None:
+    rows = people(3)
+    rows[1] = {**rows[1], "first_name": "Grace", "last_name": "García", "termination_date": "31.12.2026"}
+    rows[2] = {**rows[2], "work_email": "not an email"}
+    cli.write(rows)
+    r = cli.run("sync")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(cli.run("status", "--json").stdout)
+    aside = doc["set_aside"]
+    assert aside["count"] == 2 and {x["employee_id"] for x in aside["rows"]} == {"E001", "E002"}
+    assert [i["kind"] for i in doc["attention"]].count("set_aside_row") == 2
+    text = cli.run("status").stdout
+    assert "NEEDS ATTENTION (2)" in text and "Grace García (E001)" in text, text
+    assert "HR: correct termination_date for Grace García (E001)" in text
+    assert "work_email not an e-mail address: 'not an email'" in text

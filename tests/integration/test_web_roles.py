@@ -40,6 +40,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/plans/{plan_id}/discard"): {"operator", "admin"},
     ("POST", "/api/v1/plans/{plan_id}/discard"): {"operator", "admin"},
     ("POST", "/retry"): {"operator", "admin"},
+    ("POST", "/operations/{operation_id}/discard"): {"operator", "admin"},
     ("POST", "/api/v1/retry"): {"operator", "admin"},
     ("POST", "/connectors/{connector}/pause"): {"operator", "admin"},
     ("POST", "/connectors/{connector}/resume"): {"operator", "admin"},
@@ -83,7 +84,8 @@ async def app_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 
 
 def _fill(path: str) -> str:
-    return path.replace("{employee_id}", "E100").replace("{plan_id}", "plan-held-1").replace("{connector}", "demo")
+    return (path.replace("{employee_id}", "E100").replace("{plan_id}", "plan-held-1").replace("{connector}", "demo")
+            .replace("{operation_id}", "1"))
 
 
 @pytest.mark.parametrize("role", ROLES)

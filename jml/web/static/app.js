@@ -52,7 +52,17 @@
   function when(iso) {
     if (!iso) return "—";
     var t = new Date(iso);
-    return isNaN(t) ? iso : t.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC").replace(/Z$/, " UTC");
+    if (isNaN(t)) return iso;
+    var tz = document.body.getAttribute("data-tz") || "UTC";
+    try {  // the one display zone the server names (server.timezone, default HR's)
+      var parts = new Intl.DateTimeFormat("en-GB", {timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short"})
+        .formatToParts(t).reduce(function (m, p) { m[p.type] = p.value; return m; }, {});
+      return parts.year + "-" + parts.month + "-" + parts.day + " " + parts.hour + ":" + parts.minute + ":" +
+        parts.second + " " + parts.timeZoneName;
+    } catch (e) {
+      return t.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC").replace(/Z$/, " UTC");
+    }
   }
 
   // Re-read one section of the current page (e.g. #access once deprovisioning moved on).
