@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import functools
 import logging
 import random
 import time
@@ -127,6 +128,12 @@ class Engine:
         self._deferred: dict[tuple[str, str], list[QueuedOp]] = {}
         self._finished: list[_Done] = []
         self._record_lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self.write_error: BaseException | None = None
+        # How long the results of a chain's last step may wait to be written together with
+        # others' (group commit) while other operations are still running: the worker does
+        # not wait for it, so this costs a result's latency, never the app's throughput.
+        self.record_linger = 0.02
         self._watermark = 0
         self._full_scan = True
         self._new_plans: set[str] = set()
@@ -190,6 +197,8 @@ class Engine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._flush_all()
+        claimed |= self._claimed  # results written behind leave their chains' claims here
         if self._background:
             # Follow-ups of finished operations (read-backs): what is cut off, tick() redoes.
             _, late = await asyncio.wait(set(self._background), timeout=max(0.0, deadline - time.monotonic()))
@@ -214,6 +223,8 @@ class Engine:
         start = time.monotonic()
         try:
             while True:
+                if self.write_error is not None:
+                    raise self.write_error
                 self.dispatch()
                 if not self._in_flight and not self._background and self.outbox.open_count(plan_id) == 0:
                     break
@@ -320,43 +331,63 @@ class Engine:
         while True:
             _prio, _first, _id, chain = await lane.queue.get()
             key = _chain_key(chain[0].op)
+            behind: _Done | None = None
             try:
                 failed: QueuedOp | None = None
                 record: AccountRecord | _Unset | None = _UNSET  # the person's account, read once per chain
-                for q in chain:
+                for i, q in enumerate(chain):
                     if self._stopping:
                         break
                     if failed is not None and q.op.priority != Priority.LEAVER:
                         # A joiner's grants cannot land on an account that failed to be created.
                         self._dead(q, f"blocked: operation {failed.id} ({failed.op.action.value}) failed")
                         continue
-                    ok, record = await self._execute(lane, q, record)
+                    ok, record, behind = await self._execute(lane, q, record, last=i == len(chain) - 1)
                     # Only a failed create (or invitation) leaves nothing for the next steps to
                     # act on; a failed update or membership change blocks none of them.
                     if not ok and failed is None and q.op.action in (Action.CREATE, Action.INVITE):
                         failed = q
             finally:
-                for q in chain:
-                    self._claimed.discard(q.id)
-                later = self._deferred.pop(key, None)
-                if later and not self._stopping:
-                    self._enqueue(key, later)  # the person's next steps, queued while these ran
+                if behind is None:
+                    self._chain_done(key, chain)
                 else:
-                    for q in later or ():
-                        self._claimed.discard(q.id)
-                    self._in_flight.discard(key)
-                self._wake.set()
+                    # The chain's last result is being written behind the worker, which moves on
+                    # to the next chain: the chain stays in flight (the person's later steps wait
+                    # for the record) until it is written.
+                    behind.written.add_done_callback(functools.partial(self._written_behind, key, chain))
 
-    async def _execute(self, lane: _Lane, q: QueuedOp,
-                       known: AccountRecord | _Unset | None = _UNSET) -> tuple[bool, AccountRecord | _Unset | None]:
+    def _chain_done(self, key: tuple[str, str], chain: list[QueuedOp]) -> None:
+        for q in chain:
+            self._claimed.discard(q.id)
+        later = self._deferred.pop(key, None)
+        if later and not self._stopping:
+            self._enqueue(key, later)  # the person's next steps, queued while these ran
+        else:
+            for q in later or ():
+                self._claimed.discard(q.id)
+            self._in_flight.discard(key)
+        self._wake.set()
+
+    def _written_behind(self, key: tuple[str, str], chain: list[QueuedOp], written: asyncio.Future[None]) -> None:
+        if written.cancelled() or written.exception() is not None:
+            # Not recorded: the operations stay claimed, and stopping puts them back to pending
+            # (pushing them again is harmless: operations make the remote match a state).
+            self._in_flight.discard(key)
+            self._wake.set()
+            return
+        self._chain_done(key, chain)
+
+    async def _execute(self, lane: _Lane, q: QueuedOp, known: AccountRecord | _Unset | None = _UNSET, *,
+                       last: bool = False) -> tuple[bool, AccountRecord | _Unset | None, _Done | None]:
         """Run one operation; returns (succeeded, the account record the chain's next step may
-        reuse, or _UNSET when it must be read again)."""
+        reuse, or _UNSET when it must be read again, and — for the chain's `last` step — its
+        result still being written, or None once it is)."""
         op = q.op
         now = self.clock()
         if not self.outbox.mark_running([q.id], now):
             # Cancelled (or finished elsewhere) since it was queued: e.g. an offboard dropped
             # this person's pending grants, or an undo dropped their pending deprovision.
-            return True, known
+            return True, known, None
         self._running.add(q.id)
         if known is not _UNSET and op.action in _KEEPS_ACCOUNT:
             record = known  # the step before changed neither the id nor the name connectors address
@@ -393,32 +424,46 @@ class Engine:
         except ConnectorError as e:
             self._running.discard(q.id)
             self._finish_failed(q, str(e), attempts, started)
-            return False, _UNSET
+            return False, _UNSET, None
         except Exception as e:  # a bug or an unexpected library error: dead-letter, never crash the daemon
             log.exception("unexpected error applying operation", extra={"operation_id": q.id})
             self._running.discard(q.id)
             self._finish_failed(q, f"{op.connector}: unexpected {type(e).__name__}: {redact(str(e))}", attempts,
                                 started)
-            return False, _UNSET
+            return False, _UNSET, None
         self._running.discard(q.id)
         done_at = self.clock()
         elapsed = time.monotonic() - started
         push = {"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector, "action": op.action.value,
                 "detail": _audit_detail(op), "result": "success", "adopted": result.adopted,
                 "attempts": attempts, "note": result.note}
-        await self._record(_Done(q, result.remote_id, push, done_at))
+        done = _Done(q, result.remote_id, push, done_at)
+        if last:
+            # Nothing in this chain needs the record: write it with others' (one transaction),
+            # while this worker already pushes the next chain.
+            self._record_behind(done)
+        else:
+            await self._record(done)
         metrics.operations.labels(op.connector, op.action.value, "success").inc()
         metrics.operation_duration.labels(op.connector, op.action.value).observe(elapsed)
         log.info("operation done", extra={"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector,
                                           "employee_id": op.employee_id, "action": op.action.value,
                                           "adopted": result.adopted})
+        if last:
+            if self.after_success:
+                done.written.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                                               else self.spawn(self._after_success(q, result)))
+            return True, _UNSET, done
+        await self._after_success(q, result)
+        same_id = result.remote_id is None or (record is not None and result.remote_id == record.remote_id)
+        return True, record if op.action in _KEEPS_ACCOUNT and same_id else _UNSET, None
+
+    async def _after_success(self, q: QueuedOp, result: ApplyResult) -> None:
         for hook in self.after_success:
             try:
                 await hook(q, result)
             except Exception:
                 log.exception("after-success hook failed", extra={"operation_id": q.id})
-        same_id = result.remote_id is None or (record is not None and result.remote_id == record.remote_id)
-        return True, record if op.action in _KEEPS_ACCOUNT and same_id else _UNSET
 
     async def _record(self, done: _Done) -> None:
         """Group commit of results: a finished operation's recorded state, outbox row and
@@ -443,6 +488,47 @@ class Engine:
                 if not d.written.done():
                     d.written.set_result(None)
         await done.written
+
+    def _record_behind(self, done: _Done) -> None:
+        self._finished.append(done)
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_behind())
+
+    async def _flush_behind(self) -> None:
+        try:
+            if self._running and not self._stopping:
+                await asyncio.sleep(self.record_linger)  # results of operations still running join
+            self._flusher = None  # what finishes from now on starts the next batch
+            async with self._record_lock:
+                batch, self._finished = self._finished, []
+                if not batch:
+                    return
+                try:
+                    self._write_results(batch)
+                except Exception as e:
+                    log.error("recording finished operations failed", exc_info=e)
+                    self.write_error = e
+                    for d in batch:
+                        if not d.written.done():
+                            d.written.set_exception(e)
+                            d.written.exception()  # retrieved: the error is the engine's, raised by run_until_idle
+                    return
+                for d in batch:
+                    if not d.written.done():
+                        d.written.set_result(None)
+        finally:
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
+
+    async def _flush_all(self) -> None:
+        """Write every result still waiting (stopping: what was pushed is recorded as done)."""
+        while self._flusher is not None or self._finished:
+            flusher = self._flusher
+            if flusher is None:
+                flusher = self._flusher = asyncio.ensure_future(self._flush_behind())
+            await asyncio.gather(flusher, return_exceptions=True)
+            if self.write_error is not None:
+                return
 
     def _write_results(self, batch: list[_Done]) -> None:
         def write() -> None:
