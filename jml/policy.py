@@ -12,7 +12,8 @@ import hashlib
 import json
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase, Status
 
@@ -31,6 +32,12 @@ class Policy:
     protected: frozenset[str]  # userNames or employee_ids (casefolded)
     # Every attribute some rule looks at: read once per person, not once per rule.
     attributes: tuple[str, ...] = ()
+    # What the rules grant, by the casefolded values of `attributes` (a pure function of them):
+    # 100,000 people share a few hundred combinations, so the rules run once per combination.
+    _memo: dict[tuple[str, ...], dict[str, dict[str, str]]] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False)
+    _normalized: dict[tuple[tuple[str, ...], str, bool], Mapping[str, str]] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False)
 
     @staticmethod
     def build(username: str, rules: Sequence[tuple[str, Mapping[str, object], Mapping[str, Sequence[str]]]],
@@ -119,16 +126,44 @@ def account_attributes(person: Person) -> dict[str, str]:
 
 def grants_for(person: Person, policy: Policy) -> dict[str, dict[str, str]]:
     """connector -> {grant: rule name} for every matching rule (first rule wins a grant)."""
-    out: dict[str, dict[str, str]] = {}
-    names = policy.attributes or tuple({a for r in policy.rules for a in r.when})
-    values = {a: person.get(a).casefold() for a in names}
+    return {c: dict(g) for c, g in _grants_shared(person, policy)[1].items()}
+
+
+def _grants_shared(person: Person, policy: Policy) -> tuple[tuple[str, ...] | None, dict[str, dict[str, str]]]:
+    """grants_for, memoized by the values the rules look at: (the memo's key, or None when not
+    kept; the result, shared: never change it)."""
+    names = policy.attributes or tuple(sorted({a for r in policy.rules for a in r.when}))
+    key = tuple(person.get(a).casefold() for a in names)
+    out = policy._memo.get(key)
+    if out is not None:
+        return key, out
+    values = dict(zip(names, key, strict=True))
+    out = {}
     for rule in policy.rules:
         if not matches(rule, person, values):
             continue
-        for connector, names in rule.grant.items():
+        for connector, granted in rule.grant.items():
             bucket = out.setdefault(connector, {})
-            for g in names:
+            for g in granted:
                 bucket.setdefault(g, rule.name)
+    if len(policy._memo) >= 100_000:  # bounded: rules on a near-unique attribute gain nothing from it
+        return None, out
+    policy._memo[key] = out
+    return key, out
+
+
+def _normalized_grants(memo_key: tuple[str, ...], granted: dict[str, str], traits: ConnectorTraits,
+                       policy: Policy) -> Mapping[str, str]:
+    """normalize_grant over a memoized grants dict, once per (memo key, connector): read-only result."""
+    key = (memo_key, traits.name, traits.assignment_grants)
+    out = policy._normalized.get(key)
+    if out is None:
+        grants: dict[str, str] = {}
+        for g, rule in granted.items():
+            grants.setdefault(normalize_grant(g, traits), rule)  # first rule wins, however spelt
+        out = MappingProxyType(grants)
+        if len(policy._normalized) < 100_000:
+            policy._normalized[key] = out
     return out
 
 
@@ -140,15 +175,16 @@ def desired(
 ) -> list[DesiredAccount]:
     """Desired accounts of one person in every connector, for the planner."""
     phase = lifecycle.phase
-    by_connector = grants_for(person, policy)
+    memo_key, by_connector = _grants_shared(person, policy)
     if person.status is Status.PREHIRE and phase in (Phase.PREHIRE, Phase.ACTIVE):
+        memo_key, by_connector = None, grants_for(person, policy)
         # A pre-hire gets the accounts (and from the hire date the grants) of the employee
         # they are about to be: rules written for `status: Active` (config/jml.example.yaml's own example)
         # must not leave them without an account, nor ungranted on day one while HR's
         # export still says Pre-hire.
-        for connector, grants in grants_for(replace(person, status=Status.ACTIVE), policy).items():
+        for connector, as_active in grants_for(replace(person, status=Status.ACTIVE), policy).items():
             bucket = by_connector.setdefault(connector, {})
-            for g, rule in grants.items():
+            for g, rule in as_active.items():
                 bucket.setdefault(g, rule)
     leaving = phase in (Phase.LEAVER, Phase.GONE)
     out: list[DesiredAccount] = []
@@ -167,9 +203,13 @@ def desired(
         if not username and not leaving:
             continue
         protected = username.casefold() in policy.protected or person.employee_id.casefold() in policy.protected
-        grants = {}
-        for g, rule in (granted or {}).items():
-            grants.setdefault(normalize_grant(g, traits), rule)  # first rule wins, however spelt
+        if memo_key is not None and granted is not None:
+            grants: Mapping[str, str] = _normalized_grants(memo_key, granted, traits, policy)
+        else:
+            fresh: dict[str, str] = {}
+            for g, rule in (granted or {}).items():
+                fresh.setdefault(normalize_grant(g, traits), rule)  # first rule wins, however spelt
+            grants = fresh
         if phase is Phase.ACTIVE:
             out.append(DesiredAccount(traits.name, person.employee_id, username, True, attributes, grants,
                                       protected=protected))
