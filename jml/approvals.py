@@ -52,7 +52,7 @@ def cli_approver() -> Approver:
 
 
 def identities(rt: Runtime) -> IdentityStore:
-    return IdentityStore(rt.store.engine)
+    return rt.store.identities
 
 
 def record_requester(rt: Runtime, plan_ids: list[str], who: Approver) -> None:

@@ -1,4 +1,4 @@
-"""`jml [--config FILE] COMMAND` — DESIGN's command-line contract.
+"""`jml [--config FILE] COMMAND` — the command-line contract (README "Commands").
 
 Exit codes: 0 done; 1 an operation failed or was dead-lettered, or `check` found a
 problem; 2 usage, config or input error (one line on stderr, never a traceback);

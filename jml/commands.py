@@ -199,11 +199,10 @@ async def token(args: argparse.Namespace, cfg: Config) -> int:
 
     from jml import approvals
     from jml.config import ROLE_NAMES, parse_duration
-    from jml.store.identity import IdentityStore
     from jml.web.auth import new_api_token, token_hash
 
     rt = Runtime(cfg)
-    store = IdentityStore(rt.store.engine)
+    store = rt.store.identities
     now = rt.clock()
     who = approvals.cli_approver()
     if args.token_command == "list":
@@ -313,14 +312,13 @@ async def check(args: argparse.Namespace, cfg: Config) -> int:
     """Config, state and every connector; each connector's dialect as a table. A deviation
     jml works around is a warning (exit 0); exit 1 only when something cannot work: the
     state, a connector's reach, or create / deactivate / membership on its server."""
-    from jml.store.db import ping
 
     as_json = bool(getattr(args, "json", False))
     out: dict[str, Any] = {"config": "ok", "state": None, "connectors": {}}
     problems = 0
     rt = Runtime(cfg)
     try:
-        ok = ping(rt.store.engine)
+        ok = rt.store.ping()
     except JMLError as e:
         ok = False
         out["state_error"] = str(e)

@@ -1,6 +1,6 @@
 """HR's "offboard now": a person becomes a leaver at once (or at `--at`), sticky until HR
-lifts it — a rehire (new hire date) or `--undo`; an Okta reactivation does not (DESIGN
-"Sticky": HR outranks the IdP). Their operations jump every queue.
+lifts it — a rehire (new hire date) or `--undo`; an Okta reactivation does not (HR
+outranks the IdP: README "Running it next to HR"). Their operations jump every queue.
 Used by `jml offboard`, `POST /api/v1/offboard` and the HR page.
 """
 
