@@ -20,7 +20,7 @@ from typing import Any
 from jml import guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
-from jml.explain import operation_reason, person_reason
+from jml.explain import changed_fields, operation_reason, person_reason
 from jml.model import Lifecycle, Operation, Person, PersonState, Phase, Priority
 from jml.policy import desired
 from jml.runtime import Runtime
@@ -325,8 +325,14 @@ def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_p
         kind = "rehire"
     elif state.missing_count and (prev.missing_count != state.missing_count):
         kind = "missing"
-    return {"kind": kind, "phase": lc.phase.value, "previous_phase": old_phase,
-            "effective_termination": lc.effective_termination.isoformat() if lc.effective_termination else None}
+    doc: dict[str, object] = {"kind": kind, "phase": lc.phase.value, "previous_phase": old_phase,
+                              "effective_termination": lc.effective_termination.isoformat()
+                              if lc.effective_termination else None}
+    if prev is not None and prev.person is not None and state.person is not None:
+        changes = changed_fields(prev.person, state.person)
+        if changes:  # a mover's history shows what changed (issue 17)
+            doc["changes"] = {k: list(v) for k, v in changes.items()}
+    return doc
 
 
 def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[str, object, str | None]],

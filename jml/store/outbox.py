@@ -209,6 +209,26 @@ class Outbox:
                 conn.execute(update(PL).where(PL.c.state == "done", PL.c.id.in_(held_plans)).values(state="queued"))
         return n
 
+    def person_history(self, employee_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """One person's operations, oldest first, with their plan (origin, state, who decided,
+        when) and how long each took: the person's history page (issue 17)."""
+        q = (select(O, PL.c.origin, PL.c.state.label("plan_state"), PL.c.decided_by, PL.c.decided_at,
+                    PL.c.created_at.label("plan_created_at"), PL.c.reasons)
+             .select_from(O.outerjoin(PL, PL.c.id == O.c.plan_id))
+             .where(O.c.employee_id == employee_id).order_by(O.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        out = []
+        for r in reversed(rows):
+            out.append({"operation_id": r["id"], "plan_id": r["plan_id"], "connector": r["connector"],
+                        "action": r["action"], "detail": dict(r["detail"] or {}), "state": r["state"],
+                        "attempts": r["attempts"], "error": r["last_error"], "created_at": utc(r["created_at"]),
+                        "done_at": utc(r["done_at"]), "updated_at": utc(r["updated_at"]), "origin": r["origin"],
+                        "plan_state": r["plan_state"], "decided_by": r["decided_by"],
+                        "decided_at": utc(r["decided_at"]), "plan_created_at": utc(r["plan_created_at"]),
+                        "reasons": list(r["reasons"] or [])})
+        return out
+
     def discard_dead(self, op_id: int, now: dt.datetime) -> int:
         """Give up on one dead letter (an operator's decision: the cause is handled elsewhere);
         it leaves the dead letters as `cancelled`. Returns 1, or 0 when it is not dead."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -11,9 +12,9 @@ from aiohttp import web
 
 from jml.context import ServiceContext
 from jml.model import OverrideKind
-from jml.web import actions, data
+from jml.web import actions, data, person_data
 from jml.web.auth import Principal
-from jml.web.html import badge, countdown, csrf_input, h, message_page, page, table, when
+from jml.web.html import badge, countdown, csrf_input, duration, h, message_page, page, table, when
 from jml.web.state import BadInput, state, text_field, valid_id
 
 MAX_QUERY = 200
@@ -28,48 +29,69 @@ def _phase_badge(phase: str | None, offboarded: bool) -> str:
 
 
 async def search(request: web.Request, who: Principal) -> web.StreamResponse:
+    """Find a person (accents and case ignored), or browse with department and status filters."""
     ctx = state(request).ctx
     csrf = who.session.csrf if who.session else ""
     now = ctx.rt.clock()
-    q = request.query.get("q", "")
     try:
-        q = text_field(q, "q", max_len=MAX_QUERY, required=False)
+        q = text_field(request.query.get("q", ""), "q", max_len=MAX_QUERY, required=False)
+        dept = text_field(request.query.get("department", ""), "department", max_len=MAX_QUERY, required=False)
+        status = text_field(request.query.get("status", ""), "status", max_len=20, required=False)
     except BadInput as e:
         return message_page("Bad search", str(e), now=now, csrf=csrf, status=400, back="/people")
-    results = ""
-    if q:
-        hits = await asyncio.to_thread(ctx.rt.store.find_people, q, 50)
-        index = await asyncio.to_thread(ctx.rt.store.person_index)
-        rows = []
-        for s in hits:
-            p = s.person
-            phase = index[s.employee_id].phase if s.employee_id in index else None
-            rows.append([
-                f'<a href="/people/{h(quote(s.employee_id, safe=""))}">{h(p.display_name if p else s.employee_id)}</a>',
-                h(p.work_email if p else ""), h(s.employee_id), h(p.department if p else ""),
-                h(p.job_title if p else ""), _phase_badge(phase, s.override is not None),
-            ])
-        results = (f'<p class="muted">{len(rows)} match{"es" if len(rows) != 1 else ""} for “{h(q)}”</p>'
-                   + table(["Name", "Email", "Employee ID", "Department", "Job title", "Status"], rows,
-                           cls="results", empty=f"Nobody matches “{q}”. Try part of the name, email or id."))
+    if status and status not in person_data.STATUSES:
+        status = ""
+    hits, depts = await asyncio.to_thread(_search, ctx, q, dept, status)
+    rows = []
+    for hit in hits:
+        link = (f'<a href="/people/{h(quote(hit.employee_id, safe=""))}">{h(hit.name or hit.employee_id)}</a>'
+                if valid_id(hit.employee_id) else h(hit.name or hit.employee_id))
+        st = _phase_badge(hit.phase, hit.offboarded)
+        if hit.set_aside:
+            st += " " + badge("row set aside", "warn") + f'<div class="muted small">{h(hit.set_aside)}</div>'
+        rows.append([link, h(hit.email), h(hit.employee_id), h(hit.department), h(hit.job_title), st])
+    what = f"for “{h(q)}”" if q else "(browse)"
+    filters = " · ".join(x for x in (f"department {h(dept)}" if dept else "", f"status {h(status)}" if status
+                                     else "") if x)
+    results = (f'<p class="muted">{len(rows)} {"person" if len(rows) == 1 else "people"} {what}'
+               f'{" · " + filters if filters else ""}{" (first 100)" if len(rows) >= 100 else ""}</p>'
+               + table(["Name", "Email", "Employee ID", "Department", "Job title", "Status"], rows,
+                       cls="results", empty=f"Nobody matches “{q}”. Try part of the name, e-mail or id; accents "
+                                            "and capitals do not matter."))
+    dept_opts = '<option value="">all departments</option>' + "".join(
+        f'<option value="{h(d)}"{" selected" if d == dept else ""}>{h(d)}</option>' for d in depts)
+    status_opts = '<option value="">any status</option>' + "".join(
+        f'<option value="{h(s_)}"{" selected" if s_ == status else ""}>{h(s_)}</option>'
+        for s_ in person_data.STATUSES)
     body = (
         '<section class="card"><h1>Find a person</h1>'
         '<form method="get" action="/people" class="search">'
         f'<input type="search" name="q" value="{h(q)}" maxlength="{MAX_QUERY}" autofocus '
         'placeholder="name, email or employee id" aria-label="name, email or employee id">'
+        f'<select name="department" aria-label="department">{dept_opts}</select>'
+        f'<select name="status" aria-label="status">{status_opts}</select>'
         '<button type="submit" class="primary">Search</button></form>'
         f"{results}</section>"
     )
     return page("People", body, now=now, csrf=csrf, active="people")
 
 
-def _facts(facts: data.PersonFacts) -> str:
+def _search(ctx: ServiceContext, q: str, dept: str, status: str) -> tuple[list[person_data.Hit], list[str]]:
+    return person_data.search(ctx.rt, q, department=dept, status=status), person_data.departments(ctx.rt)
+
+
+def _facts(facts: data.PersonFacts, manager: str = "") -> str:
     s = facts.state
     p = s.person
     rows: list[tuple[str, str]] = [("Employee ID", h(s.employee_id))]
     if p is not None:
+        boss = "—"
+        if p.manager_id:
+            label = f"{h(manager)} <span class=\"muted\">{h(p.manager_id)}</span>" if manager else h(p.manager_id)
+            boss = f'<a href="/people/{h(quote(p.manager_id, safe=""))}">{label}</a>' if valid_id(p.manager_id) \
+                else label
         rows += [("Email", h(p.work_email)), ("Department", h(p.department)), ("Job title", h(p.job_title)),
-                 ("Manager", h(p.manager_id)), ("Location", h(p.location)), ("HR status", h(p.status.value)),
+                 ("Manager", boss), ("Location", h(p.location)), ("HR status", h(p.status.value)),
                  ("Hire date", h(p.hire_date or "—")), ("Termination date", h(p.termination_date or "—"))]
     rows.append(("jml sees them as", _phase_badge(facts.phase, False)))
     if facts.effective_termination:
@@ -81,7 +103,9 @@ def _facts(facts: data.PersonFacts) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{h(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
 
-def _access(rows: list[dict[str, Any]]) -> str:
+def _access(rows: list[dict[str, Any]], conditions: dict[str, str] | None = None,
+            removed: list[dict[str, Any]] | None = None) -> str:
+    conditions = conditions or {}
     out = []
     for r in rows:
         acct = h(r["account"]) if r["account"] else '<span class="muted">no account</span>'
@@ -90,10 +114,42 @@ def _access(rows: list[dict[str, Any]]) -> str:
         if not r["grants"]:
             out.append([h(r["connector"]), acct, st, '<span class="muted">—</span>', "", ""])
         for g in r["grants"]:
-            out.append([h(r["connector"]), acct, st, h(g["grant"]),
-                        h(g["rule"] or "—"), when(g["since"])])
-    return table(["Connector", "Account", "State", "Access", "Granted by rule", "Since"], out, cls="access",
-                 empty="No connectors configured.")
+            rule = g["rule"]
+            cond = conditions.get(rule or "")
+            why = h(rule or "—") + (f'<div class="muted small rule-when">when {h(cond)}</div>' if cond else "")
+            out.append([h(r["connector"]), acct, st, h(g["grant"]), why, when(g["since"])])
+    for x in removed or []:  # after an offboarding: what was there, and when it went
+        label = {"deactivate": "account deactivated", "delete": "account deleted", "cancel_invite": "invitation "
+                 "cancelled"}.get(x["action"], str(x["what"]))
+        out.append([h(x["connector"]), '<span class="muted">—</span>', badge("removed", "muted"),
+                    f'<s class="removed">{h(label)}</s>', f'<span class="muted">removed (plan {h(x["plan_id"])})'
+                    '</span>', when(x["at"])])
+    return table(["Connector", "Account", "State", "Access", "Granted by rule", "Since / removed"], out,
+                 cls="access", empty="No connectors configured.")
+
+
+def _set_aside(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    items = "".join(f"<li>Row {h(r.get('row'))} of {h(r.get('file'))}: <strong>{h(r.get('field'))}</strong> "
+                    f"{h(r.get('message'))}</li>" for r in rows)
+    return ('<section class="card set-aside" id="set-aside"><h2>HR row set aside</h2>'
+            f"<ul>{items}</ul><p>HR: correct this in the HR system. Until then jml keeps this person's last good "
+            "data (a set-aside row never makes anyone a leaver).</p></section>")
+
+
+def _history(events: list[dict[str, Any]]) -> str:
+    rows = []
+    for e in events:
+        changes = e.get("changes") or {}
+        change_text = "; ".join(
+            f"{k}: {v[0] or '(empty)'} → {v[1] or '(empty)'}" if isinstance(v, list | tuple) and len(v) == 2
+            else f"{k}: {v}" for k, v in changes.items())
+        took = e.get("took")
+        rows.append([when(e["at"]), h(e["kind"].replace("_", " ")), h(e["what"])
+                     + (f'<div class="muted small">{h(change_text)}</div>' if change_text else ""),
+                     h(e.get("who") or ""), h(duration(took) if took is not None else "")])
+    return table(["When", "What", "Detail", "Who", "Took"], rows, cls="history", empty="Nothing recorded yet.")
 
 
 def progress_rows(doc: dict[str, Any], now: dt.datetime) -> str:
@@ -125,6 +181,10 @@ def _offboard_form(eid: str, facts: data.PersonFacts, csrf: str) -> str:
                 f'<label for="reason">Why is it being undone?</label>'
                 f'<textarea id="reason" name="reason" required maxlength="{MAX_REASON}" rows="2"></textarea>'
                 '<button type="submit">Undo offboarding…</button></form></section>')
+    if facts.phase in ("leaver", "gone"):
+        return ('<section class="card" id="offboard-state"><h2>Already a leaver</h2>'
+                '<p>jml is removing (or has removed) this person\'s access; see the progress above. '
+                'There is nothing to offboard.</p></section>')
     return (f'<section class="card danger"><h2>Offboard now</h2>'
             '<p>Removes this person\'s access in every app now, without waiting for the HR export.</p>'
             f'<form method="post" action="{action}" id="offboard-form">{csrf_input(csrf)}'
@@ -134,13 +194,30 @@ def _offboard_form(eid: str, facts: data.PersonFacts, csrf: str) -> str:
             '<button type="submit" class="danger">Offboard now…</button></form></section>')
 
 
+@dataclass
+class _Extra:
+    manager: str = ""
+    conditions: dict[str, str] = field(default_factory=dict)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    set_aside: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _load(ctx: ServiceContext, eid: str) -> tuple[data.PersonFacts | None, list[dict[str, Any]],
-                                                     dict[str, Any] | None, dt.datetime]:
-    now = ctx.rt.clock()
-    facts = data.person(ctx.rt, eid)
+                                                     dict[str, Any] | None, dt.datetime, _Extra]:
+    rt = ctx.rt
+    now = rt.clock()
+    extra = _Extra(set_aside=person_data.set_aside_for(rt, eid))
+    facts = data.person(rt, eid)
     if facts is None:
-        return None, [], None, now
-    return facts, data.access(ctx.rt, eid), data.progress(ctx.rt, eid, now), now
+        return None, [], None, now, extra
+    p = facts.state.person
+    if p is not None and p.manager_id:
+        extra.manager = data.display_names(rt, {p.manager_id}).get(p.manager_id, "")
+    extra.conditions = person_data.rule_conditions(rt)
+    extra.removed = person_data.removed_access(rt, eid)
+    extra.history = person_data.history(rt, eid)
+    return facts, data.access(rt, eid), data.progress(rt, eid, now), now, extra
 
 
 async def person(request: web.Request, who: Principal) -> web.StreamResponse:
@@ -149,7 +226,14 @@ async def person(request: web.Request, who: Principal) -> web.StreamResponse:
     eid = request.match_info["employee_id"]
     if not valid_id(eid):
         return message_page("Not found", "No such person.", now=ctx.rt.clock(), csrf=csrf, status=404, back="/people")
-    facts, access, prog, now = await asyncio.to_thread(_load, ctx, eid)
+    facts, access, prog, now, extra = await asyncio.to_thread(_load, ctx, eid)
+    if (facts is None or prog is None) and extra.set_aside:
+        # Known only from a set-aside row (a joiner with bad data): say so, and what HR fixes.
+        who_ = str(extra.set_aside[0].get("name") or eid)
+        body = (f'<p class="crumbs"><a href="/people">People</a> &rsaquo; {h(who_)}</p>'
+                f'<section class="card"><h1>{h(who_)}</h1><p>{h(eid)} is not in jml yet: their HR row was set '
+                'aside, so no account has been made.</p></section>' + _set_aside(extra.set_aside))
+        return page(who_, body, now=now, csrf=csrf, active="people")
     if facts is None or prog is None:
         return message_page("Not found", f"No person with employee id {eid}.", now=now, csrf=csrf, status=404,
                             back="/people")
@@ -161,10 +245,13 @@ async def person(request: web.Request, who: Principal) -> web.StreamResponse:
     body = (
         (f'<p class="flash">{h(flash)}</p>' if flash else "")
         + f'<p class="crumbs"><a href="/people">People</a> &rsaquo; {h(name)}</p>'
-        + f'<section class="card"><h1>{h(name)}</h1>{_facts(facts)}</section>'
+        + _set_aside(extra.set_aside)
+        + f'<section class="card"><h1>{h(name)}</h1>{_facts(facts, extra.manager)}</section>'
         + (_progress(eid, prog, now) if prog["leaver"] else "")
-        + f'<section class="card" id="access"><h2>Access</h2>{_access(access)}</section>'
+        + f'<section class="card" id="access"><h2>Access</h2>{_access(access, extra.conditions, extra.removed)}'
+          '</section>'
         + (_offboard_form(eid, facts, csrf) if who.can("offboard") else "")
+        + f'<section class="card" id="history"><h2>History</h2>{_history(extra.history)}</section>'
     )
     return page(name, body, now=now, csrf=csrf, active="people")
 

@@ -68,6 +68,16 @@ def _leavers(doc: dict[str, Any], clocks: list[data.Clock], names: dict[str, str
                  cls="leavers", empty="No leavers in flight.")
 
 
+def _verified(clocks: list[data.Clock], names: dict[str, str], now: dt.datetime) -> str:
+    """Leavers verified deprovisioned in the last hour: out of "in flight", still in sight."""
+    rows = [[_person_link(c.employee_id, names), h(c.connector), when(c.started_at), when(c.verified_at),
+             countdown(c.deadline, "verified", now),
+             h(duration((c.verified_at - c.started_at).total_seconds()) if c.verified_at and c.started_at else "—")]
+            for c in clocks if c.verified_at is not None]
+    return table(["Person", "Connector", "Effective termination", "Verified", "State", "Took"], rows,
+                 cls="verified", empty="None in the last hour.")
+
+
 def _breaches(breaches: list[data.Clock], names: dict[str, str], now: dt.datetime) -> str:
     rows = []
     for c in breaches:
@@ -319,6 +329,8 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
         + f'<section class="card" id="leavers"><h2>Leavers in flight</h2>{_leavers(doc, clocks, names, now)}</section>'
         + f'<section class="card" id="held"><h2>Held plans</h2>{_held(ctx, doc, csrf)}'
           f'{_pre_approvals(ctx, csrf)}</section>'
+        + f'<section class="card" id="verified"><h2>Verified in the last hour</h2>{_verified(clocks, names, now)}'
+          '</section>'
         + '<div class="two">'
         + f'<section class="card" id="breaches"><h2>Recent breaches</h2>{_breaches(breaches, names, now)}</section>'
         + f'<section class="card" id="sources"><h2>Source freshness</h2>{_source(ctx, doc)}</section>'

@@ -88,7 +88,7 @@
       if (!doc) return;
       syncClock(doc.now);
       var sig = JSON.stringify(doc.connectors.map(function (c) { return [c.connector, c.pending, c.done, c.state]; }));
-      if (lastProgress[url] !== sig) refreshSection("access");
+      if (lastProgress[url] !== sig) { refreshSection("access"); refreshSection("history"); }
       lastProgress[url] = sig;
       var body = document.createElement("tbody");
       doc.connectors.forEach(function (c) {
