@@ -43,6 +43,7 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("GET", "/api/v1/people/{employee_id}/progress", "api", api.progress, VIEW),
     ("GET", "/api/v1/audit", "api", api.audit_export, AUDIT),
     ("GET", "/api/v1/reports/access", "api", api.access_report, AUDIT),
+    ("GET", "/api/v1/reports/sla", "api", api.sla_report, AUDIT),
 ]
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import io
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from jml.errors import JMLError
 from jml.status import snapshot
 from jml.web import actions, data, html
 from jml.web.auth import Principal
@@ -253,15 +256,96 @@ async def pause_form(request: web.Request, who: Principal, form: dict[str, str])
 
 
 async def audit_page(request: web.Request, who: Principal) -> web.StreamResponse:
+    """Evidence for auditors (issue 17): the audit trail with its verify result, the access
+    report and the monthly SLA report, each downloadable."""
     ctx = state(request).ctx
-    body = ('<section class="card"><h1>Audit</h1>'
+    rt = ctx.rt
+    month = request.query.get("month", "")
+    if month and not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):
+        raise BadInput("`month` must be YYYY-MM")
+
+    def gather() -> tuple[Any, tuple[int, str], str, list[dict[str, Any]]]:
+        from jml import reports
+
+        result = rt.audit.verify()
+        m, rows = reports.sla_rows(rt, month or None)
+        return result, rt.audit.head(), m, rows
+
+    try:
+        result, (count, head), month, rows = await asyncio.to_thread(gather)
+    except JMLError as e:
+        raise BadInput(str(e)) from None
+    verdict = (html.badge(f"intact: {result.count} records", "ok") if result.ok
+               else html.badge("BROKEN", "breach") + f' <span class="error">{html.h(result.problem)}</span>')
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["result"]] = counts.get(r["result"], 0) + 1
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("met", "breached", "pending", "cancelled"))
+    table_rows = [[html.h(r["name"] or r["employee_id"]), html.h(r["employee_id"]), html.h(r["connector"]),
+                   html.when(r["effective"]), html.when(r["verified"]) if r["verified"] else "—",
+                   html.h(html.duration(r["seconds"]) if r["seconds"] is not None else "—"),
+                   html.badge(r["result"], {"met": "ok", "breached": "breach", "pending": "warn"}.get(r["result"],
+                                                                                                     "muted")),
+                   html.h(r.get("cause") or "")] for r in rows]
+    q = f"month={month}"
+    body = ('<section class="card" id="evidence-audit"><h1>Evidence</h1><h2>Audit trail</h2>'
+            f'<p>Hash chain check: {verdict}. Head <code>{html.h(head[:16])}…</code> after {count} records.</p>'
             '<p><a class="button" href="/api/v1/audit" download="jml-audit.jsonl">Download the audit trail '
             '(JSON lines, hash-chained)</a></p>'
+            '<p class="hint">Check a download independently with <code>jml audit verify FILE</code>.</p></section>'
+            '<section class="card" id="evidence-access"><h2>Access report</h2>'
+            '<p>Who has what in every connector and which rule grants it.</p>'
             '<p><a class="button" href="/api/v1/reports/access?format=csv" download="jml-access.csv">'
-            'Download the access report (CSV)</a></p>'
-            '<p class="hint">Check an export with <code>jml audit verify FILE</code>.</p></section>')
-    return html.page("Audit", body, now=ctx.rt.clock(), csrf=who.session.csrf if who.session else "",
+            'Download the access report (CSV)</a> '
+            '<a class="button" href="/api/v1/reports/access?format=json" download="jml-access.json">'
+            '(JSON)</a></p></section>'
+            f'<section class="card" id="evidence-sla"><h2>Deprovision SLA, {html.h(month)}</h2>'
+            '<form method="get" action="/audit" class="search"><input type="month" name="month" '
+            f'value="{html.h(month)}" aria-label="month"><button type="submit">Show</button></form>'
+            f'<p>{len({r["employee_id"] for r in rows})} leaver(s), {len(rows)} deprovision(s): {html.h(summary)}'
+            f' (times in {html.h(rt.config.timezone.key)}).</p>'
+            f'<p><a class="button" href="/api/v1/reports/sla?{q}&amp;format=csv" download="jml-sla-{html.h(month)}'
+            '.csv">Download the SLA report (CSV)</a> '
+            f'<a class="button" href="/api/v1/reports/sla?{q}&amp;format=json" download="jml-sla-{html.h(month)}'
+            '.json">(JSON)</a></p>'
+            + html.table(["Person", "Employee ID", "Connector", "Effective termination", "Verified", "Took",
+                          "Result", "Cause of a breach"], table_rows, cls="sla-report",
+                         empty="No leavers this month.")
+            + "</section>")
+    return html.page("Evidence", body, now=rt.clock(), csrf=who.session.csrf if who.session else "",
                      active="audit")
+
+
+async def sla_report(request: web.Request, who: Principal) -> web.StreamResponse:
+    """A month's deprovisions per leaver and connector (as `jml report sla`), CSV or JSON."""
+    from jml import reports
+
+    month = request.query.get("month", "")
+    if month and not re.fullmatch(r"[0-9]{4}-[0-9]{2}", month):
+        raise BadInput("`month` must be YYYY-MM")
+    fmt = request.query.get("format", "json")
+    if fmt not in ("csv", "json"):
+        raise BadInput("`format` must be csv or json")
+    rt = state(request).ctx.rt
+    try:
+        month, rows = await asyncio.to_thread(reports.sla_rows, rt, month or None)
+    except JMLError as e:
+        raise BadInput(str(e)) from None
+    await asyncio.to_thread(rt.audit.append, "sla_report", {"format": fmt, "month": month}, now=rt.clock(),
+                            actor=who.actor)
+    if fmt == "json":
+        resp = web.json_response({"month": month, "timezone": rt.config.timezone.key, "deprovisions": rows})
+    else:
+        buf = io.StringIO()
+        fields = ["employee_id", "name", "connector", "effective", "deadline", "verified", "seconds", "result",
+                  "cause"]
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\r\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        resp = web.Response(text=buf.getvalue(), content_type="text/csv")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

@@ -307,6 +307,17 @@ def _extra_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "The report", "content": {
                 "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}},
                 "400": _err("Malformed request"), "401": _err("Not signed in"), "403": _err(FORBIDDEN)}}},
+        "/api/v1/reports/sla": {"get": {
+            "summary": "A month's deprovisions per leaver and connector, with the cause of each breach (as "
+                       "`jml report sla`)." + ROLE_NOTE.format(right="audit", roles=_roles_for("audit")),
+            "security": SIGNED_IN, "tags": ["api"],
+            "parameters": [{"name": "month", "in": "query", "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}},
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["json", "csv"]}}],
+            "responses": {"200": {"description": "The report", "content": {
+                "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}},
+                "400": _err("Malformed request"), "401": _err("Not signed in"), "403": _err(FORBIDDEN)}}},
     }
 
 

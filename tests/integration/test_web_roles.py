@@ -49,6 +49,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/audit"): {"auditor", "admin"},
     ("GET", "/api/v1/audit"): {"auditor", "admin"},
     ("GET", "/api/v1/reports/access"): {"auditor", "admin"},
+    ("GET", "/api/v1/reports/sla"): {"auditor", "admin"},
 }
 
 BODIES: dict[str, dict[str, Any]] = {
