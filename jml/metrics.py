@@ -20,6 +20,9 @@ deprovision_duration = Histogram(
 sla_breaches = Counter(
     "jml_deprovision_sla_breaches", "Leavers whose deprovision missed the SLA deadline.",
     ["connector"], registry=REGISTRY)
+sla_breaches_by_cause = Counter(
+    "jml_deprovision_sla_breaches_by_cause", "Missed deprovision deadlines by cause: hr_data_late, held_plan, "
+    "paused_connector, vendor_rate_limit, app_errors, jml_backlog.", ["connector", "cause"], registry=REGISTRY)
 deprovisions_pending = Gauge(
     "jml_deprovisions_pending", "Leavers not yet verified deprovisioned.", ["connector"], registry=REGISTRY)
 oldest_pending = Gauge(

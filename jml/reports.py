@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from jml import sla
 from jml.runtime import Runtime
+from jml.sla_causes import cause_for, describe
 
 ACCESS_COLUMNS = ("employee_id", "name", "email", "connector", "username", "account", "grant", "rule", "since",
                   "change", "changed_at")
@@ -147,12 +148,15 @@ def sla_rows(rt: Runtime, month: str | None = None) -> tuple[str, list[dict[str,
         else:
             result = "pending"
         seconds = (c.verified_at - c.started_at).total_seconds() if c.verified_at else None
+        cause = ""
+        if result == "breached":  # recorded when counted; worked out now for one not counted yet
+            cause = getattr(c, "breach_cause", None) or cause_for(rt, c)
         rows.append({
             "employee_id": c.employee_id, "name": who.name if (who := people.get(c.employee_id)) else "",
             "connector": c.connector, "effective": c.started_at.astimezone(tz).isoformat(),
             "deadline": c.deadline.astimezone(tz).isoformat(),
             "verified": c.verified_at.astimezone(tz).isoformat() if c.verified_at else None,
-            "seconds": round(seconds, 3) if seconds is not None else None, "result": result,
+            "seconds": round(seconds, 3) if seconds is not None else None, "result": result, "cause": cause,
         })
     rows.sort(key=lambda r: (r["effective"], r["employee_id"], r["connector"]))
     return month, rows
@@ -168,12 +172,20 @@ def sla_report(rt: Runtime, out: IO[str], *, month: str | None = None) -> int:
     leavers = len({r["employee_id"] for r in rows})
     out.write(f"deprovision SLA, {month} ({tz.key}): {leavers} leaver(s), {len(rows)} deprovision(s): "
               + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("met", "breached", "pending", "cancelled")) + "\n")
+    causes: dict[str, int] = {}
+    for r in rows:
+        if r["cause"]:
+            causes[r["cause"]] = causes.get(r["cause"], 0) + 1
+    if causes:
+        out.write("breaches by cause: " + ", ".join(f"{n} {describe(c)['text']}" for c, n in
+                                                     sorted(causes.items(), key=lambda kv: -kv[1])) + "\n")
     if not rows:
         return 0
-    header = ("employee_id", "name", "connector", "effective", "deadline", "verified", "duration", "result")
+    header = ("employee_id", "name", "connector", "effective", "deadline", "verified", "duration", "result", "cause")
     table = [header] + [
         (r["employee_id"], r["name"], r["connector"], r["effective"], r["deadline"], r["verified"] or "-",
-         sla.humanize(r["seconds"]) if r["seconds"] is not None else "-", r["result"]) for r in rows]
+         sla.humanize(r["seconds"]) if r["seconds"] is not None else "-", r["result"], r["cause"] or "")
+        for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         out.write("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")

@@ -81,10 +81,19 @@ def set_clock(rt: Runtime, clock_id: int, *, only_open: bool = True, **values: A
 
 def count_breach(rt: Runtime, clock: Clock, now: dt.datetime) -> None:
     """Mark the breach on the clock and count it, once (whoever gets there first)."""
-    if not rt.store.sla.mark_breached(clock.id):
+    from jml.sla_causes import cause_for
+
+    try:
+        cause = cause_for(rt, clock)
+    except Exception:  # the cause is an explanation: never a reason not to count the breach
+        log.warning("could not determine the breach cause", exc_info=True)
+        cause = "jml_backlog"
+    if not rt.store.sla.mark_breached(clock.id, cause):
         return
     metrics.sla_breaches.labels(clock.connector).inc()
+    metrics.sla_breaches_by_cause.labels(clock.connector, cause).inc()
     rt.audit.append("sla_breach", {"connector": clock.connector, "started_at": clock.started_at.isoformat(),
-                                   "deadline": clock.deadline.isoformat()}, now=now, subject=clock.employee_id)
+                                   "deadline": clock.deadline.isoformat(), "cause": cause},
+                    now=now, subject=clock.employee_id)
     log.error("deprovision SLA breached", extra={"connector": clock.connector, "employee_id": clock.employee_id,
-                                                 "deadline": clock.deadline.isoformat()})
+                                                 "deadline": clock.deadline.isoformat(), "cause": cause})

@@ -60,6 +60,12 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         leavers = sla.in_flight(rt, now)
     except ImportError:
         pass
+    from jml.sla_causes import cause_of, describe
+
+    for lv in leavers:  # why a missed deadline was missed (issue 17)
+        if lv.get("breached"):
+            lv["cause"] = describe(cause_of(rt, str(lv["connector"]), str(lv["person"]),
+                                            dt.datetime.fromisoformat(str(lv["deadline"]))))
     inbox = Inbox(rt.store)
     health = inbox.health(now)
     events = {

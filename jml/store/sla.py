@@ -38,6 +38,7 @@ class Clock:
     breached: bool
     predicted_breach: bool
     last_check: str | None
+    breach_cause: str | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -55,6 +56,7 @@ class ClockView:
     verified_at: dt.datetime | None
     breached: bool
     predicted_breach: bool
+    breach_cause: str | None = None
 
     def late(self, now: dt.datetime) -> bool:
         if self.breached:
@@ -77,13 +79,14 @@ class ClockView:
 
 def _view(r: Any) -> ClockView:
     return ClockView(r["connector"], r["employee_id"], utc(r["started_at"]), utc(r["deadline"]), utc(r["verified_at"]),
-                     bool(r["breached"]), bool(r["predicted_breach"]))
+                     bool(r["breached"]), bool(r["predicted_breach"]), r.get("breach_cause"))
 
 
 def _clock(r: Any) -> Clock:
     started = utc(r["started_at"]) or dt.datetime.min.replace(tzinfo=dt.UTC)
     return Clock(r["id"], r["connector"], r["employee_id"], started, utc(r["deadline"]) or started,
-                 utc(r["verified_at"]), bool(r["breached"]), bool(r["predicted_breach"]), r["last_check"])
+                 utc(r["verified_at"]), bool(r["breached"]), bool(r["predicted_breach"]), r["last_check"],
+                 r.get("breach_cause"))
 
 
 def _not_cancelled() -> Any:
@@ -190,11 +193,11 @@ class SlaClocks:
         with self.engine.begin() as conn:
             return bool(conn.execute(q.values(**values)).rowcount)
 
-    def mark_breached(self, clock_id: int) -> bool:
-        """True for the caller that marked it (a breach is counted once)."""
+    def mark_breached(self, clock_id: int, cause: str | None = None) -> bool:
+        """True for the caller that marked it (a breach is counted once), with its cause."""
         with self.engine.begin() as conn:
             return bool(conn.execute(update(C).where(C.c.id == clock_id, C.c.breached.is_(False))
-                                     .values(breached=True)).rowcount)
+                                     .values(breached=True, breach_cause=cause)).rowcount)
 
     @staticmethod
     def stop_verified(tx: Connection, clock_id: int, now: dt.datetime, last_check: str) -> bool:

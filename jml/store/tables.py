@@ -193,6 +193,9 @@ class SlaClockRow(SQLModel, table=True):
     breached: bool = False
     predicted_breach: bool = False
     last_check: str | None = None
+    # Why the deadline was missed: hr_data_late | held_plan | paused_connector | vendor_rate_limit |
+    # app_errors | jml_backlog (jml/sla_causes.py; issue 17)
+    breach_cause: str | None = None
 
 
 class LeaseRow(SQLModel, table=True):

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from jml.attention import plain_error
 from jml.context import ServiceContext
+from jml.sla_causes import describe
 from jml.status import finish, snapshot
 from jml.web import data
 from jml.web.auth import Principal
@@ -82,10 +83,12 @@ def _breaches(breaches: list[data.Clock], names: dict[str, str], now: dt.datetim
     rows = []
     for c in breaches:
         over = ((c.verified_at or now) - c.deadline).total_seconds() if c.deadline else None
+        cause = describe(getattr(c, "breach_cause", None))
         rows.append([_person_link(c.employee_id, names), h(c.connector), when(c.deadline),
                      when(c.verified_at) if c.verified_at else badge("not yet verified", "breach"),
-                     f'<span class="breach">{h(duration(over))} late</span>'])
-    return table(["Person", "Connector", "Deadline", "Verified", "Over by"], rows, cls="breaches",
+                     f'<span class="breach">{h(duration(over))} late</span>',
+                     f'<span class="cause" title="{h(cause["todo"])}">{h(cause["text"] or "—")}</span>'])
+    return table(["Person", "Connector", "Deadline", "Verified", "Over by", "Why"], rows, cls="breaches",
                  empty="No missed deadlines in the last 7 days.")
 
 
