@@ -134,8 +134,7 @@ async def _plan_cycle(rt: Runtime, *, dry_run: bool, origin: str) -> PlanOutcome
     vouched = last is not None and last.status == "approved" and last.checksum == fetched.checksum
     try:
         parsed = _parse(rt, fetched, known or None)
-        problems = health_problems(parsed, last_columns=last_good.columns if last_good else None,
-                                   last_row_count=None, max_shrink_percent=rt.config.guard.max_shrink_percent)
+        problems = health_problems(parsed, last_columns=last_good.columns if last_good else None)
         if problems:
             raise ExportRejected("; ".join(problems), file=fetched.name)
     except ExportRejected as e:
@@ -310,7 +309,7 @@ def plan_people(
 ) -> PlanOutcome:
     """A person-scoped plan (webhook, offboard): the same pipeline as an export's, for
     `scope` only; `index` needs entries for the scoped people only. `verdict_for` replaces
-    the export guard (event plans have their own bound, DESIGN: held plans)."""
+    the export guard (event plans have their own bound: jml/event_plan.py)."""
     return _plan_scope(rt, scope, changed, index, now, None, dry_run=dry_run, origin=origin,
                        verdict_for=verdict_for)
 
@@ -344,7 +343,7 @@ def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tupl
     def records() -> Iterator[tuple[str, object, str, str | None]]:
         for eid, data, reason in transitions:
             yield "hr_change", {**(data if isinstance(data, dict) else {}), "reason": reason}, "hr", eid
-        # DESIGN: a protected account is never deactivated or deleted, and every skip is audited.
+        # A protected account (policy.protected) is never deactivated or deleted; every skip is audited.
         for sk in skips:
             yield "skip", {"connector": sk.connector, "reason": sk.reason, "plan_id": outcome.plan_id,
                            "held": outcome.held}, "jml", sk.employee_id
@@ -364,7 +363,7 @@ def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tupl
 
 
 def plan_json(outcome: PlanOutcome) -> dict[str, object]:
-    """DESIGN's `plan --json` shape."""
+    """The `plan --json` shape (README "Commands"; tests/e2e/test_cli.py checks it)."""
     return {
         "plan_id": outcome.plan_id,
         "operations": [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
