@@ -7,7 +7,7 @@ import asyncio
 import io
 import re
 
-from jml.progress import Tally, format_line, watch
+from jml.progress import Cheap, Tally, format_line, watch
 
 
 class _Outbox:
@@ -25,7 +25,7 @@ class _Outbox:
 async def test_not_a_terminal_one_plain_line_per_interval() -> None:
     out = io.StringIO()
     counts = _Outbox(app=100, aws=20)
-    async with watch(counts, out, interval=0.1):
+    async with watch(counts, out, interval=0.1, resync=0):
         await asyncio.sleep(0.55)
     lines = out.getvalue().splitlines()
     # five intervals, then one final line when the push ends
@@ -47,7 +47,7 @@ async def test_interval_zero_shows_nothing() -> None:
 
 async def test_terminal_is_a_live_display() -> None:
     out = io.StringIO()
-    async with watch(_Outbox(100, 20), out, interval=0.05, tty=True):
+    async with watch(_Outbox(100, 20), out, interval=0.05, tty=True, resync=0):
         await asyncio.sleep(0.2)
     text = out.getvalue()
     assert "app" in text and "aws" in text and "ETA" in text
@@ -69,3 +69,26 @@ async def test_a_push_shorter_than_an_interval_prints_nothing() -> None:
     async with watch(_Outbox(10, 10), out, interval=5):
         await asyncio.sleep(0.05)
     assert out.getvalue() == ""
+
+
+def test_the_outbox_is_read_at_the_start_and_each_resync_and_this_process_s_work_in_between() -> None:
+    reads: list[int] = []
+    open_in_outbox = {"app": 100}
+    finished = {"app": 7}  # the engine's counters before the push
+    now = [0.0]
+
+    def outbox() -> dict[str, int]:
+        reads.append(1)
+        return dict(open_in_outbox)
+
+    c = Cheap(outbox, resync=60, finished=lambda: finished, clock=lambda: now[0])
+    assert len(reads) == 1
+    finished = {"app": 37}
+    now[0] = 10
+    assert c() == {"app": 70} and len(reads) == 1
+    open_in_outbox = {"app": 50}  # a daemon did some, or work was added: the resync says so
+    now[0] = 61
+    assert c() == {"app": 50} and len(reads) == 2
+    finished = {"app": 47}
+    now[0] = 70
+    assert c() == {"app": 40}
