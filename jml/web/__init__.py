@@ -9,7 +9,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from jml.context import ServiceContext
-from jml.store.identity import IdentityStore
 from jml.web import api, html, login, people, status_page
 from jml.web.auth import Gate
 from jml.web.oidc import OidcClient
@@ -62,7 +61,7 @@ def add_routes(app: web.Application, ctx: ServiceContext) -> None:
     if cfg.server.oidc is not None:
         base = cfg.server.public_url or "http://" + cfg.server.listen
         oidc = OidcClient(cfg.server.oidc, base.rstrip("/") + "/auth/callback")
-    gate = Gate(cfg, identities=IdentityStore(ctx.rt.store.engine), audit=_audit(ctx),  # type: ignore[arg-type]
+    gate = Gate(cfg, identities=ctx.rt.store.identities, audit=_audit(ctx),  # type: ignore[arg-type]
                 clock=ctx.rt.clock)
     st = WebState(ctx=ctx, gate=gate, oidc=oidc)
     app[WEB] = st
