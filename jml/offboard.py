@@ -127,8 +127,11 @@ async def offboard_cli(args: argparse.Namespace, cfg: Config) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
     rt = Runtime(cfg)
+    from jml import approvals
+
+    me = approvals.cli_approver()
     try:
-        result = await offboard(rt, args.employee_id, reason=reason, at=at, actor="cli", undo=args.undo)
+        result = await offboard(rt, args.employee_id, reason=reason, at=at, actor=me.actor, undo=args.undo)
     except UnknownEmployee as e:
         print(f"jml: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -144,6 +147,8 @@ async def offboard_cli(args: argparse.Namespace, cfg: Config) -> int:
         summary = ", ".join(f"{k} {v}" for k, v in p.summary().items()) or "nothing to do"
         print(f"plan {p.plan_id or '-'}: {summary}" + (" (HELD: " + "; ".join(p.reasons) + ")" if p.held else ""))
     if result.held:
+        # Four-eyes: whoever asked for this offboard cannot approve its held plan.
+        approvals.record_requester(rt, [p.plan_id for p in result.plans if p.held and p.plan_id], me)
         return EXIT_SAFETY
     ids = [p.plan_id for p in result.plans if p.plan_id and p.operations]
     if not ids:

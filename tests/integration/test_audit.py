@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from jml import cli
+from jml import approvals, cli
 from jml import config as config_mod
 from jml.audit import GENESIS, canonical, chain
 from jml.runtime import Runtime
@@ -274,14 +274,15 @@ def test_trail_records_hr_changes_plans_pushes_approvals_and_offboards(live: Env
     code, _, err = env.cli("approve", held[0]["data"]["plan_id"])
     assert code == 0, err
     [approval] = _records(env, "approval")
-    assert approval["data"]["plan_id"] == held[0]["data"]["plan_id"] and approval["actor"] == "cli"
+    me = approvals.cli_approver().actor  # the OS user at the CLI
+    assert approval["data"]["plan_id"] == held[0]["data"]["plan_id"] and approval["actor"] == me
     assert ("E1", "deactivate") in {(p["subject"], p["data"]["action"]) for p in _records(env, "push")}
 
     # HR's offboard-now.
     code, _, err = env.cli("offboard", "E2", "--reason", "left today")
     assert code in (0, 3), err
     [off] = _records(env, "offboard")
-    assert off["subject"] == "E2" and off["data"]["reason"] == "left today" and off["actor"] == "cli"
+    assert off["subject"] == "E2" and off["data"]["reason"] == "left today" and off["actor"] == me
     code, _, _ = env.cli("audit", "verify")
     assert code == 0
 
