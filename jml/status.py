@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from connectors.scim.dialect import warnings_of
+from jml import sla
 from jml.runtime import Runtime
 from jml.store.inbox import Inbox
 
@@ -53,13 +54,7 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
     # One word for the tile: a rejected export is not "fresh", whenever the last good read was.
     source["state"] = ("rejected" if source["last_status"] == "rejected" else "none" if src is None
                        else "stale" if source["stale"] else "fresh")
-    leavers: list[dict[str, Any]] = []
-    try:
-        from jml import sla
-
-        leavers = sla.in_flight(rt, now)
-    except ImportError:
-        pass
+    leavers = sla.in_flight(rt, now)
     from jml.sla_causes import cause_of, describe
 
     for lv in leavers:  # why a missed deadline was missed (issue 17)
