@@ -15,6 +15,7 @@ whitespace, so text that was JSON stays JSON.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any
@@ -58,20 +59,43 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
         ordered = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        _redact_cached.cache_clear()  # a text that had nothing to mask may have now
+
+
+# The words _SCHEME starts with: an ASCII text without any of them has no auth credential.
+_SCHEME_WORDS = ("bearer", "basic", "token")
 
 
 def redact(text: str) -> str:
     """`text` with registered secrets, auth-scheme credentials and URL passwords masked."""
     if not text:
         return text
+    if len(text) <= 256:
+        # An audit trail repeats the same short texts (actions, connectors, group names) hundreds
+        # of thousands of times: each is redacted once (the cache is emptied when a secret is registered).
+        return _redact_cached(text)
+    return _redact(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _redact_cached(text: str) -> str:
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
     if "://" in text:
         text = _URL_USERINFO.sub(_mask_url, text)
+    if text.isascii():  # (non-ASCII text may spell a scheme with letters that IGNORECASE folds: U+0131, U+017F, U+212A)
+        lowered = text.lower()
+        if not any(w in lowered for w in _SCHEME_WORDS):
+            return text
     return _SCHEME.sub(_mask_scheme, text)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_field(name: str) -> bool:
     return name.casefold().replace("-", "_") in SECRET_FIELDS
 
