@@ -7,6 +7,7 @@ application: `apply(plan(d, s), s)` re-planned against `d` yields nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -35,10 +36,10 @@ class Plan:
     skipped: list[Skip] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for op in self.operations:
-            out[op.action.value] = out.get(op.action.value, 0) + 1
-        return dict(sorted(out.items()))
+        # Counted by the enum member, named once per action (an enum's .value is a property:
+        # read per operation it cost more than the counting, 290k operations a plan).
+        counts = Counter(op.action for op in self.operations)
+        return dict(sorted((a.value, n) for a, n in counts.items()))
 
 
 def _is_assignment(grant: str, traits: ConnectorTraits) -> bool:
