@@ -29,6 +29,7 @@ def _who(eid: str, names: dict[str, str]) -> str:
 def plain_error(connector: str, action: str, person: str, error: str) -> dict[str, str]:
     """{"summary": what went wrong, "fix": what to do and who does it, "detail": the raw text}."""
     raw = error or ""
+    person = person or "everyone who needs it"
     text = raw.casefold()
     status = re.search(r"\(http (\d{3})\)", text)
     code = int(status.group(1)) if status else None
@@ -58,7 +59,11 @@ def plain_error(connector: str, action: str, person: str, error: str) -> dict[st
     if code == 429 or "rate limit" in text:
         return {"summary": f"{connector} kept rate-limiting jml while {what} for {person}.",
                 "fix": "Ops: Retry later; lower the connector's rate_limit if it keeps happening.", "detail": raw}
-    if (code is not None and code >= 500) or "timeout" in text or "connection" in text or "cannot reach" in text:
+    if text.startswith("blocked: operation"):
+        return {"summary": f"{connector}: {what} for {person} waited on an earlier step that failed ({raw}).",
+                "fix": "Fix the earlier step (its dead letter is listed with it); Retry both.", "detail": raw}
+    if ((code is not None and code >= 500) or "timeout" in text or "connection" in text or "connectorerror" in text
+            or "cannot reach" in text or "unreachable" in text or ("refused" in text and code is None)):
         return {"summary": f"{connector} was unreachable or failing while {what} for {person}.",
                 "fix": f"Ops: check {connector} is up (`jml check`); then Retry.", "detail": raw}
     if code == 404:
@@ -95,14 +100,20 @@ def items(doc: dict[str, Any], names: dict[str, str] | None = None) -> list[dict
                     "todo": "Check the reasons. If the change is real, an approver approves it "
                             f"(`jml approve {p['plan_id']}`); if the data is wrong, discard it and fix HR.",
                     "actions": ["approve", "discard"]})
-    for d in doc.get("dead_letters") or []:
-        eid = str(d.get("person") or "")
-        plain = plain_error(str(d["connector"]), str(d["action"]), _who(eid, names), str(d.get("error") or ""))
-        joiner = d["action"] in _CREATE
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for d in doc.get("dead_letters") or []:  # one item per person and app: the first failure explains it
+        groups.setdefault((str(d["connector"]), str(d.get("person") or "")), []).append(d)
+    for (connector, eid), dead in groups.items():
+        dead.sort(key=lambda d: (str(d.get("error") or "").startswith("blocked:"), d["operation_id"]))
+        d = dead[0]
+        plain = plain_error(connector, str(d["action"]), _who(eid, names), str(d.get("error") or ""))
+        joiner = any(x["action"] in _CREATE for x in dead)
+        more = f" (and {len(dead) - 1} more operation(s) waiting on it)" if len(dead) > 1 else ""
+        target = f"for {_who(eid, names)}" if eid else "(no person: a group or setup step)"
         out.append({"kind": "failed_joiner" if joiner else "dead_letter", "severity": "breach",
-                    "id": d["operation_id"], "person": eid,
-                    "title": (f"Joiner {_who(eid, names)} has no account in {d['connector']}" if joiner else
-                              f"{d['connector']}: {d['action']} for {_who(eid, names)} failed"),
+                    "id": d["operation_id"], "ids": [x["operation_id"] for x in dead], "person": eid or None,
+                    "title": (f"Joiner {_who(eid, names)} has no account in {connector}" if joiner else
+                              f"{connector}: {d['action']} {target} failed") + more,
                     "why": plain["summary"], "todo": plain["fix"], "detail": plain["detail"],
                     "actions": ["retry", "discard_operation"]})
     aside = doc.get("set_aside") or {}
@@ -111,8 +122,26 @@ def items(doc: dict[str, Any], names: dict[str, str] | None = None) -> list[dict
         out.append({"kind": "set_aside_row", "severity": "warn", "id": f"{row.get('file')}:{row.get('row')}",
                     "person": row.get("employee_id"), "title": "HR row set aside", "why": text["summary"],
                     "todo": text["fix"], "actions": []})
+    predicted: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for lv in doc.get("leavers_in_flight") or []:
+        if lv.get("predicted_breach") and not lv.get("breached"):
+            predicted.setdefault((str(lv["connector"]), str(lv.get("state"))), []).append(lv)
+    for (connector, _state), group in predicted.items():
+        if len(group) < 3:
+            continue
+        lv = group[0]
+        who = ", ".join(_who(str(x["person"]), names) for x in group[:3]) + (
+            f" and {len(group) - 3} more" if len(group) > 3 else "")
+        out.append({"kind": "predicted_breach", "severity": "warn", "id": f"{connector}:{len(group)}",
+                    "person": None,
+                    "title": f"{len(group)} leavers are predicted to miss the deadline in {connector} "
+                             f"(first in {lv.get('time_left')})",
+                    "why": f"{_blocked_why(lv)}: {who}", "todo": _blocked_todo(lv), "actions": _unblock(lv)})
+    grouped = {id(x) for g in predicted.values() if len(g) >= 3 for x in g}
     for lv in doc.get("leavers_in_flight") or []:
         eid = str(lv.get("person") or "")
+        if id(lv) in grouped:
+            continue
         if lv.get("breached"):
             cause = lv.get("cause") or {}
             out.append({"kind": "breach", "severity": "breach", "id": f"{lv['connector']}:{eid}", "person": eid,

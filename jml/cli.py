@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="zero-setup run on local stand-ins")
     p.add_argument("--once", action="store_true", help="one sync, then exit (no daemon)")
     p.add_argument("--port", type=int, default=8080, help="the status page's port (default 8080)")
+    p.add_argument("--no-story", action="store_true",
+                   help="do not play the short scenario (a mover, a leaver, a held plan, a dead letter…)")
     return ap
 
 

@@ -102,7 +102,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return code
         from jml.service import serve_demo
 
-        return serve_demo(cfg, port=args.port, workdir=workdir)
+        return serve_demo(cfg, port=args.port, workdir=workdir, story=not getattr(args, "no_story", False))
     finally:
         proc.terminate()
         try:

@@ -322,8 +322,9 @@ def _banner(url: str, workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def serve_demo(cfg: Config, port: int, workdir: Path) -> int:
-    """`jml demo`'s daemon on 127.0.0.1:`port` (a free port if that one is taken), until Ctrl-C."""
+def serve_demo(cfg: Config, port: int, workdir: Path, story: bool = True) -> int:
+    """`jml demo`'s daemon on 127.0.0.1:`port` (a free port if that one is taken), until Ctrl-C;
+    with `story`, HR's side plays a short scenario by itself (jml/demo_story.py)."""
     host = "127.0.0.1"
     if not _port_free(host, port):
         print(f"port {port} is taken: using a free one", file=sys.stderr)
@@ -332,6 +333,14 @@ def serve_demo(cfg: Config, port: int, workdir: Path) -> int:
 
     def ready(url: str) -> None:
         print(_banner(url, workdir), flush=True)
+        if story:
+            import threading
+
+            from jml.demo_story import play
+
+            threading.Thread(target=play, args=(url, workdir, os.environ.get("JML_ADMIN_TOKEN", "")),
+                             kwargs={"say": lambda line: print(line, flush=True)}, daemon=True,
+                             name="demo-story").start()
 
     try:
         return asyncio.run(serve(cfg, on_ready=ready))

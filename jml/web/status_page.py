@@ -214,7 +214,7 @@ def _attention(ctx: ServiceContext, doc: dict[str, Any], csrf: str) -> str:
         if kind == "held_plan":
             buttons = _plan_buttons(ctx, str(iid), csrf)
         elif kind in ("dead_letter", "failed_joiner"):
-            buttons = op_buttons(iid)
+            buttons = "".join(op_buttons(x) for x in item.get("ids") or [iid])
         elif kind == "paused_connector" and can("operate"):
             buttons = (f'<form method="post" action="/connectors/{h(iid)}/resume" class="resume">{csrf_input(csrf)}'
                        f'<button type="submit">Resume {h(iid)}</button></form>')
@@ -340,10 +340,8 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
         + "</div>"
         + f'<section class="card" id="durations"><h2>Deprovision durations vs SLA</h2>'
           f'{durations_section(plots, rt.config.connector_sla)}</section>'
-        + '<div class="two">'
         + f'<section class="card" id="connectors"><h2>Connectors</h2>{_connectors(doc)}</section>'
         + f'<section class="card" id="dead"><h2>Dead letters</h2>{_dead(doc, names)}</section>'
-        + "</div>"
     )
     return body, now
 
