@@ -130,7 +130,7 @@ class AwsIdentityCenterConnector(ScimConnector):
     async def apply_vendor(self, op: Operation, account: AccountRecord | None) -> ApplyResult | None:
         grant = str(op.detail.get("grant") or op.detail.get("group") or "")
         assignment = op.action in (Action.ASSIGN, Action.UNASSIGN) or (
-            # Grants are names (DESIGN): `PS@ACCOUNT` is an assignment, whichever verb carries it.
+            # Grants are names (README "Connectors"): `PS@ACCOUNT` is an assignment, whichever verb carries it.
             op.action in (Action.ADD_MEMBER, Action.REMOVE_MEMBER) and is_assignment(grant))
         if not assignment and op.action != Action.DELETE:
             return None  # a SCIM user or group change

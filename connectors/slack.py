@@ -22,7 +22,7 @@ https://docs.slack.dev/reference/scim-api/rate-limits):
 * Errors come as the legacy `{"Errors": {"description": CODE, "code": N}}` or in RFC 7644
   form (`detail`, integer `status`). `email_taken` (409) means the person already has an
   account: find it by email and adopt it. Codes other than invalid_authentication are
-  UNCONFIRMED in Slack's public docs (shared/reference/VENDORS.md §4), so we match them by
+  UNCONFIRMED in Slack's public docs (docs.slack.dev/reference/scim-api), so we match them by
   substring and fall back on the HTTP status.
 """
 

@@ -1,7 +1,7 @@
 """The AWS IAM Identity Center SCIM dialect, as pure functions (no I/O).
 
 Sources: IAM Identity Center SCIM implementation developer guide (CreateUser, PutUser,
-ListUsers, ListGroups, PatchGroup, "Limitations from SCIM specification") and VENDORS.md §4.
+ListUsers, ListGroups, PatchGroup, "Limitations from SCIM specification").
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def aws_error_message(body: Any) -> str:
 
 
 def classify(connector: str, status: int, body: Any, retry_after: float | None) -> ConnectorError:
-    """Branch on the HTTP status only: the AWS body names no exception type (VENDORS.md §4)."""
+    """Branch on the HTTP status only: the AWS body names no exception type (AWS SCIM error responses)."""
     message = aws_error_message(body)
     if status == 401:
         return PermanentError(

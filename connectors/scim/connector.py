@@ -86,7 +86,7 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         return default_classify(self.name, status, body, retry_after)
 
     def find_user_filters(self, employee_id: str, username: str) -> list[tuple[str, str]]:
-        # DESIGN: a person is matched by externalId (= employee_id), then by userName; on a
+        # README "Connectors": a person is matched by externalId (= employee_id), then by userName; on a
         # server that does not keep externalId, by userName alone.
         if self.dialect.get("external_id") is False:
             employee_id = ""

@@ -1,6 +1,6 @@
 """What one SCIM server turned out to support: its dialect, learnt from its answers.
 
-Real apps implement SCIM partially (../shared/reference/SCIM-DIALECTS.md): PATCH for a few
+Real apps implement SCIM partially (README "Any SCIM 2.0 app"; tests/scim_peers/FINDINGS.md): PATCH for a few
 paths only, filters ignored, `count` refused, attributes rejected or silently dropped,
 members only by replacing the whole list. The connector starts from what the
 ServiceProviderConfig and Schemas announce, then learns from answers and read-backs;

@@ -119,7 +119,7 @@ class ScimTransport:
             return ScimResponse(status, body, headers.get("ETag"))
         retry_after = parse_retry_after(headers.get("Retry-After"))
         if status == 429:
-            # Back the whole connector off, not just this request (DESIGN: shared bucket).
+            # Back the whole connector off, not just this request (one bucket per connector, README "Connectors").
             self.bucket.pause(retry_after if retry_after is not None else 1.0)
         raise self._classify(status, body, retry_after)
 
