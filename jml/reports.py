@@ -131,7 +131,7 @@ def access(rt: Runtime, out: IO[str], *, fmt: str = "csv", changes_since: dt.dat
 
 # ---- SLA -----------------------------------------------------------------------------
 def sla_rows(rt: Runtime, month: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    tz = rt.config.timezone
+    tz = rt.config.display_timezone  # the one display zone (server.timezone, default HR's)
     now = rt.clock()
     month = month or now.astimezone(tz).strftime("%Y-%m")
     start, end = sla.month_range(month, tz)
@@ -165,7 +165,7 @@ def sla_rows(rt: Runtime, month: str | None = None) -> tuple[str, list[dict[str,
 def sla_report(rt: Runtime, out: IO[str], *, month: str | None = None) -> int:
     """`jml report sla [--month YYYY-MM]`: every leaver of the month, per connector."""
     month, rows = sla_rows(rt, month)
-    tz = rt.config.timezone
+    tz = rt.config.display_timezone  # the one display zone (server.timezone, default HR's)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["result"]] = counts.get(r["result"], 0) + 1

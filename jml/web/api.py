@@ -303,7 +303,7 @@ async def audit_page(request: web.Request, who: Principal) -> web.StreamResponse
             '<form method="get" action="/audit" class="search"><input type="month" name="month" '
             f'value="{html.h(month)}" aria-label="month"><button type="submit">Show</button></form>'
             f'<p>{len({r["employee_id"] for r in rows})} leaver(s), {len(rows)} deprovision(s): {html.h(summary)}'
-            f' (times in {html.h(rt.config.timezone.key)}).</p>'
+            f' (times in {html.h(rt.config.display_timezone.key)}).</p>'
             f'<p><a class="button" href="/api/v1/reports/sla?{q}&amp;format=csv" download="jml-sla-{html.h(month)}'
             '.csv">Download the SLA report (CSV)</a> '
             f'<a class="button" href="/api/v1/reports/sla?{q}&amp;format=json" download="jml-sla-{html.h(month)}'
@@ -334,7 +334,7 @@ async def sla_report(request: web.Request, who: Principal) -> web.StreamResponse
     await asyncio.to_thread(rt.audit.append, "sla_report", {"format": fmt, "month": month}, now=rt.clock(),
                             actor=who.actor)
     if fmt == "json":
-        resp = web.json_response({"month": month, "timezone": rt.config.timezone.key, "deprovisions": rows})
+        resp = web.json_response({"month": month, "timezone": rt.config.display_timezone.key, "deprovisions": rows})
     else:
         buf = io.StringIO()
         fields = ["employee_id", "name", "connector", "effective", "deadline", "verified", "seconds", "result",

@@ -194,8 +194,23 @@ def _offboard_form(eid: str, facts: data.PersonFacts, csrf: str) -> str:
             '<button type="submit" class="danger">Offboard now…</button></form></section>')
 
 
+def _problems(eid: str, name: str, dead: list[dict[str, Any]]) -> str:
+    """This person's dead letters, in plain words, with Retry/Discard for operators (issue 17:
+    a failed joiner once looked fine here)."""
+    if not dead:
+        return ""
+    from jml.web.status_page import error_cell, op_buttons
+
+    rows = [[h(d["connector"]), h(d["action"]),
+             error_cell(str(d["connector"]), str(d["action"]), f"{name} ({eid})", str(d["error"] or "")),
+             op_buttons(d["operation_id"])] for d in dead]
+    return ('<section class="card attention-person" id="problems"><h2>Needs attention</h2>'
+            + table(["App", "Action", "What went wrong", ""], rows, cls="dead") + "</section>")
+
+
 @dataclass
 class _Extra:
+    dead: list[dict[str, Any]] = field(default_factory=list)
     manager: str = ""
     conditions: dict[str, str] = field(default_factory=dict)
     removed: list[dict[str, Any]] = field(default_factory=list)
@@ -217,6 +232,7 @@ def _load(ctx: ServiceContext, eid: str) -> tuple[data.PersonFacts | None, list[
     extra.conditions = person_data.rule_conditions(rt)
     extra.removed = person_data.removed_access(rt, eid)
     extra.history = person_data.history(rt, eid)
+    extra.dead = [o for o in rt.outbox.person_history(eid) if o["state"] == "dead"]
     return facts, data.access(rt, eid), data.progress(rt, eid, now), now, extra
 
 
@@ -246,6 +262,7 @@ async def person(request: web.Request, who: Principal) -> web.StreamResponse:
         (f'<p class="flash">{h(flash)}</p>' if flash else "")
         + f'<p class="crumbs"><a href="/people">People</a> &rsaquo; {h(name)}</p>'
         + _set_aside(extra.set_aside)
+        + _problems(eid, name, extra.dead)
         + f'<section class="card"><h1>{h(name)}</h1>{_facts(facts, extra.manager)}</section>'
         + (_progress(eid, prog, now) if prog["leaver"] else "")
         + f'<section class="card" id="access"><h2>Access</h2>{_access(access, extra.conditions, extra.removed)}'

@@ -268,6 +268,10 @@ def _source(ctx: ServiceContext, doc: dict[str, Any]) -> str:
         ("HR export", flag), ("Last read", when(src["last_read"])), ("Result", h(src["last_status"] or "—")),
         ("Last accepted export", when(src["last_success"])),
         ("Rows", h(src["rows"] if src["rows"] is not None else "—"))]
+    aside = doc.get("set_aside") or {}
+    if aside.get("count"):
+        rows.append(("Rows set aside", f'<a href="#attention">{h(aside["count"])} row(s) of {h(aside.get("file"))}'
+                                       "</a> (see Needs attention)"))
     if src.get("last_poll_ok"):
         rows.insert(1, ("Last successful poll", when(src["last_poll_ok"])))
     if src.get("last_reason"):

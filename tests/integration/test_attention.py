@@ -153,3 +153,15 @@ async def test_a_rejected_export_is_not_fresh(app: Any) -> None:
     assert doc["source"]["state"] == "rejected"
     item = next(i for i in doc["attention"] if i["kind"] == "export_rejected")
     assert "missing required columns" in item["why"]
+
+
+async def test_a_failed_joiners_page_says_what_to_fix(app: Any) -> None:
+    client, tokens, _, op_id = app
+    body = await (await client.get("/people/E200", headers={"Authorization": f"Bearer {tokens['admin']}"})).text()
+    problems = body[body.index('id="problems"'):body.index('id="access"')]
+    assert "HR: correct the work_email field of Bob Jones (E200)" in _text(problems)
+    assert f"Retry #{op_id}" in problems and f'action="/operations/{op_id}/discard"' in problems
+    hr = await (await client.get("/people/E200", headers={"Authorization": f"Bearer {tokens['hr']}"})).text()
+    assert "HR: correct the work_email field" in _text(hr) and f"Retry #{op_id}" not in hr
+    status = await (await client.get("/", headers={"Authorization": f"Bearer {tokens['viewer']}"})).text()
+    assert "Rows set aside" in _text(status) and "1 row(s) of hr.csv" in _text(status)
