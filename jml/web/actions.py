@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import importlib
 import re
 from typing import Any
 
 from jml import approvals
+from jml import offboard as offboard_mod
 from jml.approvals import Approver, Decision
 from jml.context import ServiceContext
 from jml.errors import GuardHeld, JMLError
@@ -80,24 +80,12 @@ def pause(ctx: ServiceContext, connector: str, paused: bool, actor: str) -> list
     return sorted(current)
 
 
-def events_module() -> Any:
-    """jml.offboard, imported late (it imports the sync pipeline); None in a build without it."""
-    try:
-        return importlib.import_module("jml.offboard")
-    except ImportError:
-        return None
-
-
 async def offboard(ctx: ServiceContext, employee_id: str, *, reason: str, at: dt.datetime | None, actor: str,
                    undo: bool, who: Approver | None = None) -> dict[str, Any]:
-    fn = getattr(events_module(), "offboard", None)
-    if fn is None:
-        raise ActionError(503, "offboarding is not available in this build (jml.offboard is missing); "
-                               "use `jml offboard` from the command line")
     if employee_id not in ctx.rt.store.load_states([employee_id]):
         raise ActionError(404, f"no person with employee id {employee_id!r}")
     try:
-        result = await fn(ctx.rt, employee_id, reason=reason, at=at, actor=actor, undo=undo)
+        result = await offboard_mod.offboard(ctx.rt, employee_id, reason=reason, at=at, actor=actor, undo=undo)
     except GuardHeld as e:
         raise ActionError(409, str(e)) from None
     except JMLError as e:

@@ -295,12 +295,7 @@ async def test_offboard_form_has_a_confirmation_step(client: TestClient[Any, Any
         calls.append({"employee_id": employee_id, "reason": reason, "actor": actor, "undo": undo})
         return {"plan_id": "p-off"}
 
-    import jml.web.actions as actions_mod
-
-    class _Events:
-        offboard = staticmethod(fake_offboard)
-
-    monkeypatch.setattr(actions_mod, "events_module", lambda: _Events)
+    monkeypatch.setattr("jml.offboard.offboard", fake_offboard)
     csrf = await _login(client)
     r = await client.post("/people/E100/offboard", data={"csrf_token": csrf, "reason": "resigned"},
                           allow_redirects=False)
