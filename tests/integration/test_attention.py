@@ -145,7 +145,7 @@ async def test_an_operator_discards_a_dead_letter_from_the_page(app: Any) -> Non
 
 
 async def test_a_rejected_export_is_not_fresh(app: Any) -> None:
-    _, _, rt, _ = app
+    client, tokens, rt, _ = app
     rt.store.add_export(source="hris", name="hr.csv", checksum="x", etag=None, last_modified=None, columns=(),
                         row_count=0, quarantined=0, status="rejected", reason="missing required columns: status",
                         now=NOW)
@@ -153,6 +153,10 @@ async def test_a_rejected_export_is_not_fresh(app: Any) -> None:
     assert doc["source"]["state"] == "rejected"
     item = next(i for i in doc["attention"] if i["kind"] == "export_rejected")
     assert "missing required columns" in item["why"]
+    body = await (await client.get("/", headers={"Authorization": f"Bearer {tokens['viewer']}"})).text()
+    stats = _text(body[body.index('class="stats"'):body.index('id="attention"')])
+    assert "HR source REJECTED" in stats and "fresh" not in stats
+    assert "The latest HR export was rejected" in _text(body)
 
 
 async def test_a_failed_joiners_page_says_what_to_fix(app: Any) -> None:
