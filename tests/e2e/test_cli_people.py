@@ -97,3 +97,25 @@ def test_set_aside_rows_show_in_status(cli: Cli) -> None:
     assert "NEEDS ATTENTION (2)" in text and "Grace García (E001)" in text, text
     assert "HR: correct termination_date for Grace García (E001)" in text
     assert "work_email not an e-mail address: 'not an email'" in text
+
+
+def test_offboard_asks_for_the_reason_on_a_terminal(cli: Cli) -> None:
+    import os
+    import pty
+
+    cli.write(people(2))
+    assert cli.run("sync").returncode == 0
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([JML, "--config", str(cli.config), "offboard", "E000"], stdin=slave,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env, cwd=cli.tmp, text=True)
+        os.write(master, b"asked at the terminal\n")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, err
+    assert "Reason for offboarding E000" in out
+    trail = [json.loads(line) for line in cli.run("audit", "export").stdout.splitlines()]
+    [off] = [x for x in trail if x.get("kind") == "offboard"]
+    assert off["data"]["reason"] == "asked at the terminal"
