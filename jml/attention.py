@@ -18,6 +18,7 @@ from typing import Any
 __all__ = ["items", "plain_error", "set_aside_text"]
 
 _CREATE = {"create", "invite"}
+SET_ASIDE_SHOWN = 10  # set-aside rows listed one by one; beyond, one summary item
 _SEVERITY = {"breach": 0, "warn": 1, "info": 2}
 
 
@@ -117,7 +118,15 @@ def items(doc: dict[str, Any], names: dict[str, str] | None = None) -> list[dict
                     "why": plain["summary"], "todo": plain["fix"], "detail": plain["detail"],
                     "actions": ["retry", "discard_operation"]})
     aside = doc.get("set_aside") or {}
-    for row in aside.get("rows") or []:
+    aside_rows = aside.get("rows") or []
+    total = int(aside.get("count") or len(aside_rows))
+    if total > SET_ASIDE_SHOWN:
+        out.append({"kind": "set_aside_rows", "severity": "warn", "id": str(aside.get("file")), "person": None,
+                    "title": f"{total} rows of {aside.get('file')} set aside (the first {SET_ASIDE_SHOWN} below)",
+                    "why": "Rows HR must fix; the rest of the export went on.",
+                    "todo": "HR: fix them in the HR system; `jml status --json` lists every one (set_aside.rows).",
+                    "actions": []})
+    for row in aside_rows[:SET_ASIDE_SHOWN]:
         text = set_aside_text(row, names)
         out.append({"kind": "set_aside_row", "severity": "warn", "id": f"{row.get('file')}:{row.get('row')}",
                     "person": row.get("employee_id"), "title": "HR row set aside", "why": text["summary"],

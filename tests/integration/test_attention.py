@@ -169,3 +169,14 @@ async def test_a_failed_joiners_page_says_what_to_fix(app: Any) -> None:
     assert "HR: correct the work_email field" in _text(hr) and f"Retry #{op_id}" not in hr
     status = await (await client.get("/", headers={"Authorization": f"Bearer {tokens['viewer']}"})).text()
     assert "Rows set aside" in _text(status) and "1 row(s) of hr.csv" in _text(status)
+
+
+def test_many_set_aside_rows_are_summarised() -> None:
+    from jml.attention import SET_ASIDE_SHOWN, items
+
+    rows = [{"file": "hr.csv", "row": i, "field": "hire_date", "message": "not a date", "employee_id": f"E{i}",
+             "name": f"P {i}"} for i in range(2, 40)]
+    got = items({"set_aside": {"file": "hr.csv", "count": 500, "rows": rows}})
+    assert [i["kind"] for i in got].count("set_aside_row") == SET_ASIDE_SHOWN
+    summary = next(i for i in got if i["kind"] == "set_aside_rows")
+    assert summary["title"].startswith("500 rows of hr.csv set aside")
