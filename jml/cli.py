@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(args)
         cfg = config_mod.load(args.config)
-        return _run(_dispatch(args, cfg))
+        code = _run(_dispatch(args, cfg))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
     except GuardHeld as e:
         print(str(e), file=sys.stderr)
         return EXIT_SAFETY

@@ -119,3 +119,22 @@ def test_offboard_asks_for_the_reason_on_a_terminal(cli: Cli) -> None:
     trail = [json.loads(line) for line in cli.run("audit", "export").stdout.splitlines()]
     [off] = [x for x in trail if x.get("kind") == "offboard"]
     assert off["data"]["reason"] == "asked at the terminal"
+
+
+def test_report_access_into_a_closed_pipe(cli: Cli) -> None:
+    """`jml report access | head -c 50`: a small pipe, read a little, then closed."""
+    import fcntl
+    import os
+
+    cli.write(people(30))
+    assert cli.run("sync").returncode == 0
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: the report (~9 KB) cannot fit
+    proc = subprocess.Popen([JML, "--config", str(cli.config), "report", "access"], stdout=write_end,
+                            stderr=subprocess.PIPE, env=cli.env, cwd=cli.tmp)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.read(50)
+    _, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 0 and "Traceback" not in text and "BrokenPipe" not in text, text
