@@ -410,7 +410,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
     await rt0.open_connectors()
     t0 = time.monotonic()
     outcome = await plan_cycle(rt0)
-    await rt0.engine(poll_interval=0.02).run_until_idle(plan_id=outcome.plan_id)
+    await build_engine(rt0, poll_interval=0.02).run_until_idle(plan_id=outcome.plan_id)
     setup = time.monotonic() - t0
     dead = rt0.outbox.counts()
     await rt0.close()
