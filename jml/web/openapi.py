@@ -139,7 +139,20 @@ def _schemas() -> dict[str, Any]:
                 "source": {"type": "object", "properties": {
                     "last_read": nullable_str, "last_status": nullable_str, "last_reason": nullable_str,
                     "last_success": nullable_str, "rows": {"type": "integer", "nullable": True},
-                    "stale": {"type": "boolean"}}},
+                    "stale": {"type": "boolean"},
+                    "state": {"type": "string", "enum": ["fresh", "stale", "rejected", "none"]}}},
+                "timezone": {"type": "string", "description": "The display zone (server.timezone, default HR's)"},
+                "set_aside": {"type": "object", "description": "HR rows of the latest export set aside (quarantined)",
+                              "properties": {"file": nullable_str, "count": {"type": "integer"},
+                                             "rows": {"type": "array", "items": {"type": "object"}}}},
+                "attention": {"type": "array", "description": "What needs attention, most urgent first",
+                              "items": {"type": "object", "properties": {
+                                  "kind": {"type": "string"}, "severity": {"type": "string",
+                                                                          "enum": ["breach", "warn", "info"]},
+                                  "title": {"type": "string"}, "why": {"type": "string"},
+                                  "todo": {"type": "string"}, "detail": {"type": "string"},
+                                  "person": nullable_str,
+                                  "actions": {"type": "array", "items": {"type": "string"}}}}},
             },
         },
         "Progress": {
