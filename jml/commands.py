@@ -210,10 +210,13 @@ async def token(args: argparse.Namespace, cfg: Config) -> int:
         if not rows:
             print("no API tokens")
         for t in rows:
-            state = ("revoked " + t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else
+            from jml.status import local_time
+
+            tz = str(cfg.display_timezone)
+            state = ("revoked " + local_time(t.revoked_at, tz) if t.revoked_at else
                      "expired" if not t.live(now) else "live")
-            expires = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
-            used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+            expires = local_time(t.expires_at, tz) if t.expires_at else "never"
+            used = local_time(t.last_used_at, tz) if t.last_used_at else "never"
             print(f"{t.name}\troles={','.join(t.roles)}\t{state}\texpires={expires}\tlast_used={used}")
         return EXIT_OK
     name = args.name
