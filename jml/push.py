@@ -62,11 +62,13 @@ def print_outcome(o: PlanOutcome) -> None:
     if o.unchanged:
         print("export unchanged since the last read")
     if o.rows:
-        print(f"export: {o.rows} rows, {len(o.quarantined)} quarantined, {len(o.missing)} missing")
+        print(f"export: {o.rows} rows, {len(o.quarantined)} quarantined (set aside for HR to fix), "
+              f"{len(o.missing)} missing")
     for q in o.quarantined[:20]:
-        print(f"  quarantined: {q}", file=sys.stderr)
+        print(f"  quarantined (set aside; the rest went on; HR fixes it): {q}", file=sys.stderr)
     if len(o.quarantined) > 20:
-        print(f"  … and {len(o.quarantined) - 20} more quarantined rows", file=sys.stderr)
+        print(f"  … and {len(o.quarantined) - 20} more quarantined rows (`jml status --json`: set_aside)",
+              file=sys.stderr)
     if o.missing:
         shown = ", ".join(o.missing[:10]) + (" …" if len(o.missing) > 10 else "")
         print(f"  missing from this export (not leavers yet): {shown}", file=sys.stderr)
