@@ -126,9 +126,19 @@ def _parse(
     pre: dict[int, _RowError] = {}
     if fmt == "csv":
         # strict: an unterminated quote at the end (a cut file) is an error, not a silent field.
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=_delimiter(text))
+        delimiter = _delimiter(text)
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
         header, header_row = _csv_header(reader, name)
-        parser = _Parser(name, header, prof, known_hashes, pre, csv_mode=True)
+        try:
+            parser = _Parser(name, header, prof, known_hashes, pre, csv_mode=True)
+        except ExportRejected as e:
+            if "missing required columns" not in str(e):
+                raise
+            # Name what was read, so a wrong delimiter or header row is plain to see (issue 17).
+            seen = ", ".join(repr(h) for h in header[:8]) + (" …" if len(header) > 8 else "")
+            shown = {"\t": "tab"}.get(delimiter, repr(delimiter))
+            raise ExportRejected(f"{str(e).removeprefix(name + ': ')}; the header read with delimiter {shown} has "
+                                 f"{len(header)} column(s): {seen}", file=name) from None
         try:
             result = parser.run(enumerate(reader, header_row + 1))
         except csv.Error as e:

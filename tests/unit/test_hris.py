@@ -332,3 +332,12 @@ def test_a_row_set_aside_names_who_it_is_about() -> None:
     assert (bad_date.field, bad_date.name, bad_date.email) == ("termination_date", "Bo Li", "bo@x.example")
     dup = parse(to_csv([row(), row(employee_id="E2", first_name="Ann", last_name="Dup")]))
     assert {q.name for q in dup.quarantined} == {"Ana Smith", "Ann Dup"}
+
+
+def test_missing_columns_name_the_delimiter_and_what_was_read() -> None:
+    data = b"employee_id|first_name,last_name\nE1|Ana,Smith\n"
+    with pytest.raises(ExportRejected) as e:
+        parse(data)
+    text = str(e.value)
+    assert text.startswith("x.csv: missing required columns") and text.count("x.csv") == 1
+    assert "the header read with delimiter ',' has 2 column(s): 'employee_id|first_name', 'last_name'" in text
