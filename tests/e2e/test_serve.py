@@ -56,8 +56,10 @@ def test_serve_health_metrics_folder_poll_and_unchanged_export(scim: ScimPeer, t
     cfg = write_config(tmp_path, scim_url=scim.url)
     db = tmp_path / "jml.db"
     with start_serve(cfg, env={"SCIM_TOKEN": scim.token}) as served:
-        ready = served.wait_ready()
-        assert ready["checks"]["database"]["ok"] and ready["checks"]["source"]["ok"]
+        ready = served.wait_ready()  # ready before the first HR read: the source is a warning, not a gate
+        assert ready["checks"]["database"]["ok"] and ready["checks"]["source"]["required"] is False
+        ready = wait_until(lambda: (doc := served.get_json("/readyz")[1])["checks"]["source"]["ok"] and doc, 20,
+                           what="the first HR read")
         assert ready["workers"] == "leader"
         assert served.get_json("/healthz") == (200, {"status": "ok"})
 
