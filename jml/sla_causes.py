@@ -64,7 +64,7 @@ def cause_of(rt: Runtime, connector: str, employee_id: str, deadline: dt.datetim
            or (o["reasons"] and o["plan_state"] == "held") for o in ops):
         return "held_plan"
     paused = set(rt.store.get_setting("paused_connectors", []) or [])
-    if connector in paused and any(o["state"] in ("pending", "running") for o in ops):
+    if connector in paused and (not ops or any(o["state"] in ("pending", "running") for o in ops)):
         return "paused_connector"
     errors = [str(o["error"] or "") for o in ops if o["error"]]
     if any(_rate_limited(e) for e in errors):

@@ -174,5 +174,6 @@ def render_text(doc: dict[str, Any]) -> str:
     if doc["dead_letters"]:
         lines.append("dead letters (`jml retry ID` or `jml retry --all`; raw errors):")
         for d in doc["dead_letters"]:
-            lines.append(f"  #{d['operation_id']} {d['connector']} {d['action']} {d['person']}: {d['error']}")
+            error = " ".join(str(d["error"] or "").split())  # one line each, whatever the app said
+            lines.append(f"  #{d['operation_id']} {d['connector']} {d['action']} {d['person']}: {error}")
     return "\n".join(lines)
