@@ -14,7 +14,7 @@ from jml.errors import JMLError, UsageError
 from jml.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_SAFETY, EXIT_USAGE
 from jml.push import print_outcome, report_plan, work
 from jml.runtime import Runtime
-from jml.sync import plan_cycle, plan_json
+from jml.sync import plan_cycle, write_plan_json
 from jml.timeparse import parse_time
 
 __all__ = ["work"]  # pushing a plan from a one-shot command lives in jml.push; tests reach it here too
@@ -73,7 +73,8 @@ async def plan(args: argparse.Namespace, cfg: Config) -> int:
     rt = Runtime(cfg)
     outcome = await plan_cycle(rt, dry_run=True)
     if args.json:
-        print(json.dumps(plan_json(outcome), ensure_ascii=False, default=str))
+        write_plan_json(outcome, sys.stdout.write)
+        sys.stdout.write("\n")
         for q in outcome.quarantined:
             print(f"quarantined: {q}", file=sys.stderr)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import gc
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -366,9 +367,30 @@ def plan_json(outcome: PlanOutcome) -> dict[str, object]:
     """The `plan --json` shape (README "Commands"; tests/e2e/test_cli.py checks it)."""
     return {
         "plan_id": outcome.plan_id,
-        "operations": [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
-                        "detail": {**o.detail, "reason": operation_reason(o, outcome.why)}}
-                       for o in outcome.operations],
+        "operations": [_operation_json(o, outcome.why) for o in outcome.operations],
         "summary": outcome.summary(),
         "guard": {"held": outcome.held, "reasons": outcome.reasons},
     }
+
+
+def _operation_json(o: Operation, why: Mapping[str, str]) -> dict[str, object]:
+    return {"connector": o.connector, "action": o.action.value, "person": o.employee_id,
+            "detail": {**o.detail, "reason": operation_reason(o, why)}}
+
+
+def write_plan_json(outcome: PlanOutcome, write: Callable[[str], object], chunk: int = 2000) -> None:
+    """`plan_json(outcome)` as `json.dumps(..., ensure_ascii=False, default=str)` writes it, byte
+    for byte, but encoded and written `chunk` operations at a time: the plan is decided (guard
+    included) before the first byte, and 288k operations never sit in memory twice more as
+    dicts and as one string."""
+    def dumps(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+    write('{"plan_id": ' + dumps(outcome.plan_id) + ', "operations": [')
+    ops = outcome.operations
+    for i in range(0, len(ops), chunk):
+        if i:
+            write(", ")
+        write(dumps([_operation_json(o, outcome.why) for o in ops[i:i + chunk]])[1:-1])
+    write('], "summary": ' + dumps(outcome.summary()) + ', "guard": '
+          + dumps({"held": outcome.held, "reasons": outcome.reasons}) + "}")
