@@ -53,7 +53,7 @@ policy:
       when: {{department: [Sales, Customer Success, Marketing]}}
       grant: {{app: ["GTM"]}}
 connectors:
-  app: {{type: scim, url: "{url}", token_env: BENCH_TOKEN, concurrency: 8}}
+  app: {{type: scim, url: "{url}", token_env: BENCH_TOKEN, concurrency: {concurrency}}}
 """
 
 
@@ -95,7 +95,7 @@ def _kind(path: str) -> str:
     return parts[-1] if parts else "/"
 
 
-def measure(peer_name: str, people: int, work_dir: Path) -> dict[str, object]:
+def measure(peer_name: str, people: int, work_dir: Path, concurrency: int) -> dict[str, object]:
     day0, day1 = work_dir / "day0.csv", work_dir / "day1.csv"
     export = work_dir / "hr.csv"
     with ALL_PEERS[peer_name]() as peer:
@@ -106,7 +106,8 @@ def measure(peer_name: str, people: int, work_dir: Path) -> dict[str, object]:
             os.environ["BENCH_TOKEN"] = peer.token
             url = proxy.url + path
             cfg_path = work_dir / f"{peer_name}.yaml"
-            cfg_path.write_text(CONFIG.format(db=work_dir / f"{peer_name}.db", export=export, url=url),
+            cfg_path.write_text(CONFIG.format(db=work_dir / f"{peer_name}.db", export=export, url=url,
+                                              concurrency=concurrency),
                                 encoding="utf-8")
             export.write_bytes(day0.read_bytes())
             t0 = time.perf_counter()
@@ -120,7 +121,8 @@ def measure(peer_name: str, people: int, work_dir: Path) -> dict[str, object]:
         finally:
             proxy.stop()
     n = changed_people(day0, day1)
-    return {"peer": peer_name, "people": people, "changed": n, "first_import": first, "day": day,
+    return {"peer": peer_name, "people": people, "concurrency": concurrency, "changed": n, "first_import": first,
+            "day": day,
             "writes_per_person": round(int(day["writes"]) / n, 3),  # type: ignore[call-overload]
             "reads_per_person": round(int(day["reads"]) / n, 3),  # type: ignore[call-overload]
             "all_per_person": round(int(day["all"]) / n, 3)}  # type: ignore[call-overload]
@@ -130,6 +132,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--people", type=int, default=10_000)
     ap.add_argument("--peers", default=",".join(sorted(ALL_PEERS)))
+    # Group changes ride together while a PATCH to the group is in flight: at most one per
+    # concurrent chain, so the chains in flight bound how many members one PATCH carries.
+    ap.add_argument("--concurrency", type=int, default=32)
     a = ap.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="jml-bench-req-"))
     day0, day1 = work_dir / "day0.csv", work_dir / "day1.csv"
@@ -138,10 +143,11 @@ def main() -> int:
                     "--leavers", "0.01", "--seed", "2", "--out", str(day1)], check=True)
     results = []
     for name in a.peers.split(","):
-        r = measure(name, a.people, work_dir)
+        r = measure(name, a.people, work_dir, a.concurrency)
         results.append(r)
         print(json.dumps(r), flush=True)
-    print(f"\n{a.people:,} people; the generator's default day; requests the peer received during `jml sync`\n")
+    print(f"\n{a.people:,} people; the generator's default day; requests the peer received during `jml sync`"
+          f" (concurrency {a.concurrency})\n")
     print(f"{'peer':14} {'changed':>7} {'writes/p':>9} {'reads/p':>8} {'all/p':>6}   first import (reads/writes, s)")
     for r in results:
         f = r["first_import"]
