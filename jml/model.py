@@ -265,11 +265,19 @@ class RemoteAccount:
     pending_invitation: bool = False
 
 
+_PERSON_FIELD_ORDER = tuple(f for f in Person.__dataclass_fields__ if f != "extra")
+
+
 def person_to_dict(p: Person) -> dict[str, Any]:
-    """A Person as JSON-able values (dates as ISO strings)."""
+    """A Person as JSON-able values (dates as ISO strings). (Once per person of a first import:
+    plain text, nearly every field, takes the first test.)"""
     out: dict[str, Any] = {}
-    for name in _PERSON_FIELDS:
+    for name in _PERSON_FIELD_ORDER:
         value = getattr(p, name)
+        if type(value) is str:
+            if value:
+                out[name] = value
+            continue
         if isinstance(value, dt.date):
             value = value.isoformat()
         elif isinstance(value, Status):

@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,10 +50,9 @@ class PlanOutcome:
     why: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for op in self.operations:
-            out[op.action.value] = out.get(op.action.value, 0) + 1
-        return dict(sorted(out.items()))
+        # By the enum member, each action named once (Action.value is a property: see Plan.summary).
+        counts = Counter(op.action for op in self.operations)
+        return dict(sorted((a.value, n) for a, n in counts.items()))
 
 
 SOURCE = "hris"
