@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -266,6 +267,16 @@ def main() -> int:
             w.writerow({**r, "job_title": r["job_title"] + " II"})
     sides = a.sides.split(",")
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    try:
+        _runs(a, sides, results, work, day0, day1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _report(a, sides, results)
+    return 0
+
+
+def _runs(a: argparse.Namespace, sides: list[str], results: dict[str, list[dict[str, Any]]], work: Path,
+          day0: Path, day1: Path) -> None:
     for i in range(a.runs):
         order = sides if i % 2 == 0 else list(reversed(sides))
         for side in order:
@@ -280,6 +291,9 @@ def main() -> int:
             r["load"] = load
             results[side].append(r)
             print(json.dumps({"run": i, "side": side, **r}), flush=True)
+
+
+def _report(a: argparse.Namespace, sides: list[str], results: dict[str, list[dict[str, Any]]]) -> None:
     print(f"\n{a.people:,} people, concurrency {a.concurrency}, {a.runs} interleaved runs, median "
           f"(host load {min(r['load'] for v in results.values() for r in v):.1f}-"
           f"{max(r['load'] for v in results.values() for r in v):.1f}, 2 cores)\n")
@@ -296,7 +310,6 @@ def main() -> int:
             print(f"{phase + 's':8} {figure:12} " + " ".join(f"{med[s]:14.0f}" for s in sides)
                   + f" {ratio:7.2f} {'>= 0.80' if figure == 'sustained' else '':>7}   "
                   + (" ".join(f"{cpu[s]:.2f}" for s in sides) if figure == "sustained" else ""))
-    return 0
 
 
 if __name__ == "__main__":
