@@ -40,7 +40,7 @@ from connectors.scim.writing import WritingMixin
 from connectors.traits import traits_for
 from jml.config import _ConnectorBase
 from jml.errors import ConnectorError, NotFoundError, PermanentError
-from jml.model import AccountRecord, Action, Operation
+from jml.model import AccountRecord, Action, Operation, Priority
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
             # The recorded id spares a joiner's or mover's grants one read each; an id the app
             # no longer knows (deleted by hand) takes the general path below.
             try:
-                return await self.change_membership({"id": known}, str(d["group"]), True)
+                return await self.change_membership({"id": known}, str(d["group"]), True,
+                                                    urgent=op.priority == Priority.LEAVER)
             except (PermanentError, NotFoundError):
                 if await self.get_user(known) is not None:
                     raise
@@ -195,7 +196,8 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         user = await self.find_user(op.employee_id, username, known,
                                     old_username=account.username if account else None)
         if op.action in (Action.ADD_MEMBER, Action.REMOVE_MEMBER):
-            return await self.change_membership(user, str(d["group"]), op.action == Action.ADD_MEMBER)
+            return await self.change_membership(user, str(d["group"]), op.action == Action.ADD_MEMBER,
+                                                urgent=op.priority == Priority.LEAVER)
         if op.action == Action.DELETE:
             if user is not None:
                 await self.delete_user(str(user["id"]))
