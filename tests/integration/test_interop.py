@@ -107,6 +107,13 @@ class View:
                                      for m in full.get("members") or []}
         return out
 
+    def empty(self) -> None:
+        for kind in ("Groups", "Users"):
+            for r in self.listing(kind):
+                req = urllib.request.Request(f"{self.peer.url}{kind}/{r['id']}", method="DELETE",
+                                             headers=self.peer.headers)
+                urllib.request.urlopen(req, timeout=10).close()
+
     def create_user(self, body: dict[str, Any]) -> None:
         body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], **body}
         req = urllib.request.Request(self.peer.url + "Users", data=json.dumps(body).encode(), method="POST",
@@ -238,10 +245,7 @@ def upstream() -> Iterator[ScimPeer]:
 def test_three_hr_days_behind_each_quirk(quirk: str, upstream: ScimPeer, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     view = View(upstream)
-    for kind in ("Groups", "Users"):  # the module's server, emptied
-        for r in view.listing(kind):
-            req = urllib.request.Request(f"{upstream.url}{kind}/{r['id']}", method="DELETE", headers=upstream.headers)
-            urllib.request.urlopen(req, timeout=10).close()
+    view.empty()  # the module's server
     with DialectProxy(upstream.url.removesuffix("/v2/"), quirk) as proxy:
         three_days(view, Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch))
 
@@ -254,10 +258,7 @@ def test_dialect_is_remembered_and_shown_by_check(upstream: ScimPeer, tmp_path: 
     from jml import cli
 
     view = View(upstream)
-    for kind in ("Groups", "Users"):
-        for r in view.listing(kind):
-            req = urllib.request.Request(f"{upstream.url}{kind}/{r['id']}", method="DELETE", headers=upstream.headers)
-            urllib.request.urlopen(req, timeout=10).close()
+    view.empty()  # the module's server
     with DialectProxy(upstream.url.removesuffix("/v2/"), "filter_ignored") as proxy:
         jml = Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch)
         jml.day([person("E001", "Ann", "Lee"), person("E002", "Bo", "Kim", "Sales")], "2026-11-23")
@@ -296,10 +297,7 @@ class RefuseUserWrites(DialectProxy):
 def test_a_failed_update_blocks_none_of_the_persons_other_steps(upstream: ScimPeer, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     view = View(upstream)
-    for kind in ("Groups", "Users"):
-        for r in view.listing(kind):
-            req = urllib.request.Request(f"{upstream.url}{kind}/{r['id']}", method="DELETE", headers=upstream.headers)
-            urllib.request.urlopen(req, timeout=10).close()
+    view.empty()  # the module's server
     rows = [person("E001", "Ann", "Lee", "Sales")]
     with RefuseUserWrites(upstream.url.removesuffix("/v2/"), "page_cap") as proxy:
         jml = Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch)
