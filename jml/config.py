@@ -357,6 +357,44 @@ ConnectorConfig = Annotated[
 ]
 
 
+class CatalogueEntryConfig(_Strict):
+    """One entitlement's owner and risk (access requests' approval policy)."""
+
+    owner: str | None = None  # the owner's work e-mail: may approve requests for it
+    risk: Literal["low", "medium", "high"] = "medium"
+    max_duration: Duration | None = None  # default: access.default_duration
+    requestable: bool = True
+    # Reconcile puts a managed entitlement back to what the rules say; an unmanaged one is never
+    # removed without a review decision. None: managed when some rule grants it.
+    managed: bool | None = None
+    display_name: str | None = None
+
+
+class JitConfig(_Strict):
+    """Break-glass access: granted at once, without approval, to the listed roles only."""
+
+    max_duration: Duration = dt.timedelta(hours=8)
+    roles: list[str] = Field(default_factory=list)
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, v: Any) -> list[str]:
+        return _role_list(v)
+
+
+class AccessConfig(_Strict):
+    default_duration: Duration = dt.timedelta(days=30)  # every requested grant ends
+    catalogue: dict[str, dict[str, CatalogueEntryConfig]] = Field(default_factory=dict)  # connector -> grant -> entry
+    jit: JitConfig = JitConfig()
+
+    @field_validator("default_duration")
+    @classmethod
+    def _positive(cls, v: dt.timedelta) -> dt.timedelta:
+        if v <= dt.timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return v
+
+
 class Config(_Strict):
     state: StateConfig = StateConfig()
     server: ServerConfig = ServerConfig()
@@ -367,6 +405,7 @@ class Config(_Strict):
     reconcile: ReconcileConfig = ReconcileConfig()
     policy: PolicyConfig = PolicyConfig()
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+    access: AccessConfig = AccessConfig()
 
     # Where the file was read from: relative paths in it are relative to this folder.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -498,6 +537,9 @@ def _check_references(cfg: Config) -> None:
                     f"rule {rule.name!r} grants access in unknown connector {target!r}",
                     f"policy.rules.{i}.grant.{target}",
                 )
+    for target in cfg.access.catalogue:
+        if target not in cfg.connectors:
+            raise ConfigError(f"the access catalogue names unknown connector {target!r}", f"access.catalogue.{target}")
     for name, c in cfg.connectors.items():
         if isinstance(c, GithubConnectorConfig):
             if c.mode == "org" and not c.org:

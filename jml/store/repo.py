@@ -27,6 +27,7 @@ from jml.model import (
     person_from_dict,
     person_to_dict,
 )
+from jml.store.access import AccessStore
 from jml.store.db import bulk_write, make_engine, migrate, ping, upsert, utc
 from jml.store.dialects import DialectStore
 from jml.store.identity import IdentityStore
@@ -118,6 +119,7 @@ class Store:
         self.sla = SlaClocks(self.engine)
         self.remote = RemoteState(self.engine)
         self.identities = IdentityStore(self.engine)
+        self.access = AccessStore(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -106,3 +106,41 @@ def test_display_timezone_defaults_to_hrs() -> None:
     assert str(cfg.display_timezone) == "America/New_York"
     with pytest.raises(ConfigError, match=r"server\.timezone"):
         config.from_dict({"server": {"timezone": "Mars/Base"}})
+
+
+def test_access_section() -> None:
+    cfg = config.from_dict({
+        "connectors": {"app": {"type": "scim", "url": "x"}},
+        "access": {"default_duration": "30d",
+                   "catalogue": {"app": {"group:Prod Admins": {"owner": "bob@example.com", "risk": "high",
+                                                               "max_duration": "7d"},
+                                         "group:Engineering": {"risk": "low", "managed": True}}},
+                   "jit": {"max_duration": "8h", "roles": ["operator"]}}})
+    entry = cfg.access.catalogue["app"]["group:Prod Admins"]
+    assert (entry.owner, entry.risk, entry.max_duration, entry.requestable, entry.managed) == \
+        ("bob@example.com", "high", dt.timedelta(days=7), True, None)
+    assert cfg.access.jit.roles == ["operator"] and cfg.access.jit.max_duration == dt.timedelta(hours=8)
+    assert config.from_dict({}).access.default_duration == dt.timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("doc", "path", "words"),
+    [
+        ({"access": {"catalogue": {"nowhere": {}}}}, "access.catalogue.nowhere", "unknown connector"),
+        ({"connectors": {"app": {"type": "scim", "url": "x"}},
+          "access": {"catalogue": {"app": {"group:X": {"risk": "extreme"}}}}}, "access.catalogue.app.group:X.risk",
+         "low"),
+        ({"connectors": {"app": {"type": "scim", "url": "x"}},
+          "access": {"catalogue": {"app": {"group:X": {"ownr": "a"}}}}}, "access.catalogue.app.group:X.ownr",
+         "unknown key"),
+        ({"access": {"jit": {"roles": ["boss"]}}}, "access.jit.roles", "unknown role"),
+        ({"access": {"default_duration": "0s"}}, "access.default_duration", "longer than"),
+        ({"access": {"expiry": "1d"}}, "access.expiry", "unknown key"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_access_mistakes_name_their_key_path(doc: dict[str, object], path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(doc)
+    assert err.value.path == path
+    assert words in str(err.value)
