@@ -282,6 +282,53 @@ class GuardOverride(_Strict):
     max_deprovision_count: int | None = Field(None, ge=0)
 
 
+class SmtpConfig(_Strict):
+    """Where notification e-mails are sent from (SMTP submission; STARTTLS by default)."""
+
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    sender: str  # the From: address
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        if "@" not in v or any(c in v for c in "\r\n"):
+            raise ValueError(f"not an e-mail address: {v!r}")
+        return v
+
+
+class NotificationsConfig(_Strict):
+    """Telling approvers, requesters and reviewers (each channel optional; none: nothing is sent)."""
+
+    # A Slack-compatible incoming webhook: the URL is the credential, hence _env/_file only.
+    slack_webhook_url_env: str | None = None
+    slack_webhook_url_file: str | None = None
+    smtp: SmtpConfig | None = None
+    timeout: Duration = dt.timedelta(seconds=10)  # one attempt at one channel
+    max_attempts: int = Field(3, ge=1, le=10)
+
+
+class RetentionConfig(_Strict):
+    """Erasure of leavers' personal data (off when absent)."""
+
+    # A leaver terminated longer ago than this, with every account deprovisioned, is pseudonymised.
+    leavers_after: Duration | None = None
+    # Processed webhook events older than this lose their payload.
+    events_after: Duration | None = None
+    schedule: Duration = dt.timedelta(hours=24)  # how often `jml serve` purges
+
+    @field_validator("leavers_after", "events_after")
+    @classmethod
+    def _positive(cls, v: dt.timedelta | None) -> dt.timedelta | None:
+        if v is not None and v <= dt.timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return v
+
+
 class ReconcileConfig(_Strict):
     schedule: Duration = dt.timedelta(hours=1)
     delete_orphans: bool = False
@@ -404,6 +451,8 @@ class Config(_Strict):
     guard: GuardConfig = GuardConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     policy: PolicyConfig = PolicyConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+    retention: RetentionConfig = RetentionConfig()
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     access: AccessConfig = AccessConfig()
 

@@ -71,6 +71,13 @@ events_oldest_pending = Gauge(
 events_quarantined = Gauge(
     "jml_events_quarantined", "Webhook events set aside because they failed while processed.", registry=REGISTRY)
 connector_paused = Gauge("jml_connector_paused", "1 when a connector is paused.", ["connector"], registry=REGISTRY)
+notifications_sent = Counter(
+    "jml_notifications_sent", "Notifications delivered, by channel (slack, email).", ["channel"], registry=REGISTRY)
+notifications_failed = Counter(
+    "jml_notifications_failed", "Notifications that could not be delivered after retries, by channel.",
+    ["channel"], registry=REGISTRY)
+purged_people = Counter(
+    "jml_purged_people", "Leavers whose personal data retention erased.", registry=REGISTRY)
 build_info = Gauge("jml_build_info", "Version.", ["version"], registry=REGISTRY)
 
 
