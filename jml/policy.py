@@ -172,8 +172,15 @@ def desired(
     lifecycle: Lifecycle,
     connectors: Sequence[ConnectorTraits],
     policy: Policy,
+    *,
+    extra: Mapping[str, Mapping[str, str]] | None = None,
+    deny: Mapping[str, frozenset[str]] | None = None,
 ) -> list[DesiredAccount]:
-    """Desired accounts of one person in every connector, for the planner."""
+    """Desired accounts of one person in every connector, for the planner.
+
+    `extra`: connector -> grant -> why (`request:<id>`, `jit:<id>`), approved grants beyond the rules
+    (an account follows them where no rule gives one). `deny`: connector -> grants this person must
+    not hold, whatever grants them (a review's decision)."""
     phase = lifecycle.phase
     memo_key, by_connector = _grants_shared(person, policy)
     if person.status is Status.PREHIRE and phase in (Phase.PREHIRE, Phase.ACTIVE):
@@ -191,6 +198,10 @@ def desired(
     attributes = account_attributes(person)
     for traits in connectors:
         granted = by_connector.get(traits.name)
+        more = extra.get(traits.name) if extra else None
+        denied = deny.get(traits.name) if deny else None
+        if granted is None and more:
+            granted = {}  # requested access alone: the person needs an account there to hold it
         # Leavers and not-yet hires are evaluated everywhere: an account jml made must
         # follow them even if today's rules no longer mention the connector.
         if granted is None and not leaving and phase is not Phase.NOT_YET:
@@ -210,6 +221,14 @@ def desired(
             for g, rule in (granted or {}).items():
                 fresh.setdefault(normalize_grant(g, traits), rule)  # first rule wins, however spelt
             grants = fresh
+        if more or denied:
+            # A copy: `grants` may be the memo's shared, read-only mapping.
+            adjusted = dict(grants)
+            for g, why in (more or {}).items():
+                adjusted.setdefault(normalize_grant(g, traits), why)  # a rule's reason wins: it outlives the request
+            for g in denied or ():
+                adjusted.pop(normalize_grant(g, traits), None)
+            grants = adjusted
         if phase is Phase.ACTIVE:
             out.append(DesiredAccount(traits.name, person.employee_id, username, True, attributes, grants,
                                       protected=protected))

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from jml import lifecycle, metrics
+from jml import access_state, lifecycle, metrics
 from jml import plan as planner
 from jml.model import Operation, Phase, Priority, RemoteAccount
 from jml.policy import desired
@@ -225,7 +225,9 @@ def replan(rt: Runtime, connector: str, employee_id: str, remote: RemoteAccount 
     lc = lifecycle.classify(state, now, rt.rules)
     if lc.phase not in (Phase.LEAVER, Phase.GONE):
         return None  # no longer a leaver (rehired, offboard undone): tick() cancels the clock
-    wishes = desired(state.person, lc, [traits], rt.policy) if state.person is not None else []
+    more = access_state.extras(rt, [employee_id], now).get(employee_id, access_state.NO_EXTRAS)
+    wishes = desired(state.person, lc, [traits], rt.policy, extra=more.extra,
+                     deny=more.deny) if state.person is not None else []
     records = {k: v for k, v in rt.store.load_accounts([employee_id]).items() if k[0] == connector}
     result = planner.diff(wishes, records, {connector: traits}, scope=[employee_id])
     ops = sorted((dataclasses.replace(o, priority=Priority.LEAVER) for o in result.operations

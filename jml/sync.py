@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jml import guard, lifecycle, metrics, sla
+from jml import access_state, guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.explain import changed_fields, operation_reason, person_reason
@@ -233,6 +233,8 @@ def _plan_scope(
     wishes = []
     transitions: list[tuple[str, object, str | None]] = []
     why: dict[str, str] = {}
+    # Approved requests in force and denials, once for the scope: desired() keeps the one, drops the other.
+    beyond = access_state.extras(rt, scope.keys(), now) if scope else {}
     for eid, (present, count_missing) in scope.items():
         prev = previous.get(eid)
         person = changed.get(eid)
@@ -249,7 +251,9 @@ def _plan_scope(
             transitions.append((eid, _describe(prev, state, lc, old_phase), lc.reason or None))
             why[eid] = person_reason(prev, state, lc, old_phase)
         if state.person is not None:
-            wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy))
+            more = beyond.get(eid)
+            wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy,
+                                  extra=more.extra if more else None, deny=more.deny if more else None))
     records = rt.store.load_accounts(scope.keys()) if scope else {}
     result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
                           protected=rt.policy.protected)

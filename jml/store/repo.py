@@ -32,6 +32,7 @@ from jml.store.db import bulk_write, make_engine, migrate, ping, upsert, utc
 from jml.store.dialects import DialectStore
 from jml.store.identity import IdentityStore
 from jml.store.remote import RemoteState
+from jml.store.reviews import ReviewStore
 from jml.store.sla import SlaClocks
 from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
 
@@ -119,6 +120,7 @@ class Store:
         self.sla = SlaClocks(self.engine)
         self.remote = RemoteState(self.engine)
         self.identities = IdentityStore(self.engine)
+        self.reviews = ReviewStore(self.engine)
         self.access = AccessStore(self.engine)
 
     def close(self) -> None:

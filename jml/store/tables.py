@@ -263,54 +263,63 @@ class ApprovalVoteRow(SQLModel, table=True):
     at: dt.datetime | None = _ts()
 
 
-class AccessRequestRow(SQLModel, table=True):
-    """A requested (or break-glass) grant beyond the rules: who asked, why, for how long, and where it stands.
+class ReviewCampaignRow(SQLModel, table=True):
+    """An access review campaign (issue 18): by app (catalogue owners review) or by manager."""
 
-    state: pending | approved | denied | active | expired | revoked | cancelled; kind: request | jit.
-    """
-
-    __tablename__ = "access_request"
-    id: str = Field(primary_key=True)  # "ar-…" (request) or "jit-…"
-    kind: str = "request"
-    employee_id: str = Field(index=True)
-    connector: str
-    grant: str
-    reason: str = ""
-    duration_seconds: int = 0
-    requested_by: str | None = None  # identity key (person:<sub> | token:<name> | cli:<user> | break-glass)
-    requester: str | None = None  # the actor text, for people to read
-    state: str = Field(default="pending", index=True)
-    required: int = 1  # distinct approvals the policy asked for when the request opened
-    decided_by: str | None = None
-    end_reason: str | None = None
-    created_at: dt.datetime | None = _ts()
-    decided_at: dt.datetime | None = _ts()
-    granted_at: dt.datetime | None = _ts()
-    expires_at: dt.datetime | None = _ts(index=True)
-    ended_at: dt.datetime | None = _ts()
-
-
-class AccessVoteRow(SQLModel, table=True):
-    """One approver's yes to one access request, and on what basis (manager | owner | approver)."""
-
-    __tablename__ = "access_vote"
-    request_id: str = Field(primary_key=True)
-    approver_key: str = Field(primary_key=True)
-    approver: str | None = None
-    basis: str | None = None
-    at: dt.datetime | None = _ts()
-
-
-class AccessDenialRow(SQLModel, table=True):
-    """A decision that a person must not hold an entitlement, whatever grants it (a rule, a request)."""
-
-    __tablename__ = "access_denial"
-    __table_args__ = (UniqueConstraint("employee_id", "connector", "grant"),)
+    __tablename__ = "review_campaign"
     id: int | None = Field(default=None, primary_key=True)
-    employee_id: str = Field(index=True)
-    connector: str
-    grant: str
-    reason: str = ""
-    decided_by: str | None = None
-    source: str | None = None  # e.g. "review:<campaign id>", "cli"
+    name: str
+    by: str  # app | manager
+    connector: str | None = None  # only this connector's access (None: every connector)
+    created_by: str | None = None
     created_at: dt.datetime | None = _ts()
+    due_at: dt.datetime | None = _ts()
+    closed_at: dt.datetime | None = _ts()
+
+
+class ReviewItemRow(SQLModel, table=True):
+    """One person's account, or one entitlement of it, put before a reviewer, with why they hold it."""
+
+    __tablename__ = "review_item"
+    __table_args__ = (Index("ix_review_item_campaign_reviewer", "campaign_id", "reviewer"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(index=True)
+    employee_id: str = Field(index=True)  # "" for an account no HR person owns
+    connector: str
+    username: str = ""
+    entitlement: str  # a grant (group:NAME, team:SLUG, PS@ACCT) or "(account)"
+    reviewer: str  # the reviewer's e-mail (casefolded), or the default reviewer
+    why: str  # rule | request | none
+    why_detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    held_by: str = "jml"  # jml (recorded pushing) | app (found there by reconciliation)
+    last_change: dt.datetime | None = _ts()
+
+
+class ReviewDecisionRow(SQLModel, table=True):
+    """The one decision on an item (keep | revoke), tied to its audit record by sequence number and hash."""
+
+    __tablename__ = "review_decision"
+    item_id: int = Field(primary_key=True)
+    campaign_id: int = Field(index=True)
+    decision: str  # keep | revoke
+    decided_by: str  # who decided, as the audit trail names them
+    reason: str = ""
+    decided_at: dt.datetime | None = _ts()
+    audit_seq: int | None = None
+    audit_hash: str | None = None
+    plan_id: str | None = None  # the revocation's plan
+    verified_at: dt.datetime | None = _ts()  # the app read back without the entitlement
+    verify_error: str | None = None
+
+
+class FoundAccessRow(SQLModel, table=True):
+    """What reconciliation found an app holding beyond what jml manages: memberships of groups
+    no rule manages (kept, never removed without a review) and accounts no HR person owns."""
+
+    __tablename__ = "found_access"
+    connector: str = Field(primary_key=True)
+    username: str = Field(primary_key=True)
+    entitlement: str = Field(primary_key=True)  # a grant, or "(account)" for an orphan account
+    employee_id: str = ""  # "" for an orphan
+    remote_id: str | None = None  # the app's id of the account (an orphan's delete needs it)
+    seen_at: dt.datetime | None = _ts()
