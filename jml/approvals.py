@@ -98,6 +98,11 @@ def _approve_plan(rt: Runtime, plan_id: str, who: Approver) -> Decision:
     if refusal:
         raise Refused(refusal, not_found=refusal.startswith("no plan"))
     ids.close_request(plan_id, "approved", now)
+    if info.origin.startswith("revert:"):
+        # A held revert puts back the people's stored state only once it is released.
+        from jml.revert import on_approved
+
+        on_approved(rt, plan_id, who.actor)
     done = ids.request(plan_id)
     rt.audit.append("approval", {"plan_id": plan_id, "votes": votes, "required": required, "approver": who.key,
                                  "requested_by": req.requester if req else None,

@@ -23,13 +23,15 @@ from jml import access_state, guard, lifecycle, metrics, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.explain import changed_fields, operation_reason, person_reason
-from jml.model import Lifecycle, Operation, Person, PersonState, Phase, Priority
+from jml.model import AccountRecord, Lifecycle, Operation, Person, PersonState, Phase, Priority
 from jml.policy import desired
+from jml.revert_plan import Prior
 from jml.runtime import Runtime
 from jml.sources.fetch import Fetched, FetchMarker, fetch
 from jml.sources.hris import ParsedExport, health_problems, parse_export
 from jml.store.repo import IndexEntry, PersonSave
 from jml.store.retry import retry_write
+from jml.store.reverts import PlanPriors
 
 log = logging.getLogger("jml.sync")
 
@@ -257,6 +259,8 @@ def _plan_scope(
     records = rt.store.load_accounts(scope.keys()) if scope else {}
     result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
                           protected=rt.policy.protected)
+    # What the plan replaces, for `jml revert`: its people as stored before it (joiners: nothing).
+    priors = _priors(result.operations, previous, index, records)
     del wishes, records  # the largest intermediate values: free them before the writes
     verdict = verdict_for(result.operations) if verdict_for is not None else guard.evaluate(
         result.operations, managed=rt.store.managed_counts(), limits=rt.limits, per_connector=rt.connector_limits(),
@@ -285,6 +289,7 @@ def _plan_scope(
                 rt.outbox.save_plan(plan_id, result.operations, held=verdict.held, origin=origin,
                                     reasons=list(verdict.reasons), summary=result.summary(),
                                     policy_hash=rt.policy.fingerprint(), export_id=export_id, now=now, conn=tx)
+                PlanPriors(rt.store).save_in(tx, plan_id, priors)
             rt.audit.append_in(tx, audit_records(), now=now)
 
     retry_write(functools.partial(save, saves), "saving the plan")
@@ -299,6 +304,25 @@ def _plan_scope(
                 if s.lifecycle is not None and s.lifecycle.effective_termination is not None})
     del saves
     return outcome
+
+
+def _priors(ops: Iterable[Operation], previous: Mapping[str, PersonState], index: Mapping[str, IndexEntry],
+            records: Mapping[tuple[str, str], AccountRecord]) -> list[Prior]:
+    """Each changed person's stored state, row hash and accounts before the plan (jml.revert_plan.Prior)."""
+    eids = {op.employee_id for op in ops if op.employee_id}
+    if not eids:
+        return []
+    accounts: dict[str, dict[str, AccountRecord]] = {}
+    for (connector, eid), rec in records.items():
+        if eid in eids:
+            accounts.setdefault(eid, {})[connector] = rec
+    out = []
+    for eid in sorted(eids):
+        prev, mine = previous.get(eid), accounts.get(eid, {})
+        if prev is not None or mine:
+            entry = index.get(eid)
+            out.append(Prior(eid, prev, entry.row_hash if entry is not None else None, mine))
+    return out
 
 
 def plan_people(

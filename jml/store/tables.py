@@ -263,6 +263,59 @@ class ApprovalVoteRow(SQLModel, table=True):
     at: dt.datetime | None = _ts()
 
 
+class AccessRequestRow(SQLModel, table=True):
+    """A requested (or break-glass) grant beyond the rules: who asked, why, for how long, and where it stands.
+
+    state: pending | approved | denied | active | expired | revoked | cancelled; kind: request | jit.
+    """
+
+    __tablename__ = "access_request"
+    id: str = Field(primary_key=True)  # "ar-…" (request) or "jit-…"
+    kind: str = "request"
+    employee_id: str = Field(index=True)
+    connector: str
+    grant: str
+    reason: str = ""
+    duration_seconds: int = 0
+    requested_by: str | None = None  # identity key (person:<sub> | token:<name> | cli:<user> | break-glass)
+    requester: str | None = None  # the actor text, for people to read
+    state: str = Field(default="pending", index=True)
+    required: int = 1  # distinct approvals the policy asked for when the request opened
+    decided_by: str | None = None
+    end_reason: str | None = None
+    created_at: dt.datetime | None = _ts()
+    decided_at: dt.datetime | None = _ts()
+    granted_at: dt.datetime | None = _ts()
+    expires_at: dt.datetime | None = _ts(index=True)
+    ended_at: dt.datetime | None = _ts()
+
+
+class AccessVoteRow(SQLModel, table=True):
+    """One approver's yes to one access request, and on what basis (manager | owner | approver)."""
+
+    __tablename__ = "access_vote"
+    request_id: str = Field(primary_key=True)
+    approver_key: str = Field(primary_key=True)
+    approver: str | None = None
+    basis: str | None = None
+    at: dt.datetime | None = _ts()
+
+
+class AccessDenialRow(SQLModel, table=True):
+    """A decision that a person must not hold an entitlement, whatever grants it (a rule, a request)."""
+
+    __tablename__ = "access_denial"
+    __table_args__ = (UniqueConstraint("employee_id", "connector", "grant"),)
+    id: int | None = Field(default=None, primary_key=True)
+    employee_id: str = Field(index=True)
+    connector: str
+    grant: str
+    reason: str = ""
+    decided_by: str | None = None
+    source: str | None = None  # e.g. "review:<campaign id>", "cli"
+    created_at: dt.datetime | None = _ts()
+
+
 class ReviewCampaignRow(SQLModel, table=True):
     """An access review campaign (issue 18): by app (catalogue owners review) or by manager."""
 
