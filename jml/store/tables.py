@@ -391,18 +391,3 @@ class PlanPriorRow(SQLModel, table=True):
     # A revert plan held for approval: the person state written back when it is approved.
     restore: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     restore_row_hash: str | None = None
-
-
-class PlanPriorRow(SQLModel, table=True):
-    """What a plan replaced, per person: their stored state and accounts just before it, so
-    `jml revert` can put back previous attribute values and person/override state (issue 18)."""
-
-    __tablename__ = "plan_prior"
-    plan_id: str = Field(primary_key=True)
-    employee_id: str = Field(primary_key=True)
-    state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # PersonState before
-    row_hash: str | None = None
-    accounts: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # connector -> record
-    # A revert plan held for approval: the person state written back when it is approved.
-    restore: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    restore_row_hash: str | None = None
