@@ -33,7 +33,7 @@ from botocore.config import Config as BotoConfig
 
 from connectors.aws import dialect
 from connectors.aws.assignments import DEFAULT_RATE, QUOTA_RATE, AccountGrant, PermissionSetAssignments
-from connectors.base import ApplyResult, CheckFinding, ConnectorContext, TokenBucket
+from connectors.base import ApplyResult, CheckFinding, ConnectorContext, Entitlement, TokenBucket
 from connectors.scim import ScimConnector
 from connectors.scim import protocol as p
 from jml.config import AwsConnectorConfig
@@ -180,3 +180,8 @@ class AwsIdentityCenterConnector(ScimConnector):
 
     async def check(self) -> list[CheckFinding]:
         return [*await super().check(), *await self.assignments.check()]
+
+    async def entitlements(self) -> list[Entitlement]:
+        """Identity Store groups, and every permission set in every account it is provisioned to."""
+        sets = [Entitlement(g, g) for g in await self.assignments.provisioned()]
+        return sorted([*await super().entitlements(), *sets], key=lambda e: e.grant)

@@ -25,6 +25,7 @@ __all__ = [
     "CheckFinding",
     "Connector",
     "ConnectorContext",
+    "Entitlement",
     "TokenBucket",
     "classify_status",
     "parse_retry_after",
@@ -44,6 +45,15 @@ class ApplyResult:
 class CheckFinding:
     ok: bool
     message: str  # plain words: "token lacks scope admin:org", "reached https://…/Users"
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """Something a person can be granted in an app, as a rule or a request names it:
+    `group:NAME`, GitHub's `team:SLUG`, AWS's `PermissionSet@AccountId`."""
+
+    grant: str
+    display_name: str = ""
 
 
 @dataclass(slots=True)
@@ -97,6 +107,10 @@ class Connector(Protocol):
 
     async def check(self) -> list[CheckFinding]:
         """Reach the API with the configured credentials; say what is missing."""
+        ...
+
+    async def entitlements(self) -> list[Entitlement]:
+        """What can be granted here (groups, teams, permission sets per account), for the catalogue."""
         ...
 
 

@@ -192,6 +192,23 @@ class PermissionSetAssignments:
     async def permission_set_name(self, arn: str) -> str:
         return self._name_by_arn.get(arn) or await self._describe(arn)
 
+    async def provisioned(self) -> list[str]:
+        """`PermissionSet@AccountId` for every permission set and each account it is provisioned to."""
+        await self._refresh()
+        out: list[str] = []
+        for arn, name in sorted(self._name_by_arn.items()):
+            token: str | None = None
+            while True:
+                kw: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn, "MaxResults": 100}
+                if token:
+                    kw["NextToken"] = token
+                page = await self._call(self.client.list_accounts_for_provisioned_permission_set, **kw)
+                out.extend(str(AccountGrant(name, str(a))) for a in page.get("AccountIds", []))
+                token = page.get("NextToken")
+                if not token:
+                    break
+        return out
+
     # ---- reads ---------------------------------------------------------------------------
     async def _principal_assignments(self, principal_id: str, account_id: str | None = None) -> list[tuple[str, str]]:
         """(account id, permission-set ARN) pairs assigned directly to a user."""

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ApplyResult, CheckFinding, ConnectorContext
+from connectors.base import ApplyResult, CheckFinding, ConnectorContext, Entitlement
 from connectors.github._http import GithubHttp
 from connectors.github.scopes import check_scopes
 from connectors.traits import traits_for
@@ -223,6 +223,13 @@ class GithubOrgConnector:
     async def _team_slugs(self) -> AsyncIterator[str]:
         async for team in self.http.paginate(f"/orgs/{_seg(self.org)}/teams", {"per_page": "100"}):
             yield str(team["slug"])
+
+    async def entitlements(self) -> list[Entitlement]:
+        """The org's teams."""
+        out = []
+        async for team in self.http.paginate(f"/orgs/{_seg(self.org)}/teams", {"per_page": "100"}):
+            out.append(Entitlement(TEAM + str(team["slug"]), str(team.get("name") or team["slug"])))
+        return sorted(out, key=lambda e: e.grant)
 
     async def list_accounts(self) -> AsyncIterator[RemoteAccount]:
         teams: dict[str, set[str]] = {}

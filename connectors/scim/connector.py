@@ -29,7 +29,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import ApplyResult, CheckFinding, ConnectorContext, connector_defaults
+from connectors.base import ApplyResult, CheckFinding, ConnectorContext, Entitlement, connector_defaults
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
 from connectors.scim.index import ResourceIndex
@@ -76,6 +76,16 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         self.user_index = ResourceIndex(("userName", "externalId"))
         self.group_index = ResourceIndex(("displayName",))
         self._manager_refs: dict[str, str] = {}
+
+    async def entitlements(self) -> list[Entitlement]:
+        """Every group, from the Groups listing (members left out where the server allows)."""
+        await self.capabilities()
+        out = []
+        async for g in self.paginate(self.groups_endpoint, excluded="members"):
+            name = str(g.get("displayName") or "")
+            if name:
+                out.append(Entitlement(self.group_grant(name), name))
+        return sorted(out, key=lambda e: e.grant)
 
     # ---- hooks ----------------------------------------------------------------------
     @classmethod
