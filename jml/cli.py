@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--at", help="effective time: ISO 8601 (no offset: HR's time zone), or a date alone "
                                 "(HR's time zone at lifecycle.termination_time). Default: now")
     p.add_argument("--undo", action="store_true", help="lift an earlier offboard: the person is re-evaluated from HR")
+    from jml import revert_cli
+
+    revert_cli.add_parser(sub)
     p = sub.add_parser("retry", help="re-queue dead-lettered operations")
     p.add_argument("operation_id", nargs="?", type=int, help="one dead letter's id, as `jml status` shows it")
     p.add_argument("--all", action="store_true", help="every dead letter")
@@ -141,7 +144,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any, Any, int]:
-    from jml import commands
+    from jml import commands, revert_cli
 
     table: dict[str, Callable[[argparse.Namespace, config_mod.Config], Coroutine[Any, Any, int]]] = {
         "serve": commands.serve,
@@ -159,6 +162,7 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "token": commands.token,
         "report": commands.report,
         "check": commands.check,
+        "revert": revert_cli.revert_cli,
     }
     return table[args.command](args, cfg)
 

@@ -205,6 +205,8 @@ def inverse(
             add(inv)
             state[(c, eid)] = _applied(rec, inv)
     out.operations.sort(key=Operation.key)
+    out.cannot.sort(key=lambda n: (n.connector, n.employee_id, n.action))
+    out.partly.sort(key=lambda n: (n.connector, n.employee_id, n.action))
     return out
 
 

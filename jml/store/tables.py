@@ -55,6 +55,7 @@ class PersonRow(SQLModel, table=True):
     effective_termination: dt.datetime | None = _ts()
     next_change_at: dt.datetime | None = _ts(index=True)
     updated_at: dt.datetime | None = _ts()
+    erased_at: dt.datetime | None = _ts()  # when retention erased their personal data (migration 0008)
 
 
 class AccountRow(SQLModel, table=True):
