@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from jml import config as config_mod
-from jml import logs
+from jml import logs, purge_command
 from jml.errors import ExportRejected, GuardHeld, JMLError
 from jml.exit_codes import EXIT_FAILED, EXIT_SAFETY, EXIT_USAGE
 from jml.redact import redact
@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--changes-since", help="only access granted or removed since this date/time")
     r = rsub.add_parser("sla", help="a month's deprovisions: each leaver's time, breaches and their causes")
     r.add_argument("--month", help="YYYY-MM (default: the current month)")
+    purge_command.add_parser(sub)
     chk = sub.add_parser("check", help="validate config, reach every connector, show each one's learned dialect")
     chk.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p = sub.add_parser("demo", help="zero-setup run on local stand-ins")
@@ -162,6 +163,7 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "token": commands.token,
         "report": commands.report,
         "check": commands.check,
+        "purge": purge_command.command,
         "revert": revert_cli.revert_cli,
     }
     return table[args.command](args, cfg)
