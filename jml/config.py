@@ -442,6 +442,14 @@ class AccessConfig(_Strict):
         return v
 
 
+class ReviewsConfig(_Strict):
+    """Access review campaigns (issue 18)."""
+
+    # Reviews what no catalogue owner (by app) or no manager (by manager) is there to review.
+    default_reviewer: str = ""
+    due: Duration = dt.timedelta(days=14)  # a campaign's default time to decide
+
+
 class Config(_Strict):
     state: StateConfig = StateConfig()
     server: ServerConfig = ServerConfig()
@@ -451,6 +459,7 @@ class Config(_Strict):
     guard: GuardConfig = GuardConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     policy: PolicyConfig = PolicyConfig()
+    reviews: ReviewsConfig = ReviewsConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     retention: RetentionConfig = RetentionConfig()
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
