@@ -185,6 +185,18 @@ def items(doc: dict[str, Any], names: dict[str, str] | None = None) -> list[dict
                     "title": f"Connector {name} is paused ({c.get('pending', 0)} operation(s) waiting)",
                     "why": "An operator paused it: its work waits in the outbox, leavers included.",
                     "todo": f"Resume {name} when the app is ready (`jml resume {name}`).", "actions": ["resume"]})
+    unexplained = doc.get("unexplained") or {}
+    if unexplained.get("count"):
+        sample = unexplained.get("sample") or []
+        shown = ", ".join(f"{r.get('username')} {r.get('entitlement')} in {r.get('connector')}" for r in sample[:3])
+        more = f" and {int(unexplained['count']) - 3} more" if int(unexplained["count"]) > 3 else ""
+        out.append({"kind": "unexplained_access", "severity": "warn", "id": "unexplained", "person": None,
+                    "title": f"{unexplained['count']} account(s) or entitlement(s) in apps that no rule and no "
+                             "approved request explains",
+                    "why": f"found by reconciliation: {shown}{more}. jml leaves entitlements it does not manage "
+                           "in place until a reviewer decides.",
+                    "todo": "Security: start an access review (`jml review start --by app`); the reviewers keep "
+                            "or revoke each one.", "actions": []})
     ev = doc.get("events") or {}
     if ev.get("stalled"):
         out.append({"kind": "inbox_stalled", "severity": "breach", "id": "inbox",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from jml import config as config_mod
-from jml import logs, purge_command
+from jml import logs, purge_command, review_commands
 from jml.errors import ExportRejected, GuardHeld, JMLError
 from jml.exit_codes import EXIT_FAILED, EXIT_SAFETY, EXIT_USAGE
 from jml.redact import redact
@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--changes-since", help="only access granted or removed since this date/time")
     r = rsub.add_parser("sla", help="a month's deprovisions: each leaver's time, breaches and their causes")
     r.add_argument("--month", help="YYYY-MM (default: the current month)")
+    review_commands.add_parser(sub)
     purge_command.add_parser(sub)
     chk = sub.add_parser("check", help="validate config, reach every connector, show each one's learned dialect")
     chk.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -141,7 +142,15 @@ def _quiet_stdout() -> None:
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
-    return asyncio.run(coro)
+    async def run() -> int:
+        try:
+            return await coro
+        finally:
+            from jml import notify
+
+            await notify.drain()  # notices sent in the background (a held plan's) leave before the process does
+
+    return asyncio.run(run())
 
 
 def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any, Any, int]:
@@ -165,6 +174,7 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "check": commands.check,
         "purge": purge_command.command,
         "revert": revert_cli.revert_cli,
+        "review": review_commands.review,
     }
     return table[args.command](args, cfg)
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
 
-from jml import guard, metrics
+from jml import guard, metrics, reviews
+from jml.access_state import is_managed
 from jml.context import ServiceContext
 from jml.model import AccountRecord, Action, Operation, Priority, RemoteAccount
+from jml.review_items import ACCOUNT, Holding
 from jml.runtime import Runtime
 from jml.store.remote import Found
 from jml.sync import plan_people
@@ -53,6 +55,9 @@ class Findings:
     drift: list[Drift] = field(default_factory=list)
     orphans: list[RemoteAccount] = field(default_factory=list)
     error: str | None = None
+    # Every matched live account as the app holds it (employee_id, account): what it holds beyond
+    # the managed grants is kept as found access, for the next review (jml/reviews.py).
+    held: list[tuple[str, RemoteAccount]] = field(default_factory=list)
 
 
 def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterable[RemoteAccount],
@@ -73,6 +78,7 @@ def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterab
         seen.add(rec.employee_id)
         if rec.deleted:
             continue
+        out.held.append((rec.employee_id, acc))
         kinds: list[str] = []
         if acc.active != rec.active and not acc.pending_invitation:
             kinds.append("active")
@@ -109,8 +115,14 @@ async def run(rt: Runtime) -> list[Findings]:
             report.append(Findings(name, error=accounts))
             continue
         mine = {eid: r for (c, eid), r in records.items() if c == name}
-        managed = frozenset(g for r in mine.values() for g in r.grants) | groups.get(name, frozenset())
-        report.append(compare(name, mine, accounts, people, managed))
+        # Only managed entitlements are put back to what the rules say (config
+        # access.catalogue.<c>.<grant>.managed, else: some rule grants it). Members of a group no
+        # rule manages are left as found and listed for review: never removed without a decision.
+        known = frozenset(g for r in mine.values() for g in r.grants) | groups.get(name, frozenset())
+        managed = frozenset(g for g in known if is_managed(rt, name, g))
+        found = compare(name, mine, accounts, people, managed)
+        report.append(found)
+        rt.store.reviews.replace_found(name, _found_access(found, managed), now)
     drift = [d for f in report for d in f.drift]
     audit: list[tuple[str, object, str, str | None]] = []
     for f in report:
@@ -132,12 +144,21 @@ async def run(rt: Runtime) -> list[Findings]:
     if rt.config.reconcile.delete_orphans:
         _delete_orphans(rt, report, now)
     rt.audit.append_many(audit, now=now)
+    reviews.refresh_unexplained(rt, now)  # what the apps hold that nothing explains: status page, next review
     rt.store.set_setting("reconcile", {
         "at": now.isoformat(),
         "connectors": {f.connector: {"accounts": f.accounts, "drift": len(f.drift), "orphans": len(f.orphans),
                                      "orphan_sample": [o.username for o in f.orphans[:20]], "error": f.error}
                        for f in report}})
     return report
+
+
+def _found_access(f: Findings, managed: frozenset[str]) -> list[Holding]:
+    """What the app holds that jml does not manage: unmanaged memberships and orphan accounts."""
+    out = [Holding(f.connector, eid, acc.username, g, "app", None, acc.remote_id)
+           for eid, acc in f.held for g in sorted(acc.groups - managed)]
+    out += [Holding(f.connector, "", o.username, ACCOUNT, "app", None, o.remote_id) for o in f.orphans]
+    return out
 
 
 def _delete_orphans(rt: Runtime, report: list[Findings], now: dt.datetime) -> None:

@@ -83,6 +83,9 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "source": source,
         "events": events,
         "set_aside": set_aside_rows(rt),
+        # Access found in apps that no rule and no approved request explains (kept by reconcile, jml/reviews.py).
+        "unexplained": rt.store.get_setting("unexplained") or {"at": None, "count": 0, "by_connector": {},
+                                                                "sample": []},
     }
     finish(rt, doc)
     return doc
@@ -132,6 +135,10 @@ def render_text(doc: dict[str, Any]) -> str:
             lines.append(f"     do:  {item['todo']}")
     else:
         lines.append("Nothing needs attention.")
+    unexplained = doc.get("unexplained") or {}
+    if unexplained.get("count"):
+        per = ", ".join(f"{n} in {c}" for c, n in sorted((unexplained.get("by_connector") or {}).items()))
+        lines.append(f"unexplained access: {unexplained['count']} ({per}); `jml review start --by app` reviews it")
     src = doc["source"]
     state = {"fresh": "fresh", "stale": "STALE", "rejected": "last export REJECTED", "none": "not configured"}.get(
         src.get("state", ""), "")
