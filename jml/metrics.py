@@ -78,6 +78,16 @@ notifications_failed = Counter(
     ["channel"], registry=REGISTRY)
 purged_people = Counter(
     "jml_purged_people", "Leavers whose personal data retention erased.", registry=REGISTRY)
+access_grants_active = Gauge(
+    "jml_access_grants_active", "Requested and break-glass grants in force.", ["connector"], registry=REGISTRY)
+access_expiry_seconds = Histogram(
+    "jml_access_expiry_seconds", "From a grant's expiry (or revoke) to its removal verified in the app.",
+    ["connector"], buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400), registry=REGISTRY)
+access_removal_breaches = Counter(
+    "jml_access_removal_sla_breaches", "Ended grants not verified removed within the deprovision SLA.",
+    ["connector"], registry=REGISTRY)
+access_jit_grants = Counter(
+    "jml_access_jit_grants", "Break-glass grants taken without approval.", ["connector"], registry=REGISTRY)
 build_info = Gauge("jml_build_info", "Version.", ["version"], registry=REGISTRY)
 
 

@@ -16,11 +16,12 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jml.store.db import utc
-from jml.store.tables import AccessDenialRow, AccessRequestRow, AccessVoteRow
+from jml.store.tables import AccessDenialRow, AccessRequestRow, AccessVoteRow, OperationRow
 
 R = AccessRequestRow.__table__  # type: ignore[attr-defined]
 V = AccessVoteRow.__table__  # type: ignore[attr-defined]
 D = AccessDenialRow.__table__  # type: ignore[attr-defined]
+O = OperationRow.__table__  # type: ignore[attr-defined]
 
 STATES = ("pending", "approved", "denied", "active", "expired", "revoked", "cancelled")
 OPEN_STATES = ("pending", "approved", "active")
@@ -55,6 +56,10 @@ class AccessRequest:
     expires_at: dt.datetime | None
     ended_at: dt.datetime | None
     votes: tuple[Vote, ...] = ()
+    removal_deadline: dt.datetime | None = None
+    removal_verified_at: dt.datetime | None = None
+    removal_breached: bool = False
+    removal_check: str | None = None
 
     def in_force(self, now: dt.datetime) -> bool:
         """Granted and not yet expired: desired() keeps it."""
@@ -69,6 +74,8 @@ class AccessRequest:
                 "decided_by": self.decided_by, "end_reason": self.end_reason,
                 "created_at": iso(self.created_at), "decided_at": iso(self.decided_at),
                 "granted_at": iso(self.granted_at), "expires_at": iso(self.expires_at), "ended_at": iso(self.ended_at),
+                "removal_deadline": iso(self.removal_deadline), "removal_verified_at": iso(self.removal_verified_at),
+                "removal_breached": self.removal_breached,
                 "approvers": [{"approver": v.approver, "basis": v.basis, "at": iso(v.at)} for v in self.votes]}
 
 
@@ -89,7 +96,8 @@ def _request(r: Any, votes: Iterable[Any] = ()) -> AccessRequest:
         dt.timedelta(seconds=int(r["duration_seconds"] or 0)), r["requested_by"], r["requester"], r["state"],
         int(r["required"] or 1), r["decided_by"], r["end_reason"], utc(r["created_at"]), utc(r["decided_at"]),
         utc(r["granted_at"]), utc(r["expires_at"]), utc(r["ended_at"]),
-        tuple(Vote(v["approver_key"], v["approver"] or "", v["basis"] or "", utc(v["at"])) for v in votes))
+        tuple(Vote(v["approver_key"], v["approver"] or "", v["basis"] or "", utc(v["at"])) for v in votes),
+        utc(r["removal_deadline"]), utc(r["removal_verified_at"]), bool(r["removal_breached"]), r["removal_check"])
 
 
 def _denial(r: Any) -> Denial:
@@ -109,7 +117,7 @@ class AccessStore:
         values: dict[str, Any] = dict(
             id=request_id, kind=kind, employee_id=employee_id, connector=connector, grant=grant, reason=reason,
             duration_seconds=int(duration.total_seconds()), requested_by=requested_by, requester=requester,
-            state=state, required=required, created_at=now)
+            state=state, required=required, created_at=now, removal_breached=False)
         if state == "active":
             values.update(decided_at=now, granted_at=now, expires_at=expires_at, decided_by=requester)
         with self.engine.begin() as conn:
@@ -170,6 +178,30 @@ class AccessStore:
              .group_by(R.c.connector))
         with self.engine.connect() as conn:
             return {str(c): int(n) for c, n in conn.execute(q)}
+
+    def removals_open(self) -> list[AccessRequest]:
+        """Ended grants (expired, revoked) whose removal from the app is not verified yet."""
+        q = select(R).where(R.c.state.in_(["expired", "revoked"]), R.c.granted_at.is_not(None),
+                            R.c.removal_verified_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_request(r) for r in conn.execute(q.order_by(R.c.ended_at, R.c.id)).mappings()]
+
+    def set_removal(self, request_id: str, **values: Any) -> bool:
+        """Update the removal clock while it is open (a verified one stays as it is)."""
+        allowed = {"removal_deadline", "removal_verified_at", "removal_breached", "removal_check"}
+        if not set(values) <= allowed:
+            raise ValueError(f"not a removal field: {sorted(set(values) - allowed)}")
+        with self.engine.begin() as conn:
+            n = conn.execute(update(R).where(R.c.id == request_id, R.c.removal_verified_at.is_(None))
+                             .values(**values))
+        return bool(n.rowcount)
+
+    def open_operations(self, employee_id: str, connector: str) -> int:
+        """Operations for this person in this app still queued or running (the removal is not pushed yet)."""
+        q = select(func.count()).select_from(O).where(O.c.employee_id == employee_id, O.c.connector == connector,
+                                                      O.c.state.in_(["pending", "running", "held"]))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def vote(self, request_id: str, approver_key: str, approver: str, basis: str, now: dt.datetime) -> int | None:
         """Record one approval; the number of distinct approvers so far, or None if this one already voted."""

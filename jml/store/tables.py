@@ -289,6 +289,12 @@ class AccessRequestRow(SQLModel, table=True):
     granted_at: dt.datetime | None = _ts()
     expires_at: dt.datetime | None = _ts(index=True)
     ended_at: dt.datetime | None = _ts()
+    # The removal's own SLA clock (expired or revoked -> verified gone from the app), kept here
+    # rather than in sla_clock: that one's read-back proves a leaver's account is off.
+    removal_deadline: dt.datetime | None = _ts()
+    removal_verified_at: dt.datetime | None = _ts()
+    removal_breached: bool = False
+    removal_check: str | None = None
 
 
 class AccessVoteRow(SQLModel, table=True):

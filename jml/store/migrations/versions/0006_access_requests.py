@@ -37,6 +37,10 @@ def upgrade() -> None:
         sa.Column('granted_at', UTCDateTime(), nullable=True),
         sa.Column('expires_at', UTCDateTime(), nullable=True),
         sa.Column('ended_at', UTCDateTime(), nullable=True),
+        sa.Column('removal_deadline', UTCDateTime(), nullable=True),
+        sa.Column('removal_verified_at', UTCDateTime(), nullable=True),
+        sa.Column('removal_breached', sa.Boolean(), nullable=False),
+        sa.Column('removal_check', sa.String(), nullable=True),
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_access_request_employee_id', 'access_request', ['employee_id'])
