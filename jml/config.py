@@ -308,6 +308,8 @@ class NotificationsConfig(_Strict):
     slack_webhook_url_env: str | None = None
     slack_webhook_url_file: str | None = None
     smtp: SmtpConfig | None = None
+    # E-mail addresses told when the guard holds a plan (the webhook's channel is told regardless).
+    approvers: list[str] = Field(default_factory=list)
     timeout: Duration = dt.timedelta(seconds=10)  # one attempt at one channel
     max_attempts: int = Field(3, ge=1, le=10)
 

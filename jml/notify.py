@@ -19,6 +19,7 @@ import asyncio
 import logging
 import smtplib
 import ssl
+import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -90,29 +91,44 @@ async def notify(rt: Runtime, notice: Notice) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
+_threads: set[threading.Thread] = set()
 
 
 def notify_soon(rt: Runtime, notice: Notice) -> None:
-    """`notify` in the background (an HTTP handler need not wait for a mail server).
+    """`notify` in the background: a request handler or a plan need not wait for a mail server.
 
-    Needs a running event loop; from synchronous code without one, the notice is sent at once.
+    On an event loop's thread, a task; elsewhere (a plan made in a worker thread), a thread of
+    its own. `drain()` waits for both (a one-shot command does before it exits).
     """
     if not enabled(rt.config):
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(notify(rt, notice))
+        thread = threading.Thread(target=_send_in_thread, args=(rt, notice), name="jml-notify", daemon=True)
+        _threads.add(thread)
+        thread.start()
         return
     task = loop.create_task(notify(rt, notice))
     _background.add(task)  # a reference, so the task is not collected mid-flight
     task.add_done_callback(_background.discard)
 
 
+def _send_in_thread(rt: Runtime, notice: Notice) -> None:
+    try:
+        asyncio.run(notify(rt, notice))
+    finally:
+        _threads.discard(threading.current_thread())
+
+
 async def drain() -> None:
     """Wait for background notices (a one-shot command before it exits, tests)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
+    while _background or _threads:
+        if _background:
+            await asyncio.gather(*list(_background), return_exceptions=True)
+        for thread in list(_threads):
+            await asyncio.to_thread(thread.join)
+            _threads.discard(thread)
 
 
 async def _guarded(channel: str, notice: Notice, send: Awaitable[None]) -> None:
@@ -208,3 +224,20 @@ async def _send_email(cfg: NotificationsConfig, smtp: SmtpConfig, notice: Notice
     async for attempt in _retrying(cfg):
         with attempt:
             await asyncio.to_thread(_smtp_send, cfg, smtp, msg, password)
+
+
+def plan_held(rt: Runtime, plan_id: str, reasons: list[str], operations: int) -> None:
+    """Tell the approvers (notifications.approvers, and the webhook's channel) that a plan waits for them.
+
+    Called where a plan is held (sync; reconcile, reviews and revert may call it too)."""
+    if not enabled(rt.config):
+        return
+    why = "; ".join(reasons) or "the guard's limits"
+    notify_soon(rt, Notice(
+        kind=PLAN_HELD, to=list(rt.config.notifications.approvers),
+        subject=f"jml: plan {plan_id} is held and needs approval",
+        text=(f"The guard held plan {plan_id} ({operations} operation(s)): {why}.\n"
+              "Nothing in it is applied until it is approved. Open the status page, check the plan under "
+              f"Held plans, then press 'Approve plan {plan_id}' or 'Discard plan {plan_id}' "
+              f"(or run `jml approve {plan_id}`)."),
+        link="/#held"))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jml import access_state, guard, lifecycle, metrics, sla
+from jml import access_state, guard, lifecycle, metrics, notify, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.explain import changed_fields, operation_reason, person_reason
@@ -296,6 +296,7 @@ def _plan_scope(
     if plan_id is not None:
         if verdict.held:
             metrics.guard_held_plans.inc()
+            notify.plan_held(rt, plan_id, list(verdict.reasons), len(result.operations))
         # Leavers' SLA clocks start now (held or not), at their effective termination.
         # (Only when there are leavers: a 100k-joiner import need not pay for the clock queries.)
         if any(op.priority == Priority.LEAVER for op in result.operations):

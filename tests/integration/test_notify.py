@@ -9,16 +9,19 @@ import email
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from jml import metrics
+from jml import cli, metrics
 from jml.config import from_dict
 from jml.notify import Notice, absolute_link, drain, notify, notify_soon
 from jml.runtime import Runtime
+from tests.peers import ScimPeer
 
 SECRET_PATH = "/services/T000/B000/s3cr3t-hook-path"
 
@@ -182,3 +185,40 @@ def test_a_subject_with_a_newline_cannot_add_a_header() -> None:
     msg = email_message(cfg.notifications.smtp, Notice(kind="x", to=["a@b.example"],
                                                        subject="Hi\r\nBcc: evil@x.example", text="t"), None)
     assert msg["Bcc"] is None and "Bcc: evil" in str(msg["Subject"])
+
+
+def test_a_held_plan_tells_the_approvers(smtp: tuple[Mailbox, int], scim_peer: ScimPeer, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jml sync` whose plan the guard holds: the approvers get a mail naming the plan, with the page's link."""
+    box, port = smtp
+    monkeypatch.setenv("JML_TEST_NOTIFY_SCIM", scim_peer.token)
+    config = tmp_path / "jml.yaml"
+    config.write_text(yaml.safe_dump({
+        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
+        "server": {"public_url": "https://jml.test.example"},
+        "sources": {"hris": {"location": "./hr.csv"}},
+        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"demo": ["Staff"]}}]},
+        "connectors": {"demo": {"type": "scim", "url": scim_peer.url, "token_env": "JML_TEST_NOTIFY_SCIM"}},
+        "notifications": {"approvers": ["approver@acme.example"],
+                          "smtp": {"host": "127.0.0.1", "port": port, "starttls": False,
+                                   "sender": "jml@acme.example"}},
+    }), encoding="utf-8")
+
+    def export(terminated: int) -> None:
+        lines = ["employee_id,first_name,last_name,work_email,status,hire_date,termination_date"]
+        for i in range(4):
+            status, end = ("Terminated", "2026-01-05") if i < terminated else ("Active", "")
+            lines.append(f"E{i},P,N{i},p{i}@example.com,{status},2020-01-06,{end}")
+        (tmp_path / "hr.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    export(0)
+    assert cli.main(["--config", str(config), "sync"]) == 0
+    assert box.messages == []  # nothing held: nobody told
+    export(2)
+    assert cli.main(["--config", str(config), "sync"]) == 3  # held: half the accounts would go
+    assert len(box.messages) == 1
+    rcpts, msg = box.messages[0]
+    assert rcpts == ["approver@acme.example"]
+    plan_id = str(msg["Subject"]).split("plan ")[1].split(" ")[0]
+    body = msg.get_payload(decode=True).decode()
+    assert f"jml approve {plan_id}" in body and "https://jml.test.example/#held" in body
