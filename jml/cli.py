@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from jml import access_commands, logs, purge_command, review_commands
 from jml import config as config_mod
-from jml import logs, purge_command, review_commands
 from jml.errors import ExportRejected, GuardHeld, JMLError
 from jml.exit_codes import EXIT_FAILED, EXIT_SAFETY, EXIT_USAGE
 from jml.redact import redact
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("sla", help="a month's deprovisions: each leaver's time, breaches and their causes")
     r.add_argument("--month", help="YYYY-MM (default: the current month)")
     review_commands.add_parser(sub)
+    access_commands.add_parser(sub)
     purge_command.add_parser(sub)
     chk = sub.add_parser("check", help="validate config, reach every connector, show each one's learned dialect")
     chk.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -175,6 +176,7 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> Coroutine[Any
         "purge": purge_command.command,
         "revert": revert_cli.revert_cli,
         "review": review_commands.review,
+        "access": access_commands.access,
     }
     return table[args.command](args, cfg)
 
