@@ -26,6 +26,7 @@ from urllib.parse import quote
 from connectors.base import ApplyResult
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
+from connectors.scim.member_checks import MemberChecksMixin
 from connectors.scim.transport import ScimTransport
 from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError, RetryableError
 
@@ -35,7 +36,7 @@ REMOVE_FORMS = ("filter", "value", "replace", "put")
 BUSY_WINDOW = 1.0  # seconds: a group written this recently is "busy" (see group_linger)
 
 
-class MembershipMixin:
+class MembershipMixin(MemberChecksMixin):
     groups_endpoint: str
     name: str
     transport: ScimTransport
@@ -53,6 +54,7 @@ class MembershipMixin:
     bulk_linger: float = 0.3
 
     def __init__(self) -> None:
+        super().__init__()
         self._group_ids: dict[str, str] = {}
         self._group_names: dict[str, str] = {}
         self._group_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -60,6 +62,7 @@ class MembershipMixin:
         self._name_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._last_write: dict[str, float] = {}
         self._urgent: defaultdict[str, int] = defaultdict(int)  # leavers' changes waiting per group
+        self._canary: str | None = None  # a member we added (member_checks.py)
 
     # provided by ScimConnector
     async def capabilities(self) -> p.Capabilities:
@@ -209,6 +212,8 @@ class MembershipMixin:
                 raise
             return
         _settle(futures, None)
+        if add and ids:
+            self._canary = ids[0]
 
     async def add_members(self, group_id: str, member_ids: list[str]) -> None:
         """Callers hold the group's lock."""
@@ -339,6 +344,13 @@ class MembershipMixin:
                 if isinstance(g, Mapping) and (g.get("display") or g.get("value")):
                     names.add(str(g.get("display") or await self._group_name(str(g["value"]))))
             return frozenset(self.group_grant(n) for n in names if n)
+        caps = await self.capabilities()
+        if (caps.filter and self.dialect.get("filter:members") is True and self.dialect.get("filter_or") is not False
+                and self.dialect.get("members_or") is not False):
+            return await self._checked_together(uid)
+        return await self._groups_by_filter(uid)
+
+    async def _groups_by_filter(self, uid: str) -> frozenset[str]:
         caps = await self.capabilities()
         if caps.filter and self.dialect.get("filter:members") is not False:
             verified = self.dialect.get("filter:members") is True

@@ -4,6 +4,7 @@ the enterprise extension, and group writes under concurrency."""
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -365,3 +366,88 @@ async def test_twin_groups_every_process_picks_the_oldest(plain: tuple[ScimConne
                  for g in (await r.json(content_type=None))["Resources"]}
     assert after[oldest["id"]] == [made.remote_id]
     assert all(not v for k, v in after.items() if k != oldest["id"])
+
+
+class MembersOrLiesProxy(WriteFaultProxy):
+    """An `or` of members.value filters answers no group at all (a parser that gives up)."""
+
+    async def transform_response(self, method: str, path: str, status: int, body: Any) -> tuple[int, Any]:
+        q = urllib.parse.unquote_plus(self.last_query)
+        if method == "GET" and "/Groups" in path and " or " in q and isinstance(body, dict):
+            body = {**body, "totalResults": 0, "Resources": []}
+        return status, body
+
+    async def rewrite(self, method: str, path: str, query: str, body: Any) -> tuple[str, str, str, Any]:
+        self.last_query = query
+        return method, path, query, body
+
+
+def _group_queries(proxy: VendorProxy) -> list[str]:
+    out = []
+    for s in proxy.seen:
+        if s.method == "GET" and s.path.endswith("/Groups"):
+            out += urllib.parse.parse_qs(s.query).get("filter", [])
+    return [f for f in out if "members.value" in f]
+
+
+async def _leavers(c: ScimConnector, n: int, prefix: str) -> list[str]:
+    """n users in "staff" (the first stays a member, the canary), the rest removed again."""
+    ids = []
+    for i in range(n):
+        made = await c.apply(op(Action.CREATE, f"{prefix}{i}", username=f"{prefix}{i}@acme.example", active=True,
+                                attributes={}), None)
+        ids.append(str(made.remote_id))
+    rec = {i: AccountRecord("scim", f"{prefix}{i}", f"{prefix}{i}@acme.example", True, {}, frozenset(),
+                            remote_id=ids[i]) for i in range(n)}
+    await asyncio.gather(*(c.apply(op(Action.ADD_MEMBER, f"{prefix}{i}", username=f"{prefix}{i}@acme.example",
+                                      group="staff"), rec[i]) for i in range(n)))
+    await asyncio.gather(*(c.apply(op(Action.REMOVE_MEMBER, f"{prefix}{i}", username=f"{prefix}{i}@acme.example",
+                                      group="staff"), rec[i]) for i in range(1, n)))
+    return ids
+
+
+async def _read_back(c: ScimConnector, prefix: str, ids: list[str], which: range) -> list[frozenset[str]]:
+    accounts = await asyncio.gather(*(c.read_account(f"{prefix}{i}", f"{prefix}{i}@acme.example", ids[i])
+                                      for i in which))
+    return [a.groups for a in accounts if a is not None]
+
+
+async def test_leavers_group_checks_go_together_once_verified(plain: tuple[ScimConnector, WriteFaultProxy]) -> None:
+    """Leavers read back together ask for their groups in one `or` search; the first time a
+    known member rides along and the answer is compared with one search each."""
+    c, proxy = plain
+    ids = await _leavers(c, 12, "L")
+    await c.read_account("L0", "L0@acme.example", ids[0])  # one alone: learns the members filter works
+    proxy.seen.clear()
+    first = await _read_back(c, "L", ids, range(1, 6))
+    assert first == [frozenset()] * 5
+    assert c.dialect.get("verified:members_or") is True
+    assert any(" or " in f and ids[0] in f for f in _group_queries(proxy))  # the canary rode along
+    proxy.seen.clear()
+    again = await _read_back(c, "L", ids, range(6, 12))
+    assert again == [frozenset()] * 6
+    queries = _group_queries(proxy)
+    assert len(queries) == 1 and queries[0].count(" or ") == 5 and ids[0] not in queries[0]
+    # A member among them: the combined answer is not empty, each is asked apart.
+    proxy.seen.clear()
+    mixed = await _read_back(c, "L", ids, range(0, 3))
+    assert mixed == [frozenset({"group:staff"}), frozenset(), frozenset()]
+
+
+async def test_leavers_group_checks_apart_where_or_lies(peer: ScimPeer) -> None:
+    proxy = MembersOrLiesProxy(peer.url.removesuffix("/v2/"))
+    proxy.last_query = ""
+    c = _proxied(peer, proxy)
+    try:
+        await c.open()
+        ids = await _leavers(c, 6, "M")
+        await c.read_account("M0", "M0@acme.example", ids[0])
+        got = await _read_back(c, "M", ids, range(1, 6))
+        assert got == [frozenset()] * 5
+        assert c.dialect.get("members_or") is False and c.dialect.get("verified:members_or") is None
+        proxy.seen.clear()
+        assert await _read_back(c, "M", ids, range(0, 3)) == [frozenset({"group:staff"}), frozenset(), frozenset()]
+        assert not any(" or " in f for f in _group_queries(proxy))
+    finally:
+        await c.close()
+        proxy.stop()
