@@ -9,10 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from jml.context import ServiceContext
-from jml.web import api, html, login, people, status_page
+from jml.web import api, html, login, people, reviews, status_page
 from jml.web.auth import Gate
 from jml.web.oidc import OidcClient
-from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, VIEW
+from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, REVIEW, VIEW
 from jml.web.state import WEB, PageHandler, WebState, form, page
 from jml.web.state import api as api_auth
 
@@ -43,6 +43,15 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("GET", "/api/v1/audit", "api", api.audit_export, AUDIT),
     ("GET", "/api/v1/reports/access", "api", api.access_report, AUDIT),
     ("GET", "/api/v1/reports/sla", "api", api.sla_report, AUDIT),
+    # Access reviews (issue 18): each reviewer sees and decides their own items (jml/web/reviews.py).
+    ("GET", "/reviews", "page", reviews.list_page, REVIEW),
+    ("GET", "/reviews/{campaign_id}", "page", reviews.show_page, REVIEW),
+    ("POST", "/reviews/{campaign_id}/decide", "form", reviews.decide_form, REVIEW),  # type: ignore[list-item]
+    ("GET", "/api/v1/reviews", "api", reviews.list_api, REVIEW),
+    ("POST", "/api/v1/reviews", "api", reviews.start_api, AUDIT),
+    ("GET", "/api/v1/reviews/{campaign_id}", "api", reviews.show_api, REVIEW),
+    ("POST", "/api/v1/reviews/{campaign_id}/decisions", "api", reviews.decide_api, REVIEW),
+    ("GET", "/api/v1/reviews/{campaign_id}/export", "api", reviews.export_api, AUDIT),
 ]
 
 

@@ -334,6 +334,57 @@ def _extra_paths() -> dict[str, Any]:
     }
 
 
+def _review_paths() -> dict[str, Any]:
+    """Access review campaigns (issue 18; jml/web/reviews.py)."""
+    campaign = {"name": "campaign_id", "in": "path", "required": True, "description": "A review campaign's number",
+                "schema": {"type": "integer", "minimum": 1}}
+    review = ROLE_NOTE.format(right="review", roles=_roles_for("review"))
+    audit = ROLE_NOTE.format(right="audit", roles=_roles_for("audit"))
+    any_json = {"application/json": {"schema": {"type": "object"}}}
+    start = _api_post("Start a campaign: {\"by\": \"app\"|\"manager\", \"connector\"?, \"due\"? (e.g. 14d), "
+                      "\"name\"?}; one item per account and entitlement, each with why and a reviewer.", "audit",
+                      [], {"201": {"description": "Started", "content": any_json}})
+    start["post"]["requestBody"] = {"required": True, "content": any_json}
+    decide = _api_post("Keep or revoke items: {\"items\": [ids], \"decision\": \"keep\"|\"revoke\", "
+                       "\"reason\"?}. Only the assigned reviewer or an admin, never the person under review; a "
+                       "revocation is pushed at once and read back from the app.", "review", [campaign],
+                       {"200": {"description": "Decided (kept)", "content": any_json},
+                        "202": {"description": "Decided; revocations queued", "content": any_json}})
+    decide["post"]["requestBody"] = {"required": True, "content": any_json}
+    return {
+        "/reviews": {"get": {"summary": "Access review campaigns and your progress." + review,
+                             "security": SIGNED_IN, "tags": ["pages"],
+                             "responses": {"200": _page("Campaigns"), "303": REDIRECT}}},
+        "/reviews/{campaign_id}": {"get": {
+            "summary": "A campaign's items assigned to you (all for admin and audit), with why and keep/revoke."
+                       + review, "security": SIGNED_IN, "tags": ["pages"], "parameters": [campaign],
+            "responses": {"200": _page("Items"), "303": REDIRECT, "400": _page("Malformed id"),
+                          "404": _page("No such campaign")}}},
+        "/reviews/{campaign_id}/decide": _form_post("Keep or revoke one item (form: item, decision, reason).",
+                                                    "review", [campaign], "CsrfForm"),
+        "/api/v1/reviews": {"get": {"summary": "The campaigns and their progress." + review, "security": SIGNED_IN,
+                                    "tags": ["api"], "responses": {"200": {"description": "Campaigns",
+                                                                           "content": any_json},
+                                                                   "401": _err("Not signed in")}},
+                            **start},
+        "/api/v1/reviews/{campaign_id}": {"get": {
+            "summary": "A campaign's items assigned to you (all for admin and audit) and progress." + review,
+            "security": SIGNED_IN, "tags": ["api"], "parameters": [campaign],
+            "responses": {"200": {"description": "Items", "content": any_json}, "400": _err("Malformed id"),
+                          "401": _err("Not signed in"), "404": _err("No such campaign")}}},
+        "/api/v1/reviews/{campaign_id}/decisions": decide,
+        "/api/v1/reviews/{campaign_id}/export": {"get": {
+            "summary": "Evidence: every item with reviewer, decision, time and the audit record (seq, hash) of "
+                       "the decision (as `jml review export`)." + audit,
+            "security": SIGNED_IN, "tags": ["api"],
+            "parameters": [campaign, {"name": "format", "in": "query", "required": False,
+                                      "schema": {"type": "string", "enum": ["json", "csv"]}}],
+            "responses": {"200": {"description": "The evidence", "content": {
+                "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}},
+                "400": _err("Malformed request"), "401": _err("Not signed in"), "404": _err("No such campaign")}}},
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     signed_page = {"security": SIGNED_IN, "tags": ["pages"]}
@@ -455,6 +506,7 @@ def document() -> dict[str, Any]:
                                        "text/javascript": {"schema": {"type": "string"}}}}}}},
     }
     paths.update(_extra_paths())
+    paths.update(_review_paths())
     for path, item in paths.items():  # every signed-in route: 403 for a role without the right, 429 throttled
         for op in item.values():
             if op.get("security") == SIGNED_IN:

@@ -8,6 +8,10 @@
 | approver | view, approve (held plans, pre-approvals)                     |
 | auditor  | view, audit (audit export, access report)                     |
 | admin    | everything                                                    |
+
+Every role also carries `review`: a signed-in person sees and decides only the access review
+items assigned to them (by their e-mail); an admin may decide any item, `audit` sees them all;
+nobody decides on their own access (jml/review_items.refusal).
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ from jml.config import ROLE_NAMES
 ROLES = ROLE_NAMES
 
 VIEW, PEOPLE, OFFBOARD, OPERATE, APPROVE, AUDIT = "view", "people", "offboard", "operate", "approve", "audit"
+REVIEW = "review"
 
 RIGHTS: dict[str, frozenset[str]] = {
-    "viewer": frozenset({VIEW}),
-    "hr": frozenset({VIEW, PEOPLE, OFFBOARD}),
-    "operator": frozenset({VIEW, OPERATE}),
-    "approver": frozenset({VIEW, APPROVE}),
-    "auditor": frozenset({VIEW, AUDIT}),
-    "admin": frozenset({VIEW, PEOPLE, OFFBOARD, OPERATE, APPROVE, AUDIT}),
+    "viewer": frozenset({VIEW, REVIEW}),
+    "hr": frozenset({VIEW, PEOPLE, OFFBOARD, REVIEW}),
+    "operator": frozenset({VIEW, OPERATE, REVIEW}),
+    "approver": frozenset({VIEW, APPROVE, REVIEW}),
+    "auditor": frozenset({VIEW, AUDIT, REVIEW}),
+    "admin": frozenset({VIEW, PEOPLE, OFFBOARD, OPERATE, APPROVE, AUDIT, REVIEW}),
 }
 
 

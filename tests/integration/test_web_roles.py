@@ -50,6 +50,16 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/audit"): {"auditor", "admin"},
     ("GET", "/api/v1/reports/access"): {"auditor", "admin"},
     ("GET", "/api/v1/reports/sla"): {"auditor", "admin"},
+    # Access reviews: everyone signed in may be a reviewer (of their own items only); campaigns are
+    # started and their evidence exported by auditors.
+    ("GET", "/reviews"): EVERYONE,
+    ("GET", "/reviews/{campaign_id}"): EVERYONE,
+    ("POST", "/reviews/{campaign_id}/decide"): EVERYONE,
+    ("GET", "/api/v1/reviews"): EVERYONE,
+    ("POST", "/api/v1/reviews"): {"auditor", "admin"},
+    ("GET", "/api/v1/reviews/{campaign_id}"): EVERYONE,
+    ("POST", "/api/v1/reviews/{campaign_id}/decisions"): EVERYONE,
+    ("GET", "/api/v1/reviews/{campaign_id}/export"): {"auditor", "admin"},
 }
 
 BODIES: dict[str, dict[str, Any]] = {
@@ -86,7 +96,7 @@ async def app_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 
 def _fill(path: str) -> str:
     return (path.replace("{employee_id}", "E100").replace("{plan_id}", "plan-held-1").replace("{connector}", "demo")
-            .replace("{operation_id}", "1"))
+            .replace("{operation_id}", "1").replace("{campaign_id}", "1"))
 
 
 @pytest.mark.parametrize("role", ROLES)
