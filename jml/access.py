@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from jml import access_rules, metrics
 from jml.access_state import catalogue_entry, is_managed, norm
 from jml.approvals import Refused, cli_approver
+from jml.context import ServiceContext
 from jml.errors import BadRequest, JMLError
 from jml.event_plan import plan_event
 from jml.model import PersonState
@@ -427,3 +428,17 @@ def _human(d: dt.timedelta) -> str:
         if s >= n and s % n == 0:
             return f"{s // n}{unit}"
     return f"{s}s"
+
+
+# ---- the daemon's job ------------------------------------------------------------------------
+JOB_INTERVAL = 60.0  # seconds: expiry is checked every minute
+
+
+async def job(ctx: ServiceContext) -> None:
+    """End grants past their expiry (planned and pushed by the daemon's workers), read ended
+    grants back, keep the gauge current."""
+    rt = ctx.rt
+    plans = expire_due(rt, rt.clock())
+    if plans:
+        ctx.wake(*plans)
+    await verify_removals(rt, rt.clock())

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from jml import metrics, reconcile, retention, sla
+from jml import access, metrics, reconcile, retention, sla
 from jml.context import ServiceContext
 from jml.errors import ExportRejected, JMLError
 from jml.sync import SOURCE, PlanOutcome, plan_cycle
@@ -188,6 +188,7 @@ def build_scheduler(ctx: ServiceContext, workers: Workers) -> AsyncIOScheduler:
                       next_run_time=now + dt.timedelta(milliseconds=200))
     _add_leader_job(sched, "sla", sla.tick, ctx, workers, SLA_INTERVAL)
     _add_leader_job(sched, "reconcile", reconcile.job, ctx, workers, cfg.reconcile.schedule.total_seconds())
+    _add_leader_job(sched, "access-expiry", access.job, ctx, workers, access.JOB_INTERVAL)
     if retention.enabled(cfg):
         _add_leader_job(sched, "retention", retention.job, ctx, workers, cfg.retention.schedule.total_seconds())
     return sched

@@ -244,3 +244,36 @@ def test_catalogue_lists_the_apps_groups_with_config_and_rules(h: Harness) -> No
     assert not by["group:Prod Admins"].in_app  # configured, not created in the app yet
     assert not by["group:Secrets"].requestable
     assert "group:Prod Admins" in catalogue.render(cat)
+
+
+class _Ctx:
+    """What access.job uses of the daemon's ServiceContext: the runtime and the engine's wake-up."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.woken: list[str] = []
+
+    def wake(self, *plan_ids: str) -> None:
+        self.woken += plan_ids
+
+
+def test_the_daemons_job_expires_and_verifies(h: Harness) -> None:
+    rt = h.rt
+    got = access.jit(rt, _who("E4", roles=("operator",)), "app", "group:Pager", duration=H, reason="pager 9")
+    h.push(got.plan_ids)
+    assert "Pager" in h.groups_of("Ops")
+    ctx = _Ctx(rt)
+    asyncio.run(access.job(ctx))  # type: ignore[arg-type]
+    assert ctx.woken == []  # nothing due yet
+    assert metrics.access_grants_active.labels("app")._value.get() == 1  # type: ignore[attr-defined]
+    h.now = T0 + H
+    asyncio.run(access.job(ctx))  # type: ignore[arg-type]
+    assert ctx.woken  # the removal is planned and the workers woken
+    h.push(ctx.woken)
+    h.now += dt.timedelta(minutes=1)
+    asyncio.run(access.job(ctx))  # type: ignore[arg-type]
+    asyncio.run(rt.close())
+    ended = rt.store.access.get(got.request.id)
+    assert ended is not None and ended.state == "expired" and ended.removal_verified_at == h.now
+    assert "Pager" not in h.groups_of("Ops")
+    assert metrics.access_grants_active.labels("app")._value.get() == 0  # type: ignore[attr-defined]
