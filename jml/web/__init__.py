@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from jml.context import ServiceContext
-from jml.web import api, html, login, people, reviews, status_page
+from jml.web import api, html, login, people, revert_pages, reviews, status_page
 from jml.web.auth import Gate
 from jml.web.oidc import OidcClient
 from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, REVIEW, VIEW
@@ -26,6 +26,8 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("POST", "/people/{employee_id}/offboard", "form", people.offboard, OFFBOARD),  # type: ignore[list-item]
     ("POST", "/plans/{plan_id}/approve", "form", api.approve_form, APPROVE),  # type: ignore[list-item]
     ("POST", "/plans/{plan_id}/discard", "form", api.discard_form, OPERATE),  # type: ignore[list-item]
+    ("GET", "/plans/{plan_id}/revert", "page", revert_pages.revert_page, OPERATE),
+    ("POST", "/plans/{plan_id}/revert", "form", revert_pages.revert_form, OPERATE),  # type: ignore[list-item]
     ("POST", "/retry", "form", api.retry_form, OPERATE),  # type: ignore[list-item]
     ("POST", "/operations/{operation_id}/discard", "form", api.discard_operation_form,  # type: ignore[list-item]
      OPERATE),
@@ -36,6 +38,7 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("POST", "/api/v1/offboard", "api", api.offboard, OFFBOARD),
     ("POST", "/api/v1/plans/{plan_id}/approve", "api", api.approve, APPROVE),
     ("POST", "/api/v1/plans/{plan_id}/discard", "api", api.discard, OPERATE),
+    ("POST", "/api/v1/plans/{plan_id}/revert", "api", revert_pages.revert_api, OPERATE),
     ("POST", "/api/v1/retry", "api", api.retry, OPERATE),
     ("POST", "/api/v1/connectors/{connector}/pause", "api", api.pause, OPERATE),
     ("POST", "/api/v1/connectors/{connector}/resume", "api", api.resume, OPERATE),

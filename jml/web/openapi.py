@@ -107,6 +107,25 @@ def _schemas() -> dict[str, Any]:
                                          "state": {"type": "string", "enum": ["queued", "waiting", "discarded"]},
                                          "approvals": {"type": "integer"}, "required": {"type": "integer"},
                                          "message": {"type": "string"}}},
+        "RevertRequest": {"type": "object", "additionalProperties": False,
+                          "description": "A preview unless `dry_run` is false (an empty body previews too)",
+                          "properties": {"dry_run": {"type": "boolean", "default": True}}},
+        "RevertResult": {
+            "type": "object", "required": ["reverts", "plan_id", "state", "operations", "guard"],
+            "properties": {
+                "reverts": {"type": "string"}, "origin": {"type": "string"},
+                "plan_id": {"type": "string", "nullable": True, "description": "The revert's plan (null: preview)"},
+                "state": {"type": "string", "enum": ["preview", "held", "queued", "done"]},
+                "dry_run": {"type": "boolean"}, "operations": {"type": "array", "items": {"type": "object"}},
+                "summary": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "guard": {"type": "object"},
+                "refused": {"type": "array", "items": {"type": "object"},
+                            "description": "People HR still has as leavers: not restored"},
+                "cannot_restore": {"type": "array", "items": {"type": "object"}},
+                "restored_differently": {"type": "array", "items": {"type": "object"},
+                                         "description": "e.g. a GitHub org membership comes back as an invitation"},
+                "people_state_restored": {"type": "array", "items": {"type": "string"}},
+                "warnings": {"type": "array", "items": {"type": "string"}}}},
         "RetryRequest": {"type": "object", "additionalProperties": False,
                          "description": "One dead-lettered operation (`operation_id`) or all of them (`all: true`)",
                          "properties": {"operation_id": {"type": "integer", "minimum": 1},
@@ -250,6 +269,16 @@ def _api_post(summary: str, right: str, params: list[dict[str, Any]], ok: dict[s
     return {"post": op}
 
 
+def _revert_api(applied: dict[str, Any]) -> dict[str, Any]:
+    out = _api_post("Revert an applied plan: a preview (200) unless `dry_run` is false, then its inverse is "
+                    "planned through the guard (202; `state` held or queued).", "operate", [applied],
+                    {"200": {"description": "Preview", "content": _json("RevertResult")},
+                     "202": {"description": "Planned", "content": _json("RevertResult")}})
+    out["post"]["requestBody"] = {"required": False, "content": _json("RevertRequest")}
+    out["post"]["responses"]["409"] = _err("Not applied, still pushing, or already reverted")
+    return out
+
+
 def _form_post(summary: str, right: str, params: list[dict[str, Any]], form: str) -> dict[str, Any]:
     return {"post": {
         "summary": summary + ROLE_NOTE.format(right=right, roles=_roles_for(right)), "security": SIGNED_IN,
@@ -266,6 +295,7 @@ def _extra_paths() -> dict[str, Any]:
     since = {"name": "since", "in": "query", "required": False, "description": "ISO 8601 date or date-time",
              "schema": {"type": "string", "maxLength": 64}}
     pause_ok = {"200": {"description": "Done", "content": _json("PauseResult")}}
+    applied = _id_param("plan_id", "An applied plan's id")
     return {
         "/auth/callback": {"get": {
             "summary": "OIDC redirect back from the identity provider (code, state): opens a session",
@@ -295,6 +325,15 @@ def _extra_paths() -> dict[str, Any]:
         "/api/v1/plans/{plan_id}/discard": _api_post("Discard a held plan or pre-approval.", "operate", [plan],
                                                      {"200": {"description": "Discarded",
                                                               "content": _json("ApproveResult")}}),
+        "/plans/{plan_id}/revert": {
+            "get": {"summary": "Preview the revert of an applied plan, with its button (nothing changes)."
+                               + ROLE_NOTE.format(right="operate", roles=_roles_for("operate")),
+                    "security": SIGNED_IN, "tags": ["pages"], "parameters": [applied],
+                    "responses": {"200": _page("The preview"), "303": REDIRECT, "404": _page("No such plan"),
+                                  "409": _page("Not applied, still pushing, or already reverted")}},
+            **_form_post("Revert an applied plan: plans its inverse through the guard (form).", "operate",
+                         [applied], "CsrfForm")},
+        "/api/v1/plans/{plan_id}/revert": _revert_api(applied),
         "/api/v1/retry": _api_post("Re-queue dead-lettered operations.", "operate", [],
                                    {"200": {"description": "Re-queued", "content": _json("RetryResult")}},
                                    body="RetryRequest"),

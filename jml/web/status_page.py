@@ -16,6 +16,7 @@ from jml.web import data
 from jml.web.auth import Principal
 from jml.web.html import badge, countdown, csrf_input, duration, h, page, table, when
 from jml.web.plot import durations_section
+from jml.web.revert_pages import recent_plans
 from jml.web.state import can, state
 
 
@@ -346,6 +347,7 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
           f'{durations_section(plots, rt.config.connector_sla)}</section>'
         + f'<section class="card" id="connectors"><h2>Connectors</h2>{_connectors(doc)}</section>'
         + f'<section class="card" id="dead"><h2>Dead letters</h2>{_dead(doc, names)}</section>'
+        + f'<section class="card" id="plans"><h2>Recent plans</h2>{recent_plans(ctx)}</section>'
     )
     return body, now
 
