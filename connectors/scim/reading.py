@@ -8,6 +8,7 @@ answers do not match it is replaced by a paged index (connectors/scim/index.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
 from connectors.scim.index import ResourceIndex
 from connectors.scim.transport import ScimTransport
-from jml.errors import ConnectorError, NotFoundError
+from jml.errors import ConnectorError, NotFoundError, RetryableError
 from jml.model import RemoteAccount
 
 log = logging.getLogger("connectors.scim.connector")
@@ -54,6 +55,15 @@ class ReadingMixin:
 
         async def all_memberships(self) -> dict[str, set[str]]:
             raise NotImplementedError
+
+    # People looked up within this many seconds of each other share one `or` search.
+    search_linger: float = 0.02
+    max_people_per_search: int = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._searches: list[tuple[list[tuple[str, str]], asyncio.Future[tuple[User | None, bool]]]] = []
+        self._search_task: asyncio.Task[None] | None = None
 
     async def query(self, endpoint: str, filter_: str | None = None, *, count: int | None = None,
                     start_index: int | None = None, cursor: str | None = None,
@@ -147,29 +157,66 @@ class ReadingMixin:
     async def _search_any(self, tried: list[tuple[str, str]]) -> tuple[User | None, bool]:
         """All the ways to find a person in one request (`a eq "x" or b eq "y"`, RFC 7644
         §3.4.2.2), the first clause that matches wins. (None, False) when this server cannot
-        be asked so (or lied about it once): the caller searches one attribute at a time."""
+        be asked so (or lied about it once): the caller searches one attribute at a time.
+        People looked up together (a day's joiners) share one request: their clauses wait
+        `search_linger` and go as one `or` (at most `max_people_per_search` people)."""
         caps = await self.capabilities()
         if self.dialect.get("filter_or") is False or not caps.filter or any(
                 self.dialect.get(f"filter:{self.users_endpoint}:{a}") is False for a, _ in tried):
             return None, False
-        flt = " or ".join(p.eq_filter(a, v) for a, v in tried)
+        fut: asyncio.Future[tuple[User | None, bool]] = asyncio.get_running_loop().create_future()
+        self._searches.append((tried, fut))
+        if self._search_task is None or self._search_task.done():
+            self._search_task = asyncio.ensure_future(self._run_searches())
+        return await fut
+
+    async def _run_searches(self) -> None:
+        await asyncio.sleep(self.search_linger)
+        while self._searches:
+            batch = self._searches[: self.max_people_per_search]
+            del self._searches[: len(batch)]
+            try:
+                answers = await self._search_batch([t for t, _ in batch])
+            except BaseException as e:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else RetryableError(self.name, "interrupted"))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for (_, fut), answer in zip(batch, answers, strict=True):
+                if not fut.done():
+                    fut.set_result(answer)
+
+    async def _search_batch(self, trieds: list[list[tuple[str, str]]]) -> list[tuple[User | None, bool]]:
+        clauses = list(dict.fromkeys(c for tried in trieds for c in tried))
+        asked_apart: list[tuple[User | None, bool]] = [(None, False)] * len(trieds)
         try:
-            body = await self.query(self.users_endpoint, flt, count=10)
+            body = await self.query(self.users_endpoint, " or ".join(p.eq_filter(a, v) for a, v in clauses),
+                                    count=10 * len(trieds))
         except ConnectorError as e:
             if e.status not in (400, 501):
                 raise
             self.dialect.learn("filter_or", False, f"`or` refused: HTTP {e.status} {e.vendor_message}")
-            return None, False
+            return asked_apart
         resources = p.resources_of(body)
-        if any(not any(_matches(r, a, v) for a, v in tried) for r in resources):
+        if any(not any(_matches(r, a, v) for a, v in clauses) for r in resources):
             self.dialect.learn("filter_or", False, "`or` answered resources that match no clause")
-            return None, False
-        for attribute, value in tried:
-            found = _oldest(self.name, self.users_endpoint, attribute, value,
-                            [r for r in resources if _matches(r, attribute, value)])
-            if found is not None:
-                return found, True
-        return None, True
+            return asked_apart
+        total = body.get("totalResults") if isinstance(body, Mapping) else None
+        if isinstance(total, int) and total > len(resources):
+            return asked_apart  # a page short of the answer: ask each alone rather than page an `or`
+        out: list[tuple[User | None, bool]] = []
+        for tried in trieds:
+            for attribute, value in tried:
+                found = _oldest(self.name, self.users_endpoint, attribute, value,
+                                [r for r in resources if _matches(r, attribute, value)])
+                if found is not None:
+                    out.append((found, True))
+                    break
+            else:
+                out.append((None, True))
+        return out
 
     async def search_one(self, endpoint: str, attribute: str, value: str) -> User | None:
         """The resource whose `attribute` equals `value`. By filter while the server's

@@ -451,3 +451,29 @@ async def test_leavers_group_checks_apart_where_or_lies(peer: ScimPeer) -> None:
     finally:
         await c.close()
         proxy.stop()
+
+
+def _user_searches(proxy: VendorProxy) -> list[str]:
+    return [f for s in proxy.seen if s.method == "GET" and s.path.endswith("/Users")
+            for f in urllib.parse.parse_qs(s.query).get("filter", [])]
+
+
+async def test_joiners_found_together(plain: tuple[ScimConnector, WriteFaultProxy], peer: ScimPeer) -> None:
+    """Joiners created together share one `externalId or userName` search; each still finds
+    only its own account (one made by hand beforehand is adopted, the rest are created)."""
+    c, proxy = plain
+    async with aiohttp.ClientSession(headers=peer.headers) as s, s.post(peer.url + "Users", json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "J3@acme.example"}) as r:
+        assert r.status == 201
+        by_hand = (await r.json(content_type=None))["id"]
+    proxy.seen.clear()
+    made = await asyncio.gather(*(c.apply(op(Action.CREATE, f"J{i}", username=f"J{i}@acme.example", active=True,
+                                             attributes={"title": f"T{i}"}), None) for i in range(8)))
+    searches = _user_searches(proxy)
+    assert len(searches) == 1 and searches[0].count(" or ") == 15, searches
+    assert made[3].remote_id == by_hand and made[3].adopted
+    assert len({m.remote_id for m in made}) == 8 and not any(m.adopted for i, m in enumerate(made) if i != 3)
+    reader = PeerReader(peer)
+    for i in range(8):
+        u = await reader.find(f"J{i}", "")
+        assert u is not None and u["userName"] == f"J{i}@acme.example" and u["title"] == f"T{i}"
