@@ -173,8 +173,10 @@ def start(rt: Runtime, *, by: str, connector: str | None, due: dt.timedelta | No
     owners: dict[tuple[str, str], str] = {}
     for c, entries in rt.config.access.catalogue.items():
         for grant, entry in entries.items():
-            if entry.owner:
-                owners[(c, norm(rt, c, grant) if grant != "*" else "*")] = entry.owner
+            if entry.owner:  # under the name as configured and as the planner spells it
+                owners[(c, grant)] = entry.owner
+                if grant != "*":
+                    owners[(c, norm(rt, c, grant))] = entry.owner
     managers: dict[str, str] = {}
     emails: dict[str, str] = {}
     if by == "manager":
