@@ -188,3 +188,6 @@ async def job(ctx: ServiceContext) -> None:
     for the repair plans."""
     await run(ctx.rt)
     ctx.wake()
+    # Revocations of an access review not yet read back (the daemon restarted while they were
+    # pushed, or the app was down): read back now; the campaign gauges start from the store.
+    await reviews.verify(ctx.rt, ctx.rt.clock())

@@ -122,7 +122,8 @@ def person(i: int) -> dict[str, str]:
 
 class Env:
     def __init__(self, tmp: Path, servers: dict[str, Server], monkeypatch: pytest.MonkeyPatch,
-                 capsys: pytest.CaptureFixture[str], people: int) -> None:
+                 capsys: pytest.CaptureFixture[str], people: int,
+                 catalogue: dict[str, Any] | None = None) -> None:
         self.tmp, self.servers, self.capsys = tmp, servers, capsys
         self.now = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
         token = next(iter(servers.values())).peer.token
@@ -139,8 +140,8 @@ class Env:
             "sources": {"hris": {"location": str(export), "format": "csv", "profile": "generic", "timezone": "UTC"}},
             "guard": {"max_deprovision_percent": 100, "max_deprovision_count": 100000, "max_shrink_percent": 100},
             "policy": {"username": "{work_email}", "rules": RULES},
-            "access": {"catalogue": {"wiki": {"Engineering": {"owner": ENG_OWNER}},
-                                     "crm": {"*": {"owner": CRM_OWNER}}}},
+            "access": {"catalogue": catalogue or {"wiki": {"Engineering": {"owner": ENG_OWNER}},
+                                                  "crm": {"*": {"owner": CRM_OWNER}}}},
             "reviews": {"default_reviewer": SECURITY},
             "connectors": {a: {"type": "scim", "url": s.peer.url, "token_env": TOKEN_ENV, "concurrency": 16,
                                "max_attempts": 2, "retry_budget": "5s"} for a, s in servers.items()},
@@ -186,7 +187,9 @@ def env(tmp_path: Path, servers: dict[str, Server], monkeypatch: pytest.MonkeyPa
         capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> Iterator[Env]:
     for s in servers.values():
         s.empty()
-    yield Env(tmp_path, servers, monkeypatch, capsys, getattr(request, "param", 30))
+    param = getattr(request, "param", {})
+    yield Env(tmp_path, servers, monkeypatch, capsys, param if isinstance(param, int) else param.get("people", 30),
+              catalogue=param.get("catalogue") if isinstance(param, dict) else None)
 
 
 def _decide(rt: Runtime, cid: int, ids: list[int], decision: str, who: reviews.Decider,
@@ -311,3 +314,53 @@ def reviews_expected(row: dict[str, str]) -> set[tuple[str, str]]:
     if row["department"] == "Sales":
         out.add(("crm", "group:Sales"))
     return out
+
+
+@pytest.mark.parametrize("env", [{"people": 30, "catalogue": {"tickets": {"Engineering": {"managed": False}}}}],
+                         indirect=True)
+def test_unmanaged_group_jml_knows_survives_reconcile_until_a_manager_revokes(env: Env) -> None:
+    """tickets' Engineering group is one jml grants (a rule does, so reconcile knew it) but the
+    catalogue says `managed: false`: a member added in the app stays through reconcile, is listed
+    as unexplained, and goes only when the person's manager revokes it."""
+    env.sync()
+    wiki, tickets = env.servers["wiki"], env.servers["tickets"]
+    sales = "p0001@example.com"  # Sales: no rule gives them Engineering anywhere
+    wiki.add_members("Engineering", [sales])
+    tickets.add_members("Engineering", [sales])
+    env.reconcile()
+    env.reconcile()  # twice: the second sees the repaired state and still leaves tickets alone
+    assert sales not in wiki.groups()["Engineering"], "managed: put back to what the rules say"
+    assert sales in tickets.groups()["Engineering"], "unmanaged: never removed without a review decision"
+    rt = env.runtime()
+    assert [(u["connector"], u["employee_id"], u["entitlement"]) for u in reviews.unexplained(rt, env.now)] == [
+        ("tickets", "e0001", "group:Engineering")]
+
+    code, out, err = env.cli("review", "start", "--by", "manager", "--connector", "tickets")
+    assert code == 0, err
+    cid = int(out.split()[1])
+    items = rt.store.reviews.items(cid)
+    assert {it.holding.connector for it in items} == {"tickets"}
+    item = next(it for it in items if it.holding.employee_id == "e0001" and it.holding.entitlement ==
+                "group:Engineering")
+    assert item.reviewer == "p0000@example.com" and item.why.kind == "none" and item.holding.held_by == "app"
+    assert next(it for it in items if it.holding.employee_id == "e0000").reviewer == SECURITY  # no manager
+    # Their manager revokes it; the read-back from the app proves it gone.
+    done = reviews.decide(rt, cid, [item.id], "revoke", reviews.Decider("manager p0000", "p0000@example.com"),
+                          reason="not an engineer", now=env.now)
+    assert done.decided == [item.id] and done.plan_id and not done.held
+
+    async def push() -> tuple[int, int]:
+        await commands.work(rt, done.plan_id, timeout=60)
+        await rt.open_connectors()
+        try:
+            return await reviews.verify(rt, env.now, cid)
+        finally:
+            await rt.close()
+
+    assert asyncio.run(push()) == (1, 0)
+    assert sales not in tickets.groups()["Engineering"]
+    env.reconcile()
+    assert sales not in tickets.groups()["Engineering"] and reviews.unexplained(env.runtime(), env.now) == []
+    code, out, _ = env.cli("review", "show", str(cid), "--json")
+    shown = json.loads(out)
+    assert code == 0 and [i["state"] for i in shown["items"] if i["item"] == item.id] == ["revoked"]
