@@ -178,6 +178,10 @@ def revert(rt: Runtime, plan_id: str, *, actor: str, dry_run: bool = True) -> Re
 
     def save() -> None:
         with rt.audit.lock, rt.store.transaction() as tx:
+            # Once per plan, checked again where it is written (another revert may have won meanwhile).
+            won = priors_store.reverts_of(plan_id, tx)
+            if won:
+                raise RevertRefused(f"plan {plan_id} was already reverted by plan {won[0][0]} ({won[0][1]})")
             if not out.held:
                 rt.store.save_people(saves, now, tx)
             rt.outbox.save_plan(new_id, out.operations, held=out.held, origin=origin, reasons=out.reasons,

@@ -90,9 +90,12 @@ class PlanPriors:
             conn.execute(update(PP).where(PP.c.plan_id == plan_id).values(restore=null(), restore_row_hash=None))
         return out
 
-    def reverts_of(self, plan_id: str) -> list[tuple[str, str, dt.datetime | None]]:
-        """(plan id, state, created_at) of the reverts of `plan_id` that ran or wait for approval."""
+    def reverts_of(self, plan_id: str, conn: Connection | None = None) -> list[tuple[str, str, dt.datetime | None]]:
+        """(plan id, state, created_at) of the reverts of `plan_id` that ran or wait for approval
+        (`conn`: read inside the caller's transaction, just before it saves another)."""
         q = select(PL.c.id, PL.c.state, PL.c.created_at).where(
             PL.c.origin == f"{REVERT_PREFIX}{plan_id}", PL.c.state.in_(_LIVE)).order_by(PL.c.created_at)
-        with self.engine.connect() as conn:
+        if conn is not None:
             return [(r[0], r[1], utc(r[2])) for r in conn.execute(q)]
+        with self.engine.connect() as c:
+            return [(r[0], r[1], utc(r[2])) for r in c.execute(q)]

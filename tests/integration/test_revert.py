@@ -103,10 +103,13 @@ class Env:
         }, tmp))
 
     def write(self, terminated: frozenset[str] = frozenset()) -> None:
+        self.write_rows(rows(terminated))
+
+    def write_rows(self, data: list[dict[str, str]]) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
         w.writeheader()
-        w.writerows(rows(terminated))
+        w.writerows(data)
         self.export.write_text(buf.getvalue(), encoding="utf-8")
 
     async def sync(self) -> None:
@@ -267,3 +270,35 @@ def test_a_plan_still_held_or_unknown_is_not_reverted(env: Env) -> None:
     assert outcome.held and outcome.plan_id
     with pytest.raises(revert_mod.RevertRefused, match="held: nothing of it was applied"):
         revert_mod.revert(env.rt, outcome.plan_id, actor="x")
+
+
+def test_revert_of_an_export_plan_puts_back_the_hr_data_until_the_next_export_brings_it_back(env: Env) -> None:
+    """A mover from an HR export (E01 Sales -> Engineering) reverted: the groups and the GitHub
+    invitation go, jml's stored HR record is Sales again, and the preview says the next export
+    brings the change back unless HR fixes the data — which it then does."""
+    moved = rows()
+    moved[0]["department"] = "Engineering"
+    env.write_rows(moved)
+    outcome = asyncio.run(plan_cycle(env.rt))
+    assert outcome.plan_id is not None and not outcome.held
+    asyncio.run(work(env.rt, outcome.plan_id, 60))
+    assert env.apps.scim()[email("E01")][1] == {"All Staff", "Engineering"} and login("E01") in env.apps.github_org()
+
+    preview = revert_mod.revert(env.rt, outcome.plan_id, actor="cli user=ops")
+    assert any("next export" in w and "unless HR fixes the data" in w for w in preview.warnings)
+    assert not preview.held and preview.refused == {} and preview.restored_people == ["E01"]
+    out = revert_mod.revert(env.rt, outcome.plan_id, actor="cli user=ops", dry_run=False)
+    assert out.plan_id is not None
+    asyncio.run(work(env.rt, out.plan_id, 60))
+    assert env.apps.scim()[email("E01")] == (True, frozenset({"All Staff"}))
+    assert login("E01") not in env.apps.github_org()
+    person = env.rt.store.load_states(["E01"])["E01"].person
+    assert person is not None and person.department == "Sales"
+    assert env.replan_everyone() == []
+    assert asyncio.run(plan_cycle(env.rt, dry_run=True)).operations == []  # the same export: nothing
+
+    moved[11]["last_name"] = "Other"  # the next export (HR did not fix E01): the mover comes back
+    env.write_rows(moved)
+    again = asyncio.run(plan_cycle(env.rt, dry_run=True))
+    assert {(o.connector, o.action, o.employee_id) for o in again.operations} >= {
+        ("scim", Action.ADD_MEMBER, "E01"), ("github", Action.REACTIVATE, "E01")}
