@@ -46,7 +46,7 @@ from jml.review_items import (
 )
 from jml.runtime import Runtime
 from jml.store.retry import retry_write
-from jml.store.reviews import Campaign, Item
+from jml.store.reviews import AlreadyDecided, Campaign, Item
 
 log = logging.getLogger("jml.reviews")
 
@@ -258,7 +258,15 @@ def decide(rt: Runtime, campaign_id: int, item_ids: Sequence[int], decision: str
             first = last - len(allowed) + 1
             rt.store.reviews.tie_to_audit_in(tx, [(it.id, first + i) for i, it in enumerate(allowed)])
 
-    retry_write(save, "recording the review decisions")
+    while allowed:
+        try:
+            retry_write(save, "recording the review decisions")
+            break
+        except AlreadyDecided as e:  # another reviewer (or a second click) was first: theirs stands
+            out.refused.update({i: "the item is already decided" for i in e.item_ids})
+            allowed = [it for it in allowed if it.id not in set(e.item_ids)]
+    if not allowed:
+        return out
     out.decided = [it.id for it in allowed]
     if decision == "revoke":
         out.plan_id, out.held = _revoke(rt, campaign_id, allowed, who, reason, now)

@@ -13,7 +13,7 @@ from jml.review_items import Holding, ItemDraft, Why, state_of
 from jml.store.db import bulk_write, utc
 from jml.store.tables import AuditRow, FoundAccessRow, ReviewCampaignRow, ReviewDecisionRow, ReviewItemRow
 
-__all__ = ["Campaign", "Item", "ReviewStore"]
+__all__ = ["AlreadyDecided", "Campaign", "Item", "ReviewStore"]
 
 C = ReviewCampaignRow.__table__  # type: ignore[attr-defined]
 I = ReviewItemRow.__table__  # type: ignore[attr-defined]  # noqa: E741
@@ -59,6 +59,12 @@ class Item:
     @property
     def state(self) -> str:
         return state_of(self.decision, self.verified_at is not None, self.verify_error)
+
+
+class AlreadyDecided(Exception):
+    def __init__(self, item_ids: list[int]) -> None:
+        super().__init__(f"already decided: {item_ids}")
+        self.item_ids = item_ids
 
 
 class ReviewStore:
@@ -123,8 +129,15 @@ class ReviewStore:
 
     def decide_in(self, conn: Connection, items: Sequence[Item], *, decision: str, decided_by: str, reason: str,
                   now: dt.datetime) -> None:
-        """Record the decisions (inside the caller's transaction, which also audits them).
-        An item already decided makes the insert fail (its primary key): one decision per item."""
+        """Record the decisions (inside the caller's transaction, which also audits them). One
+        decision per item: AlreadyDecided names the items another reviewer decided meanwhile
+        (their primary key stops a race this check loses)."""
+        ids = [it.id for it in items]
+        taken: set[int] = set()
+        for i in range(0, len(ids), 900):
+            taken |= {int(r[0]) for r in conn.execute(select(D.c.item_id).where(D.c.item_id.in_(ids[i:i + 900])))}
+        if taken:
+            raise AlreadyDecided(sorted(taken))
         bulk_write(conn, D, ("item_id", "campaign_id", "decision", "decided_by", "reason", "decided_at"),
                    ((it.id, it.campaign_id, decision, decided_by, reason, now) for it in items))
 
