@@ -184,6 +184,11 @@ def _verdict(rt: Runtime, req: AccessRequest, who: Who) -> access_rules.Verdict:
         can_approve=APPROVE_RIGHT in who.rights))
 
 
+def may_decide(rt: Runtime, req: AccessRequest, who: Who) -> bool:
+    """Would this person's approval of this pending request count (for pages and lists)?"""
+    return req.state == "pending" and _verdict(rt, req, who).basis is not None
+
+
 def approve(rt: Runtime, request_id: str, who: Who) -> AccessDecision:
     """One approval; the last one needed grants the access and plans the person at once."""
     req = _pending(rt, request_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from jml.context import ServiceContext
-from jml.web import api, html, login, people, revert_pages, reviews, status_page
+from jml.web import access, api, html, login, people, revert_pages, reviews, status_page
 from jml.web.auth import Gate
 from jml.web.oidc import OidcClient
 from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, REVIEW, VIEW
@@ -55,6 +55,14 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("GET", "/api/v1/reviews/{campaign_id}", "api", reviews.show_api, REVIEW),
     ("POST", "/api/v1/reviews/{campaign_id}/decisions", "api", reviews.decide_api, REVIEW),
     ("GET", "/api/v1/reviews/{campaign_id}/export", "api", reviews.export_api, AUDIT),
+    # Access requests (issue 18): every signed-in person; the approval policy decides (jml/web/access.py).
+    ("GET", "/api/v1/catalogue", "api", access.get_catalogue, VIEW),
+    ("GET", "/api/v1/access/requests", "api", access.list_requests, VIEW),
+    ("POST", "/api/v1/access/requests", "api", access.create_request, VIEW),
+    ("POST", "/api/v1/access/requests/{request_id}/approve", "api", access.approve, VIEW),
+    ("POST", "/api/v1/access/requests/{request_id}/deny", "api", access.deny, VIEW),
+    ("POST", "/api/v1/access/requests/{request_id}/revoke", "api", access.revoke, VIEW),
+    ("POST", "/api/v1/access/jit", "api", access.jit, VIEW),
 ]
 
 

@@ -424,6 +424,72 @@ def _review_paths() -> dict[str, Any]:
     }
 
 
+def _access_paths() -> dict[str, Any]:
+    """Access requests and the catalogue (issue 18; jml/web/access.py)."""
+    view = ROLE_NOTE.format(right="view", roles=_roles_for("view"))
+    policy = (" Any signed-in person: the approval policy decides (for yourself, your reports, or with the "
+              "`request` right; approved by the manager, the owner or the `approve` right; never by the "
+              "requester or the person who gets it) and answers 403 with its reason.")
+    any_json = {"application/json": {"schema": {"type": "object"}}}
+    text = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": LINE}
+    reason = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": LINE}
+    duration = {"oneOf": [{"type": "string", "maxLength": 32,
+                           "pattern": "^\\s*\\d+(\\.\\d+)?\\s*(ms|s|m|h|d|w)?\\s*$"},
+                          {"type": "number", "minimum": 0, "exclusiveMinimum": True}]}
+    create = _api_post("Request an entitlement for a person, with a reason and a duration (at most the "
+                       "entitlement's maximum)." + policy, "view", [],
+                       {"201": {"description": "Requested (pending)", "content": any_json}})
+    create["post"]["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False, "required": ["employee_id", "connector", "grant", "reason"],
+        "properties": {"employee_id": {**text, "maxLength": 128}, "connector": text, "grant": text,
+                       "reason": reason, "duration": duration}}}}}
+    rid = _id_param("request_id", "An access request's id (ar-… or jit-…)")
+    decide_body = {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False, "properties": {"reason": {**reason, "minLength": 0}}}}}}
+
+    def decision(summary: str) -> dict[str, Any]:
+        out = _api_post(summary + policy, "view", [rid], {"200": {"description": "Done", "content": any_json}})
+        out["post"]["requestBody"] = decide_body
+        return out
+
+    approve = decision("Approve a pending request; the last approval needed grants it and plans the person at once.")
+    approve["post"]["responses"]["202"] = {"description": "Counted; waiting for more approvals", "content": any_json}
+    jit = _api_post("Break-glass: take access now, without approval, for the roles in access.jit.roles (audited, "
+                    "alerted on: jml_access_jit_grants_total).", "view", [],
+                    {"201": {"description": "Granted", "content": any_json}})
+    jit["post"]["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False, "required": ["connector", "grant", "reason", "hours"],
+        "properties": {"connector": text, "grant": text, "reason": reason,
+                       "hours": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 8784},
+                       "employee_id": {**text, "maxLength": 128}}}}}}
+    return {
+        "/api/v1/catalogue": {"get": {
+            "summary": "Every entitlement: owner, risk, maximum duration, birthright, managed; `live=1` also lists "
+                       "what each app holds." + view, "security": SIGNED_IN, "tags": ["api"],
+            "parameters": [{"name": "live", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}}],
+            "responses": {"200": {"description": "The catalogue", "content": any_json},
+                          "401": _err("Not signed in")}}},
+        "/api/v1/access/requests": {"get": {
+            "summary": "Access requests you made, for you, or that you may decide (all with people, approve or "
+                       "audit), newest first." + view, "security": SIGNED_IN, "tags": ["api"],
+            "parameters": [{"name": "state", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["pending", "approved", "denied", "active",
+                                                                  "expired", "revoked", "cancelled"]}},
+                           {"name": "employee_id", "in": "query", "required": False,
+                            "schema": {"type": "string", "maxLength": 128, "pattern": ID}}],
+            "responses": {"200": {"description": "Requests", "content": any_json}, "400": _err("Malformed query"),
+                          "401": _err("Not signed in")}},
+            **create},
+        "/api/v1/access/requests/{request_id}/approve": approve,
+        "/api/v1/access/requests/{request_id}/deny": decision("Deny a pending request (its requester: withdraw it)."),
+        "/api/v1/access/requests/{request_id}/revoke": decision(
+            "End an active grant now (approver, operator, the owner or its holder); its removal is pushed and read "
+            "back from the app."),
+        "/api/v1/access/jit": jit,
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     signed_page = {"security": SIGNED_IN, "tags": ["pages"]}
@@ -546,6 +612,7 @@ def document() -> dict[str, Any]:
     }
     paths.update(_extra_paths())
     paths.update(_review_paths())
+    paths.update(_access_paths())
     for path, item in paths.items():  # every signed-in route: 403 for a role without the right, 429 throttled
         for op in item.values():
             if op.get("security") == SIGNED_IN:

@@ -63,6 +63,14 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/reviews/{campaign_id}"): EVERYONE,
     ("POST", "/api/v1/reviews/{campaign_id}/decisions"): EVERYONE,
     ("GET", "/api/v1/reviews/{campaign_id}/export"): {"auditor", "admin"},
+    # Access requests: every signed-in person; what they may do is the approval policy's (403 with its reason).
+    ("GET", "/api/v1/catalogue"): EVERYONE,
+    ("GET", "/api/v1/access/requests"): EVERYONE,
+    ("POST", "/api/v1/access/requests"): EVERYONE,
+    ("POST", "/api/v1/access/requests/{request_id}/approve"): EVERYONE,
+    ("POST", "/api/v1/access/requests/{request_id}/deny"): EVERYONE,
+    ("POST", "/api/v1/access/requests/{request_id}/revoke"): EVERYONE,
+    ("POST", "/api/v1/access/jit"): EVERYONE,
 }
 
 BODIES: dict[str, dict[str, Any]] = {
@@ -99,7 +107,8 @@ async def app_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 
 def _fill(path: str) -> str:
     return (path.replace("{employee_id}", "E100").replace("{plan_id}", "plan-held-1").replace("{connector}", "demo")
-            .replace("{operation_id}", "1").replace("{campaign_id}", "1"))
+            .replace("{operation_id}", "1").replace("{campaign_id}", "1")
+            .replace("{request_id}", "ar-none"))
 
 
 @pytest.mark.parametrize("role", ROLES)
