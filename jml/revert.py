@@ -9,15 +9,17 @@ once (a discarded revert does not count); a revert can itself be reverted.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jml import guard, lifecycle, metrics
 from jml import revert_plan as rp
 from jml.errors import UsageError
-from jml.model import Operation, PersonState
+from jml.model import Action, Operation, PersonState
+from jml.policy import desired
 from jml.runtime import Runtime
 from jml.store.repo import PersonSave
 from jml.store.retry import retry_write
@@ -139,7 +141,8 @@ def revert(rt: Runtime, plan_id: str, *, actor: str, dry_run: bool = True) -> Re
             restores[eid] = (r.state, r.row_hash if r.row_hash is not None else (entry.row_hash if entry else None))
     inv = rp.inverse(applied, prior_accounts, current, rt.traits, refused=out.refused, source=source) \
         if out.refused else first
-    out.operations, out.cannot, out.partly = inv.operations, inv.cannot, inv.partly
+    out.operations, out.cannot, out.partly = _with_rules(rt, inv.operations, today, restores, now), inv.cannot, \
+        inv.partly
     out.restored_people = sorted(restores)
     if info.origin in rp.EXPORT_ORIGINS:
         out.warnings.append("this plan came from an HR export: the next export that changes these people "
@@ -194,6 +197,28 @@ def revert(rt: Runtime, plan_id: str, *, actor: str, dry_run: bool = True) -> Re
     retry_write(save, "saving the revert")
     if out.held:
         metrics.guard_held_plans.inc()
+    return out
+
+
+def _with_rules(rt: Runtime, ops: list[Operation], today: Mapping[str, PersonState],
+                restores: Mapping[str, tuple[PersonState, str | None]], now: dt.datetime) -> list[Operation]:
+    """A grant put back names the rule that grants it to the person as restored (the access
+    report's "which rule"), or `revert:<PLAN_ID>` when no rule does (a grant only the plan took)."""
+    regrants = {op.employee_id for op in ops if op.action in (Action.ADD_MEMBER, Action.ASSIGN)}
+    rule_of: dict[tuple[str, str, str], str] = {}
+    for eid in regrants:
+        state = restores[eid][0] if eid in restores else today.get(eid)
+        if state is None or state.person is None:
+            continue
+        lc = lifecycle.classify(state, now, rt.rules)
+        for d in desired(state.person, lc, list(rt.traits.values()), rt.policy):
+            for grant, name in d.grants.items():
+                rule_of[(d.connector, eid, grant)] = name
+    out = []
+    for op in ops:
+        g = str(op.detail.get("group") or op.detail.get("grant") or "")
+        found = rule_of.get((op.connector, op.employee_id, g))
+        out.append(replace(op, detail={**op.detail, "rule": found}) if found and "rule" in op.detail else op)
     return out
 
 

@@ -245,6 +245,8 @@ def test_revert_of_a_mistaken_offboard_of_ten_restores_access_says_what_it_could
     assert login("E10") not in org
     assert {k for k, v in teams.items() if "eng" in v} == {login(e) for e in PEOPLE if engineer(e) and e != "E10"}
 
+    # A grant put back names the rule that grants it (the access report's "which rule").
+    assert {g["rule"] for g in env.rt.store.grant_details(MISTAKE[:9])} == {"everyone", "engineering"}
     states = env.rt.store.load_states(PEOPLE)
     assert [e for e in MISTAKE[:9] if states[e].override is not None] == []
     assert states["E10"].override is not None  # refused: left as it was
