@@ -18,7 +18,7 @@ from typing import Any
 from jml import guard, lifecycle, metrics
 from jml import revert_plan as rp
 from jml.errors import UsageError
-from jml.model import Action, Operation, PersonState
+from jml.model import AccountRecord, Action, Operation, PersonState
 from jml.policy import desired
 from jml.runtime import Runtime
 from jml.store.repo import PersonSave
@@ -158,8 +158,10 @@ def revert(rt: Runtime, plan_id: str, *, actor: str, dry_run: bool = True) -> Re
     out.plan_id = new_id
     origin = f"{rp.REVERT_PREFIX}{plan_id}"
     # The revert's own "before", so that it can be reverted in turn.
-    own_priors = [rp.Prior(e, today.get(e), index[e].row_hash if e in index else None,
-                           {c: rec for (c, k), rec in current.items() if k == e})
+    accounts_of: dict[str, dict[str, AccountRecord]] = {}
+    for (c, e), rec in current.items():
+        accounts_of.setdefault(e, {})[c] = rec
+    own_priors = [rp.Prior(e, today.get(e), index[e].row_hash if e in index else None, accounts_of.get(e, {}))
                   for e in sorted({op.employee_id for op in out.operations} | set(restores))]
     saves = [PersonSave(s, h, lifecycle.classify(s, now, rt.rules)) for s, h in restores.values()]
 

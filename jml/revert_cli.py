@@ -2,7 +2,8 @@
 
 Exit codes as everywhere (jml/exit_codes.py): 0 done (or previewed), 1 an operation of the
 revert failed, 2 no such plan / not revertible / nothing done without --yes, 3 the revert was
-held for approval (also under --dry-run, like `jml sync --dry-run`).
+held for approval (also under --dry-run, like `jml sync --dry-run`). People refused (HR still
+has them as leavers) are listed and do not change the code: the rest of the revert goes on.
 """
 
 from __future__ import annotations
