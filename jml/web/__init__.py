@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from jml.context import ServiceContext
-from jml.web import access, api, html, login, people, revert_pages, reviews, status_page
+from jml.web import access, access_pages, api, html, login, people, revert_pages, reviews, status_page
 from jml.web.auth import Gate
 from jml.web.oidc import OidcClient
 from jml.web.roles import APPROVE, AUDIT, OFFBOARD, OPERATE, PEOPLE, REVIEW, VIEW
@@ -63,6 +63,11 @@ ROUTES: list[tuple[str, str, str, PageHandler, str]] = [
     ("POST", "/api/v1/access/requests/{request_id}/deny", "api", access.deny, VIEW),
     ("POST", "/api/v1/access/requests/{request_id}/revoke", "api", access.revoke, VIEW),
     ("POST", "/api/v1/access/jit", "api", access.jit, VIEW),
+    ("GET", "/access", "page", access_pages.access_page, VIEW),
+    ("POST", "/access/request", "form", access_pages.request_form, VIEW),  # type: ignore[list-item]
+    ("POST", "/access/{request_id}/approve", "form", access_pages.approve_form, VIEW),  # type: ignore[list-item]
+    ("POST", "/access/{request_id}/deny", "form", access_pages.deny_form, VIEW),  # type: ignore[list-item]
+    ("POST", "/access/{request_id}/revoke", "form", access_pages.revoke_form, VIEW),  # type: ignore[list-item]
 ]
 
 

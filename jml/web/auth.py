@@ -408,4 +408,5 @@ def safe_next(value: str | None) -> str:
 
 # Extra navigation links and the right each needs (html.page shows the ones the caller may use).
 VIEW_RIGHTS: list[tuple[str, str, str, str]] = [("/audit", "Evidence", "audit", "audit"),
-                                                 ("/reviews", "Reviews", "reviews", "review")]
+                                                 ("/reviews", "Reviews", "reviews", "review"),
+                                                 ("/access", "Access", "access", "view")]

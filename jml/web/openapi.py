@@ -487,6 +487,17 @@ def _access_paths() -> dict[str, Any]:
             "End an active grant now (approver, operator, the owner or its holder); its removal is pushed and read "
             "back from the app."),
         "/api/v1/access/jit": jit,
+        "/access": {"get": {"summary": "Request access; the requests you made, for you, or that you may decide, "
+                                       "with Approve / Deny / Revoke." + view, "security": SIGNED_IN,
+                            "tags": ["pages"],
+                            "parameters": [{"name": "done", "in": "query", "required": False,
+                                            "schema": {"type": "string", "maxLength": 500}}],
+                            "responses": {"200": _page("The page"), "303": REDIRECT}}},
+        "/access/request": _form_post("Request access (form: employee_id, connector, grant, reason, duration)."
+                                      + policy, "view", [], "CsrfForm"),
+        "/access/{request_id}/approve": _form_post("Approve a pending request." + policy, "view", [rid], "CsrfForm"),
+        "/access/{request_id}/deny": _form_post("Deny a pending request." + policy, "view", [rid], "CsrfForm"),
+        "/access/{request_id}/revoke": _form_post("End an active grant now." + policy, "view", [rid], "CsrfForm"),
     }
 
 

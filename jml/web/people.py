@@ -12,7 +12,7 @@ from aiohttp import web
 
 from jml.context import ServiceContext
 from jml.model import OverrideKind
-from jml.web import actions, data, person_data
+from jml.web import access_pages, actions, data, person_data
 from jml.web.auth import Principal
 from jml.web.html import badge, countdown, csrf_input, duration, h, message_page, page, table, when
 from jml.web.state import BadInput, state, text_field, valid_id
@@ -216,6 +216,7 @@ class _Extra:
     removed: list[dict[str, Any]] = field(default_factory=list)
     set_aside: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    requested: str = ""  # the "Requested access" card (jml/web/access_pages.py)
 
 
 def _load(ctx: ServiceContext, eid: str) -> tuple[data.PersonFacts | None, list[dict[str, Any]],
@@ -232,6 +233,7 @@ def _load(ctx: ServiceContext, eid: str) -> tuple[data.PersonFacts | None, list[
     extra.conditions = person_data.rule_conditions(rt)
     extra.removed = person_data.removed_access(rt, eid)
     extra.history = person_data.history(rt, eid)
+    extra.requested = access_pages.person_section(rt, eid)
     extra.dead = [o for o in rt.outbox.person_history(eid) if o["state"] == "dead"]
     return facts, data.access(rt, eid), data.progress(rt, eid, now), now, extra
 
@@ -267,6 +269,7 @@ async def person(request: web.Request, who: Principal) -> web.StreamResponse:
         + (_progress(eid, prog, now) if prog["leaver"] else "")
         + f'<section class="card" id="access"><h2>Access</h2>{_access(access, extra.conditions, extra.removed)}'
           '</section>'
+        + extra.requested
         + (_offboard_form(eid, facts, csrf) if who.can("offboard") else "")
         + f'<section class="card" id="history"><h2>History</h2>{_history(extra.history)}</section>'
     )

@@ -131,3 +131,37 @@ async def test_jit_and_catalogue(env: dict[str, Any]) -> None:
     by = {(e["connector"], e["grant"]): e for e in cat["entitlements"]}
     assert by[("demo", "group:Prod Admins")]["risk"] == "high"
     assert by[("demo", "group:Engineering")]["birthright"] and by[("demo", "group:Engineering")]["managed"]
+
+
+async def test_pages_request_approve_and_the_person_page(env: dict[str, Any]) -> None:
+    client, rt, tokens, s = env["client"], env["rt"], env["tokens"], env["sessions"]
+    form = {"employee_id": "E100", "connector": "demo", "grant": "group:Prod Admins", "reason": "incident 42",
+            "duration": "8h"}
+    r = await client.post("/access/request", data={**form, "csrf_token": _csrf(s["Ana"])}, headers=s["Ana"],
+                          allow_redirects=False)
+    assert r.status == 303, await r.text()
+    rid = rt.store.access.find()[0].id
+    assert rid in r.headers["Location"]
+    # Bob (the owner) sees Approve on /access; Ana (the requester) does not.
+    bob_page = await (await client.get("/access", headers=s["Bob"])).text()
+    ana_page = await (await client.get("/access", headers=s["Ana"])).text()
+    assert f'id="approve-{rid}"' in bob_page and f'id="approve-{rid}"' not in ana_page and rid in ana_page
+    r = await client.post(f"/access/{rid}/approve", data={"csrf_token": _csrf(s["Ana"])}, headers=s["Ana"],
+                          allow_redirects=False)
+    assert r.status == 403 and "you requested it" in await r.text()
+    r = await client.post(f"/access/{rid}/approve", data={"csrf_token": _csrf(s["Bob"])}, headers=s["Bob"],
+                          allow_redirects=False)
+    assert r.status == 303 and "1%20of%202" in r.headers["Location"]
+    r = await client.post(f"/access/{rid}/approve", headers=tokens["approver"], allow_redirects=False)
+    assert r.status == 303 and "approved" in r.headers["Location"]
+    # The person page says why Ana holds it, who asked and who approved, until when.
+    secret = new_api_token()
+    rt.store.identities.create_token("t-hr", token_hash(secret), ["hr"], created_by="test", now=NOW, expires_at=None)
+    text = await (await client.get("/people/E100", headers={"Authorization": f"Bearer {secret}"})).text()
+    section = text[text.index('id="requested-access"'):]
+    assert rid in section and "incident 42" in section and "person sub=sub-E100" in section
+    assert "(owner," in section and "(approver," in section and "active" in section
+
+
+def _csrf(headers: dict[str, str]) -> str:
+    return headers[CSRF_HEADER]

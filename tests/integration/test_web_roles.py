@@ -71,6 +71,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/access/requests/{request_id}/deny"): EVERYONE,
     ("POST", "/api/v1/access/requests/{request_id}/revoke"): EVERYONE,
     ("POST", "/api/v1/access/jit"): EVERYONE,
+    ("GET", "/access"): EVERYONE,
+    ("POST", "/access/request"): EVERYONE,
+    ("POST", "/access/{request_id}/approve"): EVERYONE,
+    ("POST", "/access/{request_id}/deny"): EVERYONE,
+    ("POST", "/access/{request_id}/revoke"): EVERYONE,
 }
 
 BODIES: dict[str, dict[str, Any]] = {
