@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from prometheus_client import Gauge
 
-from jml import guard, lifecycle, metrics
+from jml import guard, lifecycle, metrics, notify
 from jml.access_state import is_managed, norm
 from jml.errors import UsageError
 from jml.model import ConnectorTraits, Phase
@@ -208,6 +208,13 @@ def start(rt: Runtime, *, by: str, connector: str | None, due: dt.timedelta | No
 
     cid = retry_write(save, "starting the review campaign")
     refresh_gauges(rt)
+    # Reviewers are told, with a link to their items (best effort: jml/notify.py).
+    reviewers = sorted({d.reviewer for d in drafts if "@" in d.reviewer})
+    notify.notify_soon(rt, notify.Notice(
+        kind="REVIEW_STARTED", to=reviewers, subject=f"jml: access review “{title}” needs your decisions",
+        text=(f"Access review {cid} ({title}) has {len(drafts)} item(s) across {len(reviewers)} reviewer(s), due "
+              f"{due_at.date().isoformat()}. Keep or revoke each item assigned to you."),
+        link=f"/reviews/{cid}"))
     campaign = rt.store.reviews.campaign(cid)
     assert campaign is not None
     return campaign
