@@ -203,7 +203,7 @@ def promtool() -> str:
 def test_promtool_check_rules(promtool: str) -> None:
     res = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 7 rules found" in res.stdout
+    assert "SUCCESS: 8 rules found" in res.stdout
 
 
 def test_promtool_test_rules(promtool: str) -> None:
