@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -106,6 +107,15 @@ def _approver_emails(rt: Runtime, req: AccessRequest) -> list[str]:
 
 def _tell(rt: Runtime, kind: str, to: list[str], subject: str, text: str, employee_id: str) -> None:
     notify_soon(rt, Notice(kind, to=to, subject=subject, text=text, link=f"/people/{employee_id}"))
+
+
+def _requester_email(req: AccessRequest) -> list[str]:
+    """Who asked, as an address to tell them the decision (a person signed in, or `--as` at the CLI)."""
+    key = req.requested_by or ""
+    if key.startswith("email:"):
+        return [key.removeprefix("email:")]
+    m = re.search(r"\bemail=(\S+@\S+)", req.requester or "")
+    return [m.group(1)] if m else []
 
 
 def _describe(req: AccessRequest) -> str:
@@ -216,7 +226,7 @@ def approve(rt: Runtime, request_id: str, who: Who) -> AccessDecision:
                                        "approvers": [v.approver for v in done.votes]},
                     now=now, actor=who.actor, subject=req.employee_id)
     plan_ids = plan_person(rt, req.employee_id, now)
-    _tell(rt, "ACCESS_DECIDED", [], f"Access request {request_id} approved",
+    _tell(rt, "ACCESS_DECIDED", _requester_email(req), f"Access request {request_id} approved",
           f"{_describe(req)} is granted until {expires.isoformat(timespec='minutes')}.", req.employee_id)
     return AccessDecision(done, f"access request {request_id} approved: {_describe(req)} until "
                                 f"{expires.isoformat(timespec='minutes')}", plan_ids)
@@ -237,7 +247,8 @@ def deny(rt: Runtime, request_id: str, who: Who, reason: str = "") -> AccessDeci
         raise Refused(f"access request {request_id} was decided meanwhile")
     rt.audit.append(f"access_{state}", {"request": request_id, "reason": reason.strip()[:MAX_REASON]},
                     now=now, actor=who.actor, subject=req.employee_id)
-    _tell(rt, "ACCESS_DECIDED", [], f"Access request {request_id} {state}", f"{_describe(req)}: {state}.",
+    _tell(rt, "ACCESS_DECIDED", _requester_email(req), f"Access request {request_id} {state}",
+          f"{_describe(req)}: {state}.",
           req.employee_id)
     got = rt.store.access.get(request_id) or req
     return AccessDecision(got, f"access request {request_id} {state}")

@@ -277,3 +277,15 @@ def test_the_daemons_job_expires_and_verifies(h: Harness) -> None:
     assert ended is not None and ended.state == "expired" and ended.removal_verified_at == h.now
     assert "Pager" not in h.groups_of("Ops")
     assert metrics.access_grants_active.labels("app")._value.get() == 0  # type: ignore[attr-defined]
+
+
+def test_approvers_and_the_requester_are_told(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(access, "notify_soon", lambda _rt, notice: sent.append(notice))
+    rt = h.rt
+    req = access.request(rt, _who("E1"), "E1", "app", "Wiki", reason="docs")
+    # Low risk: Ana's manager (Mia, from HR) and the owner (Bob) are told, with a link to Ana's page.
+    assert sent[-1].kind == "ACCESS_REQUESTED" and sent[-1].to == ["bob@example.com", "mia@example.com"]
+    assert sent[-1].link == "/people/E1" and req.id in sent[-1].subject
+    access.approve(rt, req.id, _who("E2"))
+    assert sent[-1].kind == "ACCESS_DECIDED" and sent[-1].to == ["ana@example.com"] and "approved" in sent[-1].subject
