@@ -290,8 +290,9 @@ def _revoke(rt: Runtime, campaign_id: int, items: Sequence[Item], who: Decider, 
         if not h.employee_id or h.entitlement == ACCOUNT:
             continue  # an account is deactivated by the plan; the rules decide whether it should exist
         if it.why.kind == REQUEST:
-            rt.store.access.move(str(it.why.detail.get("request")), ("active", "approved"), "revoked",
-                                 end_reason=why, decided_by=who.actor, ended_at=now)
+            # As jml/access.py ends a grant: its removal clock (removal_deadline) is read back there too.
+            rt.store.access.move(str(it.why.detail.get("request")), ("active",), "revoked", ended_at=now,
+                                 end_reason=why, removal_deadline=now + rt.config.connector_sla(h.connector))
         else:
             rt.store.access.add_denial(h.employee_id, h.connector, h.entitlement, reason=why, decided_by=who.actor,
                                        source=f"review:{campaign_id}", now=now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import re
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from jml import metrics
 from jml.context import ServiceContext
 from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
+from jml.store.tables import GrantRow
 from jml.web import add_routes
 from jml.web.auth import CSRF_HEADER, SESSION_COOKIE, new_api_token, token_hash
 from jml.web.state import WEB
@@ -159,3 +161,36 @@ async def test_reviewers_decide_their_own_items_only(env: dict[str, Any]) -> Non
         assert rec["hash"] == row["audit_hash"] and rec["data"]["item"] == int(row["item"])
         assert re.search(r"email=bob\.jones@acme\.example|api-token=t-admin", rec["actor"])
     assert rt.audit.verify().ok
+
+
+async def test_requested_access_is_explained_by_its_request_and_revoking_ends_it(env: dict[str, Any]) -> None:
+    client, rt, tokens = env["client"], env["rt"], env["tokens"]
+    # An approved request gives Ana Prod Admins in demo; jml pushed it (the grant is recorded).
+    rt.store.access.open("ar-7", kind="request", employee_id="E100", connector="demo", grant="group:Prod Admins",
+                         reason="on-call", duration=dt.timedelta(days=7), requested_by="person:sub-E100",
+                         requester="ana", required=1, now=NOW - dt.timedelta(days=1), state="active",
+                         expires_at=NOW + dt.timedelta(days=6))
+    with rt.store.engine.begin() as conn:
+        conn.execute(GrantRow.__table__.insert().values(  # type: ignore[attr-defined]
+            connector="demo", employee_id="E100", name="group:Prod Admins", rule="request:ar-7",
+            since=NOW - dt.timedelta(days=1)))
+    r = await client.post("/api/v1/reviews", json={"by": "app", "connector": "demo"}, headers=tokens["admin"])
+    assert r.status == 201, await r.text()
+    cid = (await r.json())["campaign"]["id"]
+    items = (await (await client.get(f"/api/v1/reviews/{cid}", headers=tokens["admin"])).json())["items"]
+    prod = next(i for i in items if i["entitlement"] == "group:Prod Admins")
+    assert prod["why"] == "request" and prod["why_detail"].startswith("request ar-7 approved by")
+    assert prod["last_change"] == (NOW - dt.timedelta(days=1)).isoformat()
+    r = await client.post(f"/api/v1/reviews/{cid}/decisions",
+                          json={"items": [prod["item"]], "decision": "revoke", "reason": "no longer on call"},
+                          headers=env["sessions"]["Bob"])
+    assert r.status == 202, await r.text()
+    req = rt.store.access.get("ar-7")
+    assert req is not None and req.state == "revoked" and "access review" in (req.end_reason or "")
+    assert rt.store.access.denials() == []  # a request ends: nothing to deny
+    # Unexplained access shows on the status page's "Needs attention" once reconcile has listed it.
+    rt.store.set_setting("unexplained", {"at": NOW.isoformat(), "count": 1, "by_connector": {"demo": 1},
+                                         "sample": [{"connector": "demo", "username": "ghost", "entitlement":
+                                                     "(account)", "employee_id": ""}]})
+    page = await (await client.get("/", headers=tokens["admin"])).text()
+    assert "1 account(s) or entitlement(s) in apps that no rule and no approved request explains" in page
