@@ -169,7 +169,9 @@ class Retention:
             if rec["kind"] == ERASURE_KIND:
                 continue  # names employee ids and counts only; and it vouches for others
             text, actor_text = rec["text"] or "", rec["actor"] or ""
-            if not (pat.search(text) or pat.search(actor_text)):
+            # A row the JSON type wrote holds "Sch\u00e4fer": searched as the text it stands for.
+            probe = dump(json.loads(text)) if "\\u" in text else text
+            if not (pat.search(probe) or pat.search(actor_text)):
                 continue
             data = json.loads(text) if text else None
             prior = data.get(ERASED_KEY) if erased_by(data) is not None and isinstance(data, dict) else None

@@ -17,7 +17,7 @@ from tests.e2e.test_cli import peer as peer  # the module's SCIM server fixture
 from tests.peers import ScimPeer
 
 # Leavers long gone (due), a recent leaver (not due), and people still employed.
-GONE = {"E001": ("Anneliese", "Quortenbach"), "E002": ("Bartholomew", "Vexleigh")}
+GONE = {"E001": ("Anneliese", "Quortenbach"), "E002": ("Bartholomäus", "Vexleigh-Ørsted")}
 RECENT = {"E003": ("Cordelia", "Wimbourne")}
 STAYING = {"E004": ("Dagobert", "Yarrowfield")}
 
@@ -26,14 +26,19 @@ def _rows() -> list[dict[str, str]]:
     rows = people(6)
     for eid, (first, last) in {**GONE, **RECENT, **STAYING}.items():
         row = next(r for r in rows if r["employee_id"] == eid)
-        row.update(first_name=first, last_name=last, work_email=f"{first.lower()}.{last.lower()}@example.com")
+        row.update(first_name=first, last_name=last, work_email=_email(first, last))
     return rows
+
+
+def _email(first: str, last: str) -> str:
+    ascii_only = f"{first}.{last}".lower().replace("ä", "ae").replace("ø", "oe")
+    return f"{ascii_only}@example.com"
 
 
 def _terms(group: dict[str, tuple[str, str]]) -> list[str]:
     out = []
     for first, last in group.values():
-        out += [first, last, f"{first.lower()}.{last.lower()}@example.com"]
+        out += [first, last, _email(first, last)]
     return out
 
 
@@ -43,11 +48,22 @@ def _dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
 
 
+def _as_text(cell: Any) -> str:
+    if isinstance(cell, str) and cell[:1] in ("{", "[", '"'):
+        try:
+            return json.dumps(json.loads(cell), ensure_ascii=False)
+        except ValueError:
+            pass
+    return repr(cell) if not isinstance(cell, str) else cell
+
+
 def _found(db: Path, terms: list[str]) -> list[str]:
     """Every (table, term) where a term appears anywhere in the table, case-insensitively."""
     hits = []
     for table, rows in _dump(db).items():
-        text = repr(rows).lower()
+        # JSON cells as the text they stand for: "Vexleigh-\u00d8rsted" is still the name.
+        cells = [_as_text(c) for row in rows for c in row]
+        text = "\n".join(cells).lower()
         hits += [f"{table}: {t}" for t in terms if t.lower() in text]
     return hits
 
