@@ -190,13 +190,16 @@ def build_scheduler(ctx: ServiceContext, workers: Workers) -> AsyncIOScheduler:
     _add_leader_job(sched, "reconcile", reconcile.job, ctx, workers, cfg.reconcile.schedule.total_seconds())
     _add_leader_job(sched, "access-expiry", access.job, ctx, workers, access.JOB_INTERVAL)
     if retention.enabled(cfg):
-        _add_leader_job(sched, "retention", retention.job, ctx, workers, cfg.retention.schedule.total_seconds())
+        # First soon after start (a daemon restarted daily must still purge), then every `schedule`.
+        every = cfg.retention.schedule.total_seconds()
+        _add_leader_job(sched, "retention", retention.job, ctx, workers, every, first_in=min(30.0, every))
     return sched
 
 
 def _add_leader_job(sched: AsyncIOScheduler, job_id: str, fn: Callable[[ServiceContext], Awaitable[None]],
-                    ctx: ServiceContext, workers: Workers, every: float) -> None:
-    """Schedule `fn(ctx)` every `every` seconds, run only by the lease holder."""
+                    ctx: ServiceContext, workers: Workers, every: float, first_in: float | None = None) -> None:
+    """Schedule `fn(ctx)` every `every` seconds (the first after `first_in`, default `every`), run only
+    by the lease holder."""
 
     async def run() -> None:
         if ctx.stopping.is_set() or not workers.leader:
@@ -208,4 +211,5 @@ def _add_leader_job(sched: AsyncIOScheduler, job_id: str, fn: Callable[[ServiceC
         except Exception:
             log.exception("scheduled job failed", extra={"job": job_id})
 
-    sched.add_job(run, "interval", seconds=max(1.0, every), id=job_id)
+    first = {} if first_in is None else {"next_run_time": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=first_in)}
+    sched.add_job(run, "interval", seconds=max(1.0, every), id=job_id, **first)

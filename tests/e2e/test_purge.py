@@ -182,3 +182,30 @@ def test_purge_without_retention_configured_is_one_clear_error(tmp_path: Path, p
     assert r.returncode == 2
     assert r.stderr.strip() == ("jml: retention is off: set retention.leavers_after and/or "
                                 "retention.events_after in the config")
+
+
+def test_the_daemon_purges_on_its_schedule(tmp_path: Path, scim: ScimPeer) -> None:
+    """`jml serve` with retention configured: a leaver gone long enough is erased without anyone running purge."""
+    from tests.e2e.helpers import db_scalar, person, scim_users, start_serve, wait_until, write_config, write_export
+
+    exports = tmp_path / "exports"
+    gone = person(1, first_name="Wilhelmina", preferred_name="Wilhelmina", last_name="Oakenshott",
+                  work_email="wilhelmina.oakenshott@example.com")
+    stays = person(2)
+    write_export(exports, "hr-1.csv", [gone, stays])
+    cfg = write_config(tmp_path, scim_url=scim.url, extra={
+        "retention": {"leavers_after": "400d", "schedule": "2s"},
+        "guard": {"max_deprovision_percent": 100, "max_deprovision_count": 100, "max_shrink_percent": 10}})
+    db = tmp_path / "jml.db"
+    with start_serve(cfg, env={"SCIM_TOKEN": scim.token, "JML_ADMIN_TOKEN": "admin-token-for-purge"}) as served:
+        served.wait_ready()
+        wait_until(lambda: len(scim_users(scim.url, scim.token)) == 2, what="both accounts created")
+        write_export(exports, "hr-2.csv", [{**gone, "status": "Terminated", "termination_date": "2024-02-29"}, stays])
+        wait_until(lambda: db_scalar(db, "SELECT erased_at FROM person WHERE employee_id = 'E0000001'"),
+                   timeout=60, what="the leaver erased by the daemon")
+        assert all(u.get("active") is False for u in scim_users(scim.url, scim.token)
+                   if u["userName"] == "wilhelmina.oakenshott@example.com")
+        assert served.stop() == 0
+    assert _found(db, ["Wilhelmina", "Oakenshott", "wilhelmina.oakenshott@example.com"]) == []
+    assert _found(db, ["First2", "user2@example.com"])  # still employed: untouched
+    assert db_scalar(db, "SELECT actor FROM audit WHERE kind = 'erasure'") == "jml retention"
