@@ -194,13 +194,24 @@ class Retention:
         result.erasure_seq = seq
 
 
+_AUDIT_BATCH = 2000
+
+
 def _audit_rows(conn: Connection) -> Iterator[dict[str, Any]]:
+    """The whole trail, a batch at a time (a long trail never sits in memory; the caller rewrites rows
+    between batches on the same connection)."""
     q = select(AU.c.seq, AU.c.at, AU.c.kind, AU.c.actor, AU.c.subject, AU.c.hash,
-               cast(AU.c.data, Text).label("text")).order_by(AU.c.seq)
-    for r in conn.execute(q).mappings().all():
-        at = utc(r["at"])
-        # The same text AuditLog.records() gives verify: the rest hash must be of what verify reads.
-        yield {**r, "at": at.isoformat() if at else None}
+               cast(AU.c.data, Text).label("text")).order_by(AU.c.seq).limit(_AUDIT_BATCH)
+    last = 0
+    while True:
+        batch = conn.execute(q.where(AU.c.seq > last)).mappings().all()
+        for r in batch:
+            at = utc(r["at"])
+            # The same text AuditLog.records() gives verify: the rest hash must be of what verify reads.
+            yield {**r, "at": at.isoformat() if at else None}
+        if len(batch) < _AUDIT_BATCH:
+            return
+        last = batch[-1]["seq"]
 
 
 def _scrub_table(conn: Connection, table: Table, pat: re.Pattern[str], eids: list[str]) -> int:
