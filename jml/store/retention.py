@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, Text, and_, cast, exists, select, update
+from sqlalchemy import JSON, Connection, Table, Text, and_, cast, exists, func, or_, select, update
 
 from jml.audit import ERASED_KEY, ERASURE_KIND, dump, erased_by, rest_hash
 from jml.erasure import ERASED, erased_person, pattern, scrub, scrub_text, terms_of
@@ -48,8 +48,10 @@ AU = AuditRow.__table__  # type: ignore[attr-defined]
 AH = AuditHeadRow.__table__  # type: ignore[attr-defined]
 
 # Free-text columns that may quote a person (an error echoing a username, a reason naming someone).
-_TEXT_COLUMNS = frozenset({"reason", "last_error", "error", "last_check", "override_reason", "requester",
-                           "end_reason", "note", "comment", "approver", "decided_by", "created_by"})
+_TEXT_COLUMNS = frozenset({"reason", "last_error", "error", "last_check", "override_reason", "end_reason", "note",
+                           "comment", "why", "removal_check", "verify_error", "username", "remote_id"})
+# Who did something (asked, approved, reviewed, decided): may name a leaver on *other* people's rows.
+_ACTOR_COLUMNS = frozenset({"requester", "requested_by", "approver", "reviewer", "decided_by", "created_by"})
 # Handled on their own (person, audit) or holding nothing personal.
 _SPECIAL = frozenset({"person", "audit", "audit_head", "lease", "connector_dialect", "alembic_version"})
 _OPEN_OPERATIONS = ("held", "pending", "running")
@@ -152,10 +154,20 @@ class Retention:
         conn.execute(update(A).where(A.c.employee_id.in_(eids)).values(username=ERASED))
         if pat is None:
             return  # nothing identifies them beyond the employee id: nothing else to scrub
+        # Someone else's offboarding done or explained by a purged person (an HR colleague who left).
+        acted = [func.lower(c).contains(t.lower(), autoescape=True)
+                 for c in (P.c.override_actor, P.c.override_reason) for t in terms]
+        for eid, by, reason in conn.execute(select(P.c.employee_id, P.c.override_actor, P.c.override_reason).where(
+                P.c.employee_id.not_in(eids), or_(*acted))).all():
+            new_by, new_reason = (scrub_text(by, pat) if by else by), (scrub_text(reason, pat) if reason else reason)
+            if (new_by, new_reason) != (by, reason):
+                conn.execute(update(P).where(P.c.employee_id == eid).values(override_actor=new_by,
+                                                                            override_reason=new_reason))
+                result.rows["person"] += 1
         for table in metadata.sorted_tables:
             if table.name in _SPECIAL:
                 continue
-            n = _scrub_table(conn, table, pat, eids)
+            n = _scrub_table(conn, table, pat, eids, terms)
             if n:
                 result.rows[table.name] = result.rows.get(table.name, 0) + n
         self._erase_audit(conn, pat, eids, now, actor, why, result)
@@ -214,15 +226,19 @@ def _audit_rows(conn: Connection) -> Iterator[dict[str, Any]]:
         last = batch[-1]["seq"]
 
 
-def _scrub_table(conn: Connection, table: Table, pat: re.Pattern[str], eids: list[str]) -> int:
+def _scrub_table(conn: Connection, table: Table, pat: re.Pattern[str], eids: list[str], terms: set[str]) -> int:
     pk = list(table.primary_key.columns)
     targets = [c for c in table.columns if not c.primary_key and c.name != "employee_id"
-               and (isinstance(c.type, JSON) or c.name in _TEXT_COLUMNS)]
+               and (isinstance(c.type, JSON) or c.name in _TEXT_COLUMNS or c.name in _ACTOR_COLUMNS)]
     if not pk or not targets:
         return 0
     q = select(*pk, *targets)
     if "employee_id" in table.c:
-        q = q.where(table.c.employee_id.in_(eids))
+        # The purged people's rows; and others' rows where a purged person acted (asked, approved,
+        # reviewed): found by the database first, confirmed by the pattern below.
+        actors = [c for c in targets if c.name in _ACTOR_COLUMNS]
+        acted = [func.lower(c).contains(t.lower(), autoescape=True) for c in actors for t in terms]
+        q = q.where(or_(table.c.employee_id.in_(eids), *acted))
     n = 0
     for row in conn.execute(q).all():
         values = dict(zip([c.name for c in pk + targets], row, strict=True))

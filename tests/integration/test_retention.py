@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from jml import cli
 from jml import config as config_mod
 from jml.runtime import Runtime
+from jml.store.tables import AccessRequestRow
 from tests.peers import ScimPeer
 
 TOKEN_ENV = "JML_TEST_RETENTION_TOKEN"
@@ -86,6 +87,14 @@ def test_purge_on_both_databases(db_url: str, scim_peer: ScimPeer, tmp_path: Pat
     rt = Runtime(config_mod.load(config))
     rt.audit.append("note", {"text": "Isolde Fenwickshaw handed over to Brindlemere-Ødegård"}, now=rt.clock())
     rt.store.close()
+    # The leaver once asked for access for the colleague who stays: their row names the leaver.
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(AccessRequestRow.__table__.insert().values(  # type: ignore[attr-defined]
+            id="ar-1", employee_id="E2", connector="demo", grant="group:Ops", reason="cover for Isolde Fenwickshaw",
+            requested_by="person:isolde.fenwickshaw@example.com", requester="person isolde.fenwickshaw@example.com",
+            state="denied"))
+    engine.dispose()
     before = _everything(db_url)
     assert "fenwickshaw" in before and "isolde.fenwickshaw@example.com" in before
 
