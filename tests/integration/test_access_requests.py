@@ -45,7 +45,7 @@ def _who(eid: str, *rights: str, roles: tuple[str, ...] = ()) -> Who:
 
 
 class Harness:
-    def __init__(self, tmp: Path, peer: ScimPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp: Path, peer: ScimPeer, monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
         self.peer = peer
         self.now = T0
         monkeypatch.setenv(TOKEN_ENV, peer.token)
@@ -57,7 +57,7 @@ class Harness:
             for eid, first, mgr in PEOPLE:
                 w.writerow([eid, first, "Smith", _email(first), "Engineering", mgr, "Active", "2020-01-06"])
         doc: dict[str, Any] = {
-            "state": {"url": f"sqlite:///{tmp / 'jml.db'}"},
+            "state": {"url": db_url},
             "sources": {"hris": {"location": str(export), "format": "csv"}},
             "policy": {"rules": [{"name": "everyone", "when": {"status": "Active"}, "grant": {"app": ["All Staff"]}}]},
             "connectors": {"app": {"type": "scim", "url": peer.url, "token_env": TOKEN_ENV, "max_attempts": 2,
@@ -113,8 +113,9 @@ class Harness:
 
 
 @pytest.fixture
-def h(tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch) -> Any:
-    harness = Harness(tmp_path, scim_peer, monkeypatch)
+def h(tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Any:
+    """On SQLite and PostgreSQL (the state moves are compare-and-set on both)."""
+    harness = Harness(tmp_path, scim_peer, monkeypatch, db_url)
     harness.sync()
     yield harness
     harness.rt.store.close()
