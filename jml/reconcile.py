@@ -58,6 +58,7 @@ class Findings:
     # Every matched live account as the app holds it (employee_id, account): what it holds beyond
     # the managed grants is kept as found access, for the next review (jml/reviews.py).
     held: list[tuple[str, RemoteAccount]] = field(default_factory=list)
+    unrecorded: list[RemoteAccount] = field(default_factory=list)  # HR people's accounts jml has no record of
 
 
 def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterable[RemoteAccount],
@@ -74,6 +75,8 @@ def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterab
         if rec is None:
             if not (acc.external_id and acc.external_id in people):
                 out.orphans.append(acc)
+            elif not acc.pending_invitation:
+                out.unrecorded.append(acc)  # an HR person's account jml never made: unexplained until reviewed
             continue
         seen.add(rec.employee_id)
         if rec.deleted:
@@ -158,6 +161,8 @@ def _found_access(f: Findings, managed: frozenset[str]) -> list[Holding]:
     out = [Holding(f.connector, eid, acc.username, g, "app", None, acc.remote_id)
            for eid, acc in f.held for g in sorted(acc.groups - managed)]
     out += [Holding(f.connector, "", o.username, ACCOUNT, "app", None, o.remote_id) for o in f.orphans]
+    out += [Holding(f.connector, str(a.external_id), a.username, ACCOUNT, "app", None, a.remote_id)
+            for a in f.unrecorded]
     return out
 
 

@@ -156,10 +156,11 @@ def refusal(*, subject_id: str, subject_email: str, reviewer: str, who_person: s
 
 def revoke_operation(h: Holding, traits: ConnectorTraits) -> Operation:
     """The one operation that takes a held thing away: an entitlement's removal, an account's
-    deactivation (an orphan account, which no person owns, is deleted as reconcile would)."""
+    deactivation. An account jml holds no record of (no person owns it, or it was made outside jml)
+    is deleted by its id, as reconcile deletes orphans: there is no recorded account to deactivate."""
     detail: dict[str, Any] = {"username": h.username, "review": True}
     if h.entitlement == ACCOUNT:
-        if not h.employee_id:
+        if not h.employee_id or h.held_by == "app":
             return Operation(h.connector, Action.DELETE, f"orphan:{h.remote_id or h.username}",
                              {**detail, "remote_id": h.remote_id, "orphan": True}, Priority.NORMAL)
         return Operation(h.connector, Action.DEACTIVATE, h.employee_id, detail, Priority.NORMAL)

@@ -367,7 +367,7 @@ async def verify(rt: Runtime, now: dt.datetime, campaign_id: int | None = None) 
 def _remote_id(rt: Runtime, h: Holding) -> str | None:
     if not h.employee_id:
         return h.remote_id
-    return rt.store.remote_id(h.connector, h.employee_id)
+    return rt.store.remote_id(h.connector, h.employee_id) or h.remote_id
 
 
 def refresh_gauges(rt: Runtime) -> None:

@@ -220,7 +220,7 @@ class ReviewStore:
 
 def _detail(d: ItemDraft) -> dict[str, object]:
     out = dict(d.why.detail)
-    if not d.holding.employee_id and d.holding.remote_id:
+    if (not d.holding.employee_id or d.holding.held_by == "app") and d.holding.remote_id:
         out["remote_id"] = d.holding.remote_id
     return out
 
@@ -228,7 +228,7 @@ def _detail(d: ItemDraft) -> dict[str, object]:
 def _item(r: object) -> Item:
     m: dict[str, object] = dict(r)  # type: ignore[call-overload]
     detail = m["why_detail"] if isinstance(m["why_detail"], dict) else {}
-    remote_id = detail.get("remote_id")  # an orphan account's (its delete needs it)
+    remote_id = detail.get("remote_id")  # an account found in the app (its delete needs it)
     h = Holding(str(m["connector"]), str(m["employee_id"]), str(m["username"]), str(m["entitlement"]),
                 str(m["held_by"]), utc(m["last_change"]), str(remote_id) if remote_id else None)  # type: ignore[arg-type]
     return Item(int(m["id"]), int(m["campaign_id"]), h, str(m["reviewer"]),  # type: ignore[call-overload]

@@ -95,9 +95,10 @@ class Server:
         self.call("PATCH", f"Groups/{gid}", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                                              "Operations": [{"op": "add", "path": "members", "value": members}]})
 
-    def add_user(self, username: str) -> None:
+    def add_user(self, username: str, external_id: str | None = None) -> None:
+        extra = {"externalId": external_id} if external_id else {}
         self.call("POST", "Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": username,
-                                    "active": True})
+                                    "active": True, **extra})
 
     def empty(self) -> None:
         for kind in ("Groups", "Users"):
@@ -133,6 +134,8 @@ class Env:
         w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
         w.writeheader()
         self.rows = [person(i) for i in range(people)]
+        # A leaver of years ago: in HR, never given an account by jml.
+        self.rows.append({**person(9999), "status": "Terminated", "termination_date": "2020-06-30"})
         w.writerows(self.rows)
         export.write_text(buf.getvalue(), encoding="utf-8")
         doc = {
@@ -202,7 +205,7 @@ def test_campaign_over_1000_people_and_3_apps(env: Env) -> None:
     started = time.monotonic()
     env.sync()
     wiki, crm, tickets = (env.servers[a] for a in APPS)
-    n = len(env.rows)
+    n = len(env.rows) - 1  # the long-gone leaver has no account
     assert len(wiki.users()) == len(crm.users()) == len(tickets.users()) == n
 
     # Behind jml's back: three non-engineers put into the managed Engineering group, five people
@@ -228,7 +231,7 @@ def test_campaign_over_1000_people_and_3_apps(env: Env) -> None:
     assert code == 0, err
     cid = int(out.split()[1])
     items = rt.store.reviews.items(cid)
-    grants = sum(len(reviews_expected(r)) for r in env.rows)
+    grants = sum(len(reviews_expected(r)) for r in env.rows if r["status"] == "Active")
     assert len(items) == 3 * n + grants + len(secret) + 1
     by_key = {(it.holding.connector, it.holding.employee_id, it.holding.entitlement): it for it in items}
     assert by_key[("wiki", "e0003", "group:Secret")].why.kind == "none"
@@ -327,13 +330,15 @@ def test_unmanaged_group_jml_knows_survives_reconcile_until_a_manager_revokes(en
     sales = "p0001@example.com"  # Sales: no rule gives them Engineering anywhere
     wiki.add_members("Engineering", [sales])
     tickets.add_members("Engineering", [sales])
+    # Someone gives the long-gone leaver an account by hand: an HR person's account jml never made.
+    tickets.add_user("p9999@example.com", external_id="e9999")
     env.reconcile()
     env.reconcile()  # twice: the second sees the repaired state and still leaves tickets alone
     assert sales not in wiki.groups()["Engineering"], "managed: put back to what the rules say"
     assert sales in tickets.groups()["Engineering"], "unmanaged: never removed without a review decision"
     rt = env.runtime()
-    assert [(u["connector"], u["employee_id"], u["entitlement"]) for u in reviews.unexplained(rt, env.now)] == [
-        ("tickets", "e0001", "group:Engineering")]
+    assert sorted((u["connector"], u["employee_id"], u["entitlement"]) for u in reviews.unexplained(rt, env.now)) == [
+        ("tickets", "e0001", "group:Engineering"), ("tickets", "e9999", ACCOUNT)]
 
     code, out, err = env.cli("review", "start", "--by", "manager", "--connector", "tickets")
     assert code == 0, err
@@ -344,21 +349,27 @@ def test_unmanaged_group_jml_knows_survives_reconcile_until_a_manager_revokes(en
                 "group:Engineering")
     assert item.reviewer == "p0000@example.com" and item.why.kind == "none" and item.holding.held_by == "app"
     assert next(it for it in items if it.holding.employee_id == "e0000").reviewer == SECURITY  # no manager
-    # Their manager revokes it; the read-back from the app proves it gone.
+    gone = next(it for it in items if it.holding.employee_id == "e9999")
+    assert (gone.holding.entitlement, gone.why.kind, gone.reviewer) == (ACCOUNT, "none", "p0010@example.com")
+    # Their managers revoke them; the read-back from the app proves them gone.
     done = reviews.decide(rt, cid, [item.id], "revoke", reviews.Decider("manager p0000", "p0000@example.com"),
                           reason="not an engineer", now=env.now)
     assert done.decided == [item.id] and done.plan_id and not done.held
+    manual = reviews.decide(rt, cid, [gone.id], "revoke", reviews.Decider("manager p0010", "p0010@example.com"),
+                            reason="left in 2020", now=env.now)
+    assert manual.decided == [gone.id] and manual.plan_id and not manual.held
 
     async def push() -> tuple[int, int]:
-        await commands.work(rt, done.plan_id, timeout=60)
+        await commands.work(rt, None, timeout=60)
         await rt.open_connectors()
         try:
             return await reviews.verify(rt, env.now, cid)
         finally:
             await rt.close()
 
-    assert asyncio.run(push()) == (1, 0)
+    assert asyncio.run(push()) == (2, 0)
     assert sales not in tickets.groups()["Engineering"]
+    assert "p9999@example.com" not in tickets.users()
     env.reconcile()
     assert sales not in tickets.groups()["Engineering"] and reviews.unexplained(env.runtime(), env.now) == []
     code, out, _ = env.cli("review", "show", str(cid), "--json")

@@ -109,6 +109,9 @@ def test_self_review_refused_even_when_assigned_to_themselves() -> None:
     (_h("e1", ACCOUNT), ConnectorTraits("scim"), Action.DEACTIVATE, ("username", "e1@example.com")),
     (Holding("scim", "", "ghost", ACCOUNT, "app", None, "r-9"), ConnectorTraits("scim"), Action.DELETE,
      ("remote_id", "r-9")),
+    # an HR person's account made outside jml: no record to deactivate, deleted by its id
+    (Holding("scim", "e9", "e9@example.com", ACCOUNT, "app", None, "r-1"), ConnectorTraits("scim"), Action.DELETE,
+     ("remote_id", "r-1")),
 ])
 def test_revoke_operation(holding: Holding, traits: ConnectorTraits, action: Action,
                           detail_key: tuple[str, str]) -> None:
