@@ -12,7 +12,7 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from jml import config as config_mod
-from jml import metrics
+from jml import metrics, notify, reviews
 from jml.context import ServiceContext
 from jml.outbox_workers import build_engine
 from jml.runtime import Runtime
@@ -29,6 +29,7 @@ from jml.store.tables import GrantRow
 from jml.web import add_routes
 from jml.web.auth import CSRF_HEADER, SESSION_COOKIE, new_api_token, token_hash
 from jml.web.state import WEB
+from tests.integration.test_notify import Mailbox, _free_port
 from tests.integration.test_web import NOW, TOKEN, _config, _seed
 
 ANA, BOB = "ana.smith@acme.example", "bob.jones@acme.example"
@@ -194,3 +195,34 @@ async def test_requested_access_is_explained_by_its_request_and_revoking_ends_it
                                                      "(account)", "employee_id": ""}]})
     page = await (await client.get("/", headers=tokens["admin"])).text()
     assert "1 account(s) or entitlement(s) in apps that no rule and no approved request explains" in page
+
+
+@pytest.fixture
+def mail() -> Iterator[tuple[Mailbox, int]]:
+    from aiosmtpd.controller import Controller
+
+    box, port = Mailbox(), _free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+async def test_reviewers_are_told_when_a_campaign_starts(tmp_path: Path, mail: tuple[Mailbox, int]) -> None:
+    box, port = mail
+    cfg = _config(tmp_path).model_copy(update={
+        "access": config_mod.AccessConfig.model_validate({"catalogue": {"demo": {"Engineering": {"owner": ANA}}}}),
+        "reviews": config_mod.ReviewsConfig(default_reviewer=BOB),
+        "notifications": config_mod.NotificationsConfig.model_validate(
+            {"smtp": {"host": "127.0.0.1", "port": port, "starttls": False, "sender": "jml@acme.example"}}),
+        "server": _config(tmp_path).server.model_copy(update={"public_url": "https://jml.test.example"})})
+    rt = Runtime(cfg, clock=lambda: NOW)
+    _seed(rt)
+    c = reviews.start(rt, by="app", connector=None, due=None, name="Q4", created_by="test", now=NOW)
+    await notify.drain()
+    assert len(box.messages) == 1
+    rcpts, msg = box.messages[0]
+    assert sorted(rcpts) == [ANA, BOB]
+    body = msg.get_payload(decode=True).decode()
+    assert f"https://jml.test.example/reviews/{c.id}" in body and "Keep or revoke" in body
+    rt.store.close()
