@@ -78,12 +78,14 @@ class Retention:
         self.audit = audit
 
     def leavers_due(self, cutoff: dt.datetime) -> list[str]:
-        """Leavers whose effective termination is before `cutoff`, not yet erased, with every account
-        deprovisioned (inactive or deleted), every SLA clock verified and no operation still open."""
+        """Leavers whose effective termination is before `cutoff`, not erased since HR last changed them,
+        with every account deprovisioned (inactive or deleted), every SLA clock verified and no operation
+        still open."""
         q = (select(P.c.employee_id).where(
             P.c.phase.in_([Phase.LEAVER.value, Phase.GONE.value]),
             P.c.effective_termination.is_not(None), P.c.effective_termination < cutoff,
-            P.c.erased_at.is_(None),
+            # Not erased yet, or HR sent a changed row since (its data is back): erased again.
+            or_(P.c.erased_at.is_(None), P.c.updated_at > P.c.erased_at),
             ~exists().where(A.c.employee_id == P.c.employee_id, A.c.active.is_(True), A.c.deleted.is_(False)),
             ~exists().where(SC.c.employee_id == P.c.employee_id, SC.c.verified_at.is_(None)),
             ~exists().where(O.c.employee_id == P.c.employee_id, O.c.state.in_(_OPEN_OPERATIONS)),

@@ -176,6 +176,19 @@ def test_purge_erases_long_gone_leavers_and_the_trail_still_verifies(cli: Cli, t
     assert not any(t.lower() in person.lower() for t in _terms(GONE)), person
     assert cli.run("audit", "verify").returncode == 0
 
+    # HR changes a long-gone leaver's row after all: their data is back in the store, so the next purge
+    # erases it again.
+    for r in rows:
+        if r["employee_id"] == "E001":
+            r.update(job_title="Former Engineer")
+    cli.write(rows)
+    assert cli.run("sync").returncode == 0
+    assert _found(db, ["Quortenbach"]), "the changed row brings the data back (HR still sends it)"
+    r = cli.run("purge")
+    assert r.returncode == 0 and "erased the personal data of 1 leaver(s): E001" in r.stdout, r.stdout
+    assert _found(db, _terms(GONE)) == []
+    assert cli.run("audit", "verify").returncode == 0
+
 
 def test_purge_without_retention_configured_is_one_clear_error(tmp_path: Path, peer: ScimPeer) -> None:
     r = Cli(tmp_path, peer).run("purge")
