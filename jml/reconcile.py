@@ -45,7 +45,7 @@ class Drift:
     record: AccountRecord
     remote: RemoteAccount | None  # None: the account is gone from the app
     kinds: tuple[str, ...]  # active | attributes | memberships | missing
-    grants: frozenset[str] = frozenset()  # the managed grants the app holds
+    grants: frozenset[str] = frozenset()  # the managed grants the app holds, and the unmanaged ones recorded
 
 
 @dataclass
@@ -90,7 +90,10 @@ def compare(connector: str, records: Mapping[str, AccountRecord], remote: Iterab
         if (acc.groups & managed_grants) != (rec.grants & managed_grants):
             kinds.append("memberships")
         if kinds:
-            out.drift.append(Drift(rec, acc, tuple(kinds), acc.groups & managed_grants))
+            # Recorded grants jml does not manage stay recorded as they are: drift on a managed group
+            # must not drop them from the record (the next plan would push them again for nothing).
+            out.drift.append(Drift(rec, acc, tuple(kinds), (acc.groups & managed_grants)
+                                   | (rec.grants - managed_grants)))
     for rec in records.values():
         if rec.employee_id not in seen and not rec.deleted:
             out.drift.append(Drift(rec, None, ("missing",)))
