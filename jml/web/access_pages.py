@@ -42,6 +42,29 @@ def person_section(rt: Runtime, employee_id: str) -> str:
             + "</section>")
 
 
+def _removal(r: AccessRequest) -> str:
+    if r.state not in ("expired", "revoked") or r.granted_at is None:
+        return "—"
+    if r.removal_verified_at is not None:
+        return badge("removed, verified", "ok") + f" <small>{h(when(r.removal_verified_at))}</small>"
+    if r.removal_breached:
+        return badge("not verified past its deadline", "breach")
+    return badge("removing", "warn") + f" <small>deadline {h(when(r.removal_deadline))}</small>"
+
+
+def status_section(rt: Runtime) -> str:
+    """The status page's card: requests waiting, grants in force with their expiry, recent endings."""
+    recent = rt.store.access.find(states=["pending", "active", "expired", "revoked"], limit=15)
+    rows = [[f"<code>{h(r.id)}</code>", h(r.employee_id), f"{h(r.connector)}: {h(r.grant)}",
+             badge(r.state, STATE_BADGE.get(r.state, "")) + (f" <small>{len(r.votes)}/{r.required}</small>"
+                                                             if r.state == "pending" else ""),
+             h(when(r.expires_at)), _removal(r)] for r in recent]
+    return ('<section class="card" id="access"><h2>Access beyond the rules</h2>'
+            + table(["Request", "For", "Entitlement", "State", "Until", "Removal"], rows,
+                    empty="No requested or break-glass access.")
+            + '<p><a href="/access">Requests and approvals</a></p></section>')
+
+
 def _buttons(r: AccessRequest, w: acc.Who, rt: Runtime, csrf: str) -> str:
     path = f"/access/{quote(r.id, safe='')}"
     out = []
@@ -149,4 +172,5 @@ async def revoke_form(request: web.Request, who: Principal, form: dict[str, str]
     return await _decide_form(request, who, form, "revoke")
 
 
-__all__ = ["access_page", "approve_form", "deny_form", "person_section", "request_form", "revoke_form"]
+__all__ = ["access_page", "approve_form", "deny_form", "person_section", "request_form", "revoke_form",
+           "status_section"]

@@ -12,7 +12,7 @@ from jml.attention import plain_error
 from jml.context import ServiceContext
 from jml.sla_causes import describe
 from jml.status import finish, snapshot
-from jml.web import data
+from jml.web import access_pages, data
 from jml.web.auth import Principal
 from jml.web.html import badge, countdown, csrf_input, duration, h, page, table, when
 from jml.web.plot import durations_section
@@ -339,6 +339,7 @@ def render(ctx: ServiceContext, csrf: str, flash: str = "") -> tuple[str, dt.dat
           f'{_pre_approvals(ctx, csrf)}</section>'
         + f'<section class="card" id="verified"><h2>Verified in the last hour</h2>{_verified(clocks, names, now)}'
           '</section>'
+        + access_pages.status_section(rt)
         + '<div class="two">'
         + f'<section class="card" id="breaches"><h2>Recent breaches</h2>{_breaches(breaches, names, now)}</section>'
         + f'<section class="card" id="sources"><h2>Source freshness</h2>{_source(ctx, doc)}</section>'

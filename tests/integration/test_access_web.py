@@ -161,6 +161,10 @@ async def test_pages_request_approve_and_the_person_page(env: dict[str, Any]) ->
     section = text[text.index('id="requested-access"'):]
     assert rid in section and "incident 42" in section and "person sub=sub-E100" in section
     assert "(owner," in section and "(approver," in section and "active" in section
+    # The status page lists it among access beyond the rules, with its expiry.
+    status = await (await client.get("/", headers=tokens["viewer"])).text()
+    card = status[status.index('id="access"'):]
+    assert rid in card[:card.index("</section>")] and "active" in card[:card.index("</section>")]
 
 
 def _csrf(headers: dict[str, str]) -> str:
