@@ -59,7 +59,7 @@ def status_section(rt: Runtime) -> str:
              badge(r.state, STATE_BADGE.get(r.state, "")) + (f" <small>{len(r.votes)}/{r.required}</small>"
                                                              if r.state == "pending" else ""),
              h(when(r.expires_at)), _removal(r)] for r in recent]
-    return ('<section class="card" id="access"><h2>Access beyond the rules</h2>'
+    return ('<section class="card" id="access-beyond-rules"><h2>Access beyond the rules</h2>'
             + table(["Request", "For", "Entitlement", "State", "Until", "Removal"], rows,
                     empty="No requested or break-glass access.")
             + '<p><a href="/access">Requests and approvals</a></p></section>')

@@ -163,7 +163,7 @@ async def test_pages_request_approve_and_the_person_page(env: dict[str, Any]) ->
     assert "(owner," in section and "(approver," in section and "active" in section
     # The status page lists it among access beyond the rules, with its expiry.
     status = await (await client.get("/", headers=tokens["viewer"])).text()
-    card = status[status.index('id="access"'):]
+    card = status[status.index('id="access-beyond-rules"'):]
     assert rid in card[:card.index("</section>")] and "active" in card[:card.index("</section>")]
 
 
