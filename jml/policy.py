@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase, Status
+from jml.review_items import ACCOUNT
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,7 @@ def desired(
 
     `extra`: connector -> grant -> why (`request:<id>`, `jit:<id>`), approved grants beyond the rules
     (an account follows them where no rule gives one). `deny`: connector -> grants this person must
-    not hold, whatever grants them (a review's decision)."""
+    not hold, whatever grants them (a review's decision); `(account)` among them: no account there at all."""
     phase = lifecycle.phase
     memo_key, by_connector = _grants_shared(person, policy)
     if person.status is Status.PREHIRE and phase in (Phase.PREHIRE, Phase.ACTIVE):
@@ -200,6 +201,8 @@ def desired(
         granted = by_connector.get(traits.name)
         more = extra.get(traits.name) if extra else None
         denied = deny.get(traits.name) if deny else None
+        if denied and not leaving and (ACCOUNT in denied or normalize_grant(ACCOUNT, traits) in denied):
+            continue  # a review revoked the account itself: none here, whatever the rules say
         if granted is None and more:
             granted = {}  # requested access alone: the person needs an account there to hold it
         # Leavers and not-yet hires are evaluated everywhere: an account jml made must

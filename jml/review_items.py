@@ -170,6 +170,16 @@ def revoke_operation(h: Holding, traits: ConnectorTraits) -> Operation:
     return Operation(h.connector, Action.REMOVE_MEMBER, h.employee_id, {**detail, "group": g}, Priority.NORMAL)
 
 
+def revoke_operations(h: Holding, traits: ConnectorTraits, recorded_grants: Iterable[str] = ()) -> list[Operation]:
+    """revoke_operation, and for an account jml holds, the removal of each grant recorded on it
+    too (what the planner does to an account no rule wants: inactive and holding nothing)."""
+    first = revoke_operation(h, traits)
+    if h.entitlement != ACCOUNT or first.action is not Action.DEACTIVATE:
+        return [first]
+    return [first, *(revoke_operation(Holding(h.connector, h.employee_id, h.username, g), traits)
+                     for g in sorted(recorded_grants))]
+
+
 def revoked_in_app(h: Holding, active: bool | None, groups: frozenset[str] | None) -> bool:
     """The read-back shows the thing gone: the account inactive or gone (active None), or the
     entitlement no longer among the account's."""

@@ -41,7 +41,7 @@ from jml.review_items import (
     build_items,
     progress,
     refusal,
-    revoke_operation,
+    revoke_operations,
     revoked_in_app,
 )
 from jml.runtime import Runtime
@@ -287,16 +287,20 @@ def _revoke(rt: Runtime, campaign_id: int, items: Sequence[Item], who: Decider, 
     why = f"access review {campaign_id}: {reason}" if reason else f"access review {campaign_id}"
     for it in items:
         h = it.holding
-        if not h.employee_id or h.entitlement == ACCOUNT:
-            continue  # an account is deactivated by the plan; the rules decide whether it should exist
-        if it.why.kind == REQUEST:
+        if not h.employee_id:
+            continue  # an orphan: nobody in HR, so no rule or request can give it back
+        if it.why.kind == REQUEST and h.entitlement != ACCOUNT:
             # As jml/access.py ends a grant: its removal clock (removal_deadline) is read back there too.
             rt.store.access.move(str(it.why.detail.get("request")), ("active",), "revoked", ended_at=now,
                                  end_reason=why, removal_deadline=now + rt.config.connector_sla(h.connector))
         else:
             rt.store.access.add_denial(h.employee_id, h.connector, h.entitlement, reason=why, decided_by=who.actor,
                                        source=f"review:{campaign_id}", now=now)
-    ops = [revoke_operation(it.holding, _traits(rt, it.holding.connector)) for it in items]
+    held = rt.store.load_accounts(sorted({it.holding.employee_id for it in items if it.holding.employee_id}))
+    ops = []
+    for it in items:
+        rec = held.get((it.holding.connector, it.holding.employee_id))
+        ops += revoke_operations(it.holding, _traits(rt, it.holding.connector), rec.grants if rec else ())
     if not ops:
         return None, False
     verdict = guard.evaluate(ops, managed=rt.store.managed_counts(), limits=rt.limits,

@@ -282,6 +282,10 @@ def test_campaign_over_1000_people_and_3_apps(env: Env) -> None:
     outcome = plan_people(rt, {rule_revoked[0]: (True, False)}, {}, rt.store.index_of(rule_revoked[:1]), env.now,
                           origin="test", dry_run=True)
     assert not [op for op in outcome.operations if op.connector == "tickets" and op.action.value == "add_member"]
+    # ...and a revoked account stays deactivated (no reactivation, no grants back) though a rule gives it.
+    outcome = plan_people(rt, {account_revoked: (True, False)}, {}, rt.store.index_of([account_revoked]), env.now,
+                          origin="test", dry_run=True)
+    assert not [op for op in outcome.operations if op.connector == "crm"]
     env.reconcile()
     assert not {f"p{e[1:]}@example.com" for e in rule_revoked} & tickets.groups()["All Staff"]
     assert reviews.unexplained(env.runtime(), env.now) == []

@@ -141,7 +141,7 @@ async def test_reviewers_decide_their_own_items_only(env: dict[str, Any]) -> Non
            for q in rt.outbox.ops(["pending", "held"], plan_id=out["plan_id"])}
     assert ops == {("deactivate", "E300", None), ("remove_member", "E100", "All Staff")}
     assert [(d.employee_id, d.connector, d.grant) for d in rt.store.access.denials()] == [
-        ("E100", "demo", "All Staff")]
+        ("E100", "demo", "All Staff"), ("E300", "demo", "(account)")]
     # An admin decides what is left, Ana's own item included (she could not).
     rest = [keys[("demo", "E100", "(account)")]["item"], own]
     r = await client.post(f"/api/v1/reviews/{cid}/decisions", json={"items": rest, "decision": "keep"},

@@ -17,6 +17,7 @@ from jml.review_items import (
     progress,
     refusal,
     revoke_operation,
+    revoke_operations,
     revoked_in_app,
     state_of,
 )
@@ -119,6 +120,15 @@ def test_revoke_operation(holding: Holding, traits: ConnectorTraits, action: Act
     assert op.action is action
     assert op.detail[detail_key[0]] == detail_key[1]
     assert op.detail["review"] is True
+
+
+def test_revoking_an_account_takes_its_grants_too() -> None:
+    ops = revoke_operations(_h("e1", ACCOUNT), ConnectorTraits("scim"), {"group:B", "group:A"})
+    assert [(op.action, op.detail.get("group")) for op in ops] == [
+        (Action.DEACTIVATE, None), (Action.REMOVE_MEMBER, "group:A"), (Action.REMOVE_MEMBER, "group:B")]
+    orphan = Holding("scim", "", "ghost", ACCOUNT, "app", None, "r-9")
+    assert [op.action for op in revoke_operations(orphan, ConnectorTraits("scim"), {"group:A"})] == [Action.DELETE]
+    assert len(revoke_operations(_h("e1", "group:A"), ConnectorTraits("scim"), {"group:B"})) == 1
 
 
 @pytest.mark.parametrize(("entitlement", "active", "groups", "gone"), [
