@@ -147,8 +147,9 @@ def request(rt: Runtime, who: Who, employee_id: str, connector: str, grant: str,
     if not entry.requestable:
         raise Refused(f"{grant} in {connector} is not requestable (access.catalogue)")
     try:
-        length = access_rules.check_duration(duration, rt.config.access.default_duration,
-                                             entry.max_duration or rt.config.access.default_duration)
+        maximum = entry.max_duration or rt.config.access.default_duration
+        # Asked for nothing: the default, or the entitlement's maximum when that is shorter.
+        length = access_rules.check_duration(duration, min(rt.config.access.default_duration, maximum), maximum)
     except ValueError as e:
         raise BadRequest(f"duration: {e}") from None
     mgr = manager_of(rt, state)

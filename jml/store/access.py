@@ -21,7 +21,7 @@ from jml.store.tables import AccessDenialRow, AccessRequestRow, AccessVoteRow, O
 R = AccessRequestRow.__table__  # type: ignore[attr-defined]
 V = AccessVoteRow.__table__  # type: ignore[attr-defined]
 D = AccessDenialRow.__table__  # type: ignore[attr-defined]
-O = OperationRow.__table__  # type: ignore[attr-defined]
+OP = OperationRow.__table__  # type: ignore[attr-defined]
 
 STATES = ("pending", "approved", "denied", "active", "expired", "revoked", "cancelled")
 OPEN_STATES = ("pending", "approved", "active")
@@ -198,8 +198,8 @@ class AccessStore:
 
     def open_operations(self, employee_id: str, connector: str) -> int:
         """Operations for this person in this app still queued or running (the removal is not pushed yet)."""
-        q = select(func.count()).select_from(O).where(O.c.employee_id == employee_id, O.c.connector == connector,
-                                                      O.c.state.in_(["pending", "running", "held"]))
+        q = select(func.count()).select_from(OP).where(OP.c.employee_id == employee_id, OP.c.connector == connector,
+                                                       OP.c.state.in_(["pending", "running", "held"]))
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
 

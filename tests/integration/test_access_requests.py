@@ -197,6 +197,10 @@ def test_low_risk_manager_or_owner_alone_and_refusals(h: Harness) -> None:
         access.request(rt, _who("E5"), "E1", "app", "group:X", reason="r")
     with pytest.raises(Refused, match="not requestable"):
         access.request(rt, _who("E1"), "E1", "app", "Secrets", reason="r")
+    # Asked for no duration: the entitlement's maximum when shorter than the default (7d < 30d).
+    short = access.request(rt, _who("E1"), "E1", "app", "group:Prod Admins", reason="r")
+    assert short.duration == 7 * 24 * H
+    assert access.deny(rt, short.id, _who("E1")).request.state == "cancelled"  # the requester withdraws
     with pytest.raises(BadRequest, match=r"duration: .*maximum 7d"):
         access.request(rt, _who("E1"), "E1", "app", "group:Prod Admins", reason="r", duration=8 * 24 * H)
     with pytest.raises(BadRequest, match=r"^connector:"):
