@@ -125,7 +125,7 @@ async def access(args: argparse.Namespace, cfg: Config) -> int:
         if cmd == "request":
             try:
                 duration = parse_duration(args.duration) if args.duration else None
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:
                 raise UsageError(f"--for: {e}") from None
             req = acc.request(rt, who, args.employee_id, args.connector, args.grant, reason=args.reason,
                               duration=duration)

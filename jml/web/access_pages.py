@@ -128,7 +128,7 @@ async def request_form(request: web.Request, who: Principal, form: dict[str, str
     csrf = who.session.csrf if who.session else ""
     try:
         duration = parse_duration(form["duration"]) if form.get("duration", "").strip() else None
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         return _refusal(ctx, csrf, "Not requested", f"duration: {e}", 400)
     try:
         req = await asyncio.to_thread(acc.request, ctx.rt, who_of(who), form.get("employee_id", "").strip(),
