@@ -435,8 +435,10 @@ class AccessConfig(_Strict):
     default_duration: Duration = dt.timedelta(days=30)  # every requested grant ends
     catalogue: dict[str, dict[str, CatalogueEntryConfig]] = Field(default_factory=dict)  # connector -> grant -> entry
     jit: JitConfig = JitConfig()
+    # How often the daemon ends grants past their expiry and reads ended ones back from the apps.
+    check_interval: Duration = dt.timedelta(seconds=60)
 
-    @field_validator("default_duration")
+    @field_validator("default_duration", "check_interval")
     @classmethod
     def _positive(cls, v: dt.timedelta) -> dt.timedelta:
         if v <= dt.timedelta(0):

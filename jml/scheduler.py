@@ -188,7 +188,7 @@ def build_scheduler(ctx: ServiceContext, workers: Workers) -> AsyncIOScheduler:
                       next_run_time=now + dt.timedelta(milliseconds=200))
     _add_leader_job(sched, "sla", sla.tick, ctx, workers, SLA_INTERVAL)
     _add_leader_job(sched, "reconcile", reconcile.job, ctx, workers, cfg.reconcile.schedule.total_seconds())
-    _add_leader_job(sched, "access-expiry", access.job, ctx, workers, access.JOB_INTERVAL)
+    _add_leader_job(sched, "access-expiry", access.job, ctx, workers, cfg.access.check_interval.total_seconds())
     if retention.enabled(cfg):
         # First soon after start (a daemon restarted daily must still purge), then every `schedule`.
         every = cfg.retention.schedule.total_seconds()

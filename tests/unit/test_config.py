@@ -123,6 +123,15 @@ def test_access_section() -> None:
     assert config.from_dict({}).access.default_duration == dt.timedelta(days=30)
 
 
+def test_access_check_interval() -> None:
+    """How often the daemon's expiry job runs: a minute unless told; never 0."""
+    assert config.from_dict({}).access.check_interval == dt.timedelta(seconds=60)
+    assert config.from_dict({"access": {"check_interval": "5s"}}).access.check_interval == dt.timedelta(seconds=5)
+    with pytest.raises(ConfigError) as err:
+        config.from_dict({"access": {"check_interval": "0s"}})
+    assert err.value.path == "access.check_interval" and "longer than" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("doc", "path", "words"),
     [
