@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import secrets
@@ -102,13 +103,33 @@ def run_demo(args: argparse.Namespace) -> int:
             return code
         from jml.service import serve_demo
 
-        return serve_demo(cfg, port=args.port, workdir=workdir, story=not getattr(args, "no_story", False))
+        story = not getattr(args, "no_story", False)
+        approvers = _approver_tokens(cfg) if story else ()
+        return serve_demo(cfg, port=args.port, workdir=workdir, story=story, approvers=approvers)
     finally:
         proc.terminate()
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _approver_tokens(cfg: config_mod.Config) -> tuple[str, ...]:
+    """Two API tokens with the approver role, as `jml token create` makes them: the story's
+    high-risk access request needs two approvers, and whoever asks may not approve it."""
+    from jml.runtime import Runtime
+    from jml.web.auth import new_api_token, token_hash
+
+    rt = Runtime(cfg)
+    now = rt.clock()
+    out = []
+    for name in ("demo-approver-lena", "demo-approver-omar"):
+        secret = new_api_token()
+        if rt.store.identities.create_token(name, token_hash(secret), ["approver"], created_by="jml demo", now=now,
+                                            expires_at=now + dt.timedelta(days=1)):
+            rt.audit.append("token_create", {"name": name, "roles": ["approver"]}, now=now, actor="jml demo")
+            out.append(secret)
+    return tuple(out)
 
 
 async def _sync(cfg: config_mod.Config) -> int:

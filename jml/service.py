@@ -322,9 +322,10 @@ def _banner(url: str, workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def serve_demo(cfg: Config, port: int, workdir: Path, story: bool = True) -> int:
+def serve_demo(cfg: Config, port: int, workdir: Path, story: bool = True, approvers: tuple[str, ...] = ()) -> int:
     """`jml demo`'s daemon on 127.0.0.1:`port` (a free port if that one is taken), until Ctrl-C;
-    with `story`, HR's side plays a short scenario by itself (jml/demo_story.py)."""
+    with `story`, HR's side plays a short scenario by itself (jml/demo_story.py; `approvers`: API
+    tokens with the approver role, for its access request)."""
     host = "127.0.0.1"
     if not _port_free(host, port):
         print(f"port {port} is taken: using a free one", file=sys.stderr)
@@ -339,7 +340,7 @@ def serve_demo(cfg: Config, port: int, workdir: Path, story: bool = True) -> int
             from jml.demo_story import play
 
             threading.Thread(target=play, args=(url, workdir, os.environ.get("JML_ADMIN_TOKEN", "")),
-                             kwargs={"say": lambda line: print(line, flush=True)}, daemon=True,
+                             kwargs={"say": lambda line: print(line, flush=True), "approvers": approvers}, daemon=True,
                              name="demo-story").start()
 
     try:

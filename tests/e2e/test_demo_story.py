@@ -46,8 +46,20 @@ async def test_the_demo_plays_its_story_and_a_person_sees_each_part(tmp_path: Pa
         wait_until(lambda: any("[story] done." in line for line in lines), 150, 0.5, "the story to finish")
         story = "".join(line for line in lines if line.startswith("[story]"))
         for part in ("1. joiners", "2. HR's next export", "set aside", "dead letter", "3. HR offboards",
-                     "access removed everywhere, verified", "4. an export terminating", "held"):
+                     "access removed everywhere, verified", "4. access beyond the rules", "1 of 2 approvals",
+                     "approved: group:Prod Admins in demo", "granted in the app until it expires",
+                     "expired, removed from the app and verified", "5. an export terminating", "held"):
             assert part in story, story
+        # Issue 18: a high-risk request approved by two approver tokens (not the admin who asked),
+        # and a break-glass grant that expired, was removed and read back.
+        code, body = http(url + "api/v1/access/requests", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert code == 200, body[:300]
+        reqs = {r["kind"]: r for r in json.loads(body)["requests"]}
+        asked, glass = reqs["request"], reqs["jit"]
+        assert asked["state"] == "active" and asked["requester"].startswith("break-glass via=api")
+        assert [a["approver"].split()[0] for a in asked["approvers"]] == [
+            "api-token=demo-approver-lena", "api-token=demo-approver-omar"]
+        assert glass["state"] == "expired" and glass["removal_verified_at"] and not glass["removal_breached"]
         doc = _status(url)
         kinds = {str(i["kind"]) for i in doc["attention"]}  # type: ignore[attr-defined]
         assert {"held_plan", "failed_joiner", "set_aside_row"} <= kinds, kinds
@@ -95,6 +107,14 @@ async def test_the_demo_plays_its_story_and_a_person_sees_each_part(tmp_path: Pa
             evidence = await b.text()
             assert "Hash chain check: intact" in evidence and "Download the SLA report" in evidence
             await b.screenshot("issue17-06-evidence")
+            await b.goto(url)
+            card = await b.text("#access-beyond-rules")
+            assert asked["id"] in card and glass["id"] in card and "removed, verified" in card, card
+            await b.screenshot("issue18-demo-01-status-page-request-and-expiry")
+            await b.goto(url + f"people/{asked['employee_id']}")
+            held = await b.text("#requested-access")
+            assert asked["id"] in held and "api-token=demo-approver-lena" in held and "on call" in held, held
+            await b.screenshot("issue18-demo-02-person-requested-access")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, "".join(lines)[-3000:]
     finally:
