@@ -69,8 +69,9 @@ def _buttons(r: AccessRequest, w: acc.Who, rt: Runtime, csrf: str) -> str:
     path = f"/access/{quote(r.id, safe='')}"
     out = []
     if r.state == "pending" and acc.may_decide(rt, r, w):
-        out.append(f'<form method="post" action="{h(path)}/approve" class="inline">{csrf_input(csrf)}'
-                   f'<button type="submit" id="approve-{h(r.id)}">Approve</button></form>')
+        if all(v.approver_key != w.key for v in r.votes):  # no second Approve for whoever approved it
+            out.append(f'<form method="post" action="{h(path)}/approve" class="inline">{csrf_input(csrf)}'
+                       f'<button type="submit" id="approve-{h(r.id)}">Approve</button></form>')
         out.append(f'<form method="post" action="{h(path)}/deny" class="inline">{csrf_input(csrf)}'
                    f'<button type="submit" class="danger" id="deny-{h(r.id)}">Deny</button></form>')
     if r.state == "active":

@@ -176,6 +176,7 @@ async def test_request_two_approvals_granted_then_expired_in_the_browser(scim: S
             await _sign_in(b, url, idp, "u-mia")
             await b.click(f"#approve-{rid}")
             assert "1 of 2 approvals" in await b.text("#flash")
+            assert await b.js(f"!!document.getElementById('approve-{rid}')") is False  # she has approved it
             await b.screenshot("issue18-03-one-of-two-approvals")
             assert "ana@example.com" not in _members(scim, GROUP)  # one approval grants nothing
             # -- Bob, the group's owner, approves: granted
