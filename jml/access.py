@@ -448,7 +448,7 @@ def _human(d: dt.timedelta) -> str:
 
 
 # ---- the daemon's job ------------------------------------------------------------------------
-JOB_INTERVAL = 60.0  # seconds: expiry is checked every minute
+JOB_INTERVAL = 60.0  # seconds: the default of access.check_interval (the scheduler reads the config)
 
 
 async def job(ctx: ServiceContext) -> None:
