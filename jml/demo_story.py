@@ -48,7 +48,8 @@ def _write(folder: Path, name: str, fields: list[str], rows: list[dict[str, str]
 def _api(url: str, token: str, path: str, body: dict[str, Any] | None = None) -> Any:
     if not url.startswith("http://127.0.0.1:"):
         raise OSError(f"the demo talks to its own daemon only, not {url}")
-    req = urllib.request.Request(url + path.lstrip("/"),  # noqa: S310 (checked just above) method="POST" if body is not None else "GET",
+    req = urllib.request.Request(url + path.lstrip("/"),  # noqa: S310 (checked just above)
+                                 method="POST" if body is not None else "GET",
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
