@@ -261,6 +261,9 @@ def test_dialect_is_remembered_and_shown_by_check(upstream: ScimPeer, tmp_path: 
     view.empty()  # the module's server
     with DialectProxy(upstream.url.removesuffix("/v2/"), "filter_ignored") as proxy:
         jml = Jml(tmp_path, proxy.url + "v2/", upstream.token, monkeypatch)
+        # An ignored filter shows only when the server holds someone else: Ann is there before
+        # Bo's joiner search (one day each), so the lesson does not hang on task timing.
+        jml.day([person("E001", "Ann", "Lee")], "2026-11-22")
         jml.day([person("E001", "Ann", "Lee"), person("E002", "Bo", "Kim", "Sales")], "2026-11-23")
         rt = Runtime(jml.cfg)
         try:
