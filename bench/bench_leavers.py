@@ -30,7 +30,9 @@ with everything idle before the run (`peer_latency_ms.idle`) and throughout the 
 0.1 s cost the peers and the probe 0.23 of a core, every 0.25 s 0.09.) The wrappers also report
 their own handling time (`peer_handle_ms`, upstream included). `cpu_percent_during_run` and
 `cpu_ms_per_leaver` give this process's (jml and the webhook sender) and each peer's CPU during
-the measured phase; `cores_needed_at_offered_rate` what that work needs at `--leavers / --over`
+the measured phase (`cpu_ms_per_leaver_with_proofs`: up to the last SLA clock stopped by its
+read-back, the window bench/bench_leavers_bare.py compares with a bare script);
+`cores_needed_at_offered_rate` what that work needs at `--leavers / --over`
 per second: past the host's cores, queues grow whatever jml does. `host.python_loop_s` times a
 fixed loop just before the run: a shared host's speed drifts, so compare runs of like speed.
 """
@@ -489,6 +491,11 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         # The proofs: every leaver's SLA clock in every connector stopped by a read-back
         # (they wait while pushes are queued, at most a tenth of the SLA: jml.sla.Verifier).
         proven = await verified_times(rt, leavers, VERIFY_TIMEOUT) if pushed else {}
+        # The same window as bench_leavers_bare's floor: from the first webhook to the last proof.
+        cpu_proofs = cpu_now() - cpu0
+        peer_cpu2 = peers.cpu_seconds()
+        requests_proofs = {k: int(v - requests0.get(k, 0)) for k, v in sorted(request_counts().items())
+                           if v > requests0.get(k, 0)}
         ctx.stopping.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
@@ -521,6 +528,11 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
         "per_connector_p99_s": {c: round(pct(v, 0.99), 3) for c, v in sorted(per.items())},
         "per_connector_max_s": {c: round(max(v), 3) for c, v in sorted(per.items())},
         "requests_per_leaver": {k: round(v / args.leavers, 2) for k, v in requests.items()},
+        # From the first webhook to the last SLA clock stopped by its read-back (all proven):
+        # what bench/bench_leavers_bare.py compares with its bare script.
+        "requests_per_leaver_with_proofs": {k: round(v / args.leavers, 2) for k, v in requests_proofs.items()},
+        "cpu_ms_per_leaver_with_proofs": {"bench": round(1000 * cpu_proofs / args.leavers, 1), **{
+            n: round(1000 * (peer_cpu2[n] - peer_cpu0[n]) / args.leavers, 1) for n in peer_cpu2 if n in peer_cpu0}},
         "peer_latency_ms": {"idle": idle, "during_run": during},
         "peer_handle_ms": {n: s["handle_ms"] for n, s in served_stats.items()},
         "host": {"cpus": os.cpu_count(), "python_loop_s": speed, "loadavg_1m_before": round(load0, 2),

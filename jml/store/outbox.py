@@ -32,6 +32,10 @@ L = LeaseRow.__table__  # type: ignore[attr-defined]
 # Run for every operation: built once (see repo._ACCOUNTS_OF).
 _CLAIM = update(O).where(O.c.id.in_(bindparam("ids", expanding=True)), O.c.state == "pending").values(
     state="running", updated_at=bindparam("now"))
+# The engine claims one operation at a time: an expanding IN is rendered again on every
+# execution (issue 16's leaver profile: 4.6% of jml's CPU), `id = ?` is compiled once.
+_CLAIM_ONE = update(O).where(O.c.id == bindparam("op_id"), O.c.state == "pending").values(
+    state="running", updated_at=bindparam("now"))
 _DONE = update(O).where(O.c.id == bindparam("op_id")).values(
     state="done", done_at=bindparam("at"), updated_at=bindparam("at"), attempts=O.c.attempts + 1)
 
@@ -166,6 +170,8 @@ class Outbox:
     def mark_running(self, ids: Sequence[int], now: dt.datetime) -> int:
         """Claim pending operations; returns how many were still pending (a cancelled one is not)."""
         with self.engine.begin() as conn:
+            if len(ids) == 1:
+                return int(conn.execute(_CLAIM_ONE, {"op_id": ids[0], "now": now}).rowcount)
             return int(conn.execute(_CLAIM, {"ids": list(ids), "now": now}).rowcount)
 
     def mark_done(self, op_id: int, now: dt.datetime, conn: Any = None) -> None:

@@ -48,6 +48,10 @@ S = SettingRow.__table__  # type: ignore[attr-defined]
 _ACCOUNTS_OF = select(A).where(A.c.employee_id.in_(bindparam("eids", expanding=True)))
 _GRANTS_OF = select(G.c.connector, G.c.employee_id, G.c.name).where(
     G.c.employee_id.in_(bindparam("eids", expanding=True)))
+# One person (every operation the engine runs): an expanding IN is rendered again on every
+# execution, `employee_id = ?` is compiled once.
+_ACCOUNTS_OF_ONE = select(A).where(A.c.employee_id == bindparam("eid"))
+_GRANTS_OF_ONE = select(G.c.connector, G.c.employee_id, G.c.name).where(G.c.employee_id == bindparam("eid"))
 _DELETE_ACCOUNT = delete(A).where(A.c.connector == bindparam("k_connector"), A.c.employee_id == bindparam("k_eid"))
 _DELETE_GRANTS = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"))
 _DELETE_GRANT = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"),
@@ -259,7 +263,11 @@ class Store:
     def _accounts_of(conn: Connection, eids: Iterable[str]) -> dict[Key, AccountRecord]:
         """Every connector's account of these people, 900 at a time (SQLite's bound-parameter cap)."""
         out: dict[Key, AccountRecord] = {}
-        for chunk in _chunks(eids):
+        ids = eids if isinstance(eids, list) else list(eids)
+        if len(ids) == 1:
+            one = {"eid": ids[0]}
+            return _records(conn.execute(_ACCOUNTS_OF_ONE, one).mappings(), conn.execute(_GRANTS_OF_ONE, one))
+        for chunk in _chunks(ids):
             out.update(_records(conn.execute(_ACCOUNTS_OF, {"eids": chunk}).mappings(),
                                 conn.execute(_GRANTS_OF, {"eids": chunk})))
         return out

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jml.model import Priority
@@ -23,6 +23,10 @@ __all__ = ["OPEN_STATES", "Clock", "ClockView", "SlaClocks"]
 C = SlaClockRow.__table__  # type: ignore[attr-defined]
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 P = PersonRow.__table__  # type: ignore[attr-defined]
+# Run for every verified clock: built once (building a Core statement and its cache key costs
+# more than SQLite running it; see repo._ACCOUNTS_OF).
+_STOP_VERIFIED = update(C).where(C.c.id == bindparam("clock_id"), C.c.verified_at.is_(None)).values(
+    verified_at=bindparam("now"), predicted_breach=False, last_check=bindparam("check"))
 
 OPEN_STATES = ("pending", "running", "held")
 
@@ -203,8 +207,7 @@ class SlaClocks:
     def stop_verified(tx: Connection, clock_id: int, now: dt.datetime, last_check: str) -> bool:
         """Stop an open clock as verified, inside the caller's transaction (store.transaction());
         False when another path stopped it first."""
-        return bool(tx.execute(update(C).where(C.c.id == clock_id, C.c.verified_at.is_(None)).values(
-            verified_at=now, predicted_breach=False, last_check=last_check)).rowcount)
+        return bool(tx.execute(_STOP_VERIFIED, {"clock_id": clock_id, "now": now, "check": last_check}).rowcount)
 
     # ---- what the clocks are judged against --------------------------------------
     def phase_and_termination(self, employee_id: str) -> tuple[str | None, dt.datetime | None]:
