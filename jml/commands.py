@@ -14,6 +14,7 @@ from jml.errors import JMLError, UsageError
 from jml.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_SAFETY, EXIT_USAGE
 from jml.push import print_outcome, report_plan, work
 from jml.runtime import Runtime
+from jml.sla_causes import record_pause
 from jml.sync import plan_cycle, write_plan_json
 from jml.timeparse import parse_time
 
@@ -154,6 +155,7 @@ async def _pause(args: argparse.Namespace, cfg: Config, paused: bool) -> int:
     current = set(rt.store.get_setting("paused_connectors", []) or [])
     current = current | {args.connector} if paused else current - {args.connector}
     rt.store.set_setting("paused_connectors", sorted(current))
+    record_pause(rt, args.connector, paused, rt.clock())
     rt.audit.append("pause" if paused else "resume", {"connector": args.connector}, now=rt.clock(), actor="cli")
     print(f"{args.connector} {'paused: its work waits in the outbox' if paused else 'resumed'}")
     return EXIT_OK

@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jml.runtime import Runtime
 
-__all__ = ["CAUSES", "cause_of", "describe"]
+__all__ = ["CAUSES", "cause_of", "describe", "paused_at", "record_pause"]
+
+PAUSE_LOG = "pause_log"  # setting: {connector: [[paused at, resumed at or None], ...]}, the latest first kept
+PAUSE_LOG_KEEP = 50
 
 CAUSES = ("hr_data_late", "held_plan", "paused_connector", "vendor_rate_limit", "app_errors", "jml_backlog")
 
@@ -66,12 +69,35 @@ def cause_of(rt: Runtime, connector: str, employee_id: str, deadline: dt.datetim
     paused = set(rt.store.get_setting("paused_connectors", []) or [])
     if connector in paused and (not ops or any(o["state"] in ("pending", "running") for o in ops)):
         return "paused_connector"
+    if paused_at(rt, connector, deadline):  # paused when the deadline passed, resumed since (the breach is
+        return "paused_connector"           # counted when it is verified, or by the next tick)
     errors = [str(o["error"] or "") for o in ops if o["error"]]
     if any(_rate_limited(e) for e in errors):
         return "vendor_rate_limit"
     if errors or any(o["state"] == "dead" for o in ops):
         return "app_errors"
     return "jml_backlog"
+
+
+def record_pause(rt: Runtime, connector: str, paused: bool, now: dt.datetime) -> None:
+    """Note when a connector was paused and resumed: a breach counted after the resume still
+    knows the deadline passed while it was paused."""
+    log: dict[str, Any] = dict(rt.store.get_setting(PAUSE_LOG) or {})
+    spans = [list(s) for s in log.get(connector) or []]
+    if paused and (not spans or spans[-1][1] is not None):
+        spans.append([now.isoformat(), None])
+    elif not paused and spans and spans[-1][1] is None:
+        spans[-1][1] = now.isoformat()
+    log[connector] = spans[-PAUSE_LOG_KEEP:]
+    rt.store.set_setting(PAUSE_LOG, log)
+
+
+def paused_at(rt: Runtime, connector: str, at: dt.datetime) -> bool:
+    """Was the connector paused at `at` (by the pause log)?"""
+    for start, end in (rt.store.get_setting(PAUSE_LOG) or {}).get(connector) or []:
+        if dt.datetime.fromisoformat(start) <= at and (end is None or at < dt.datetime.fromisoformat(end)):
+            return True
+    return False
 
 
 def _rate_limited(error: str) -> bool:

@@ -35,7 +35,7 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         for q in rt.outbox.ops(["dead"], limit=dead_limit)
     ]
     exports = rt.store.recent_exports(5)
-    from jml.sync import last_source_read
+    from jml.sync import last_source_error, last_source_read
 
     last_ok = rt.store.last_export("hris", good=True)
     last_read_ok = last_source_read(rt) or (last_ok.read_at if last_ok else None)
@@ -51,6 +51,8 @@ def snapshot(rt: Runtime, *, dead_limit: int = 50) -> dict[str, Any]:
         "rows": last_ok.row_count if last_ok else None,
         "stale": bool(stale_after and (last_read_ok is None or now - last_read_ok > stale_after)),
     }
+    if failed := last_source_error(rt):  # the last read failed (not found, refused, unreachable)
+        source["error"], source["error_at"] = failed["error"], failed.get("at")
     # One word for the tile: a rejected export is not "fresh", whenever the last good read was.
     source["state"] = ("rejected" if source["last_status"] == "rejected" else "none" if src is None
                        else "stale" if source["stale"] else "fresh")
@@ -150,6 +152,8 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"  {aside['count']} row(s) of {aside.get('file')} set aside (see above)")
     if src.get("last_reason"):
         lines.append(f"  note: {src['last_reason']}")
+    if src.get("error"):
+        lines.append(f"  last error ({local_time(src.get('error_at'), tz)}): {src['error']}")
     lines.append("connectors:")
     for name, c in doc["connectors"].items():
         flag = "  PAUSED" if name in doc["paused"] else ""

@@ -91,6 +91,16 @@ def last_source_read(rt: Runtime) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
+SOURCE_ERROR_KEY = f"source_error:{SOURCE}"
+
+
+def last_source_error(rt: Runtime) -> dict[str, Any] | None:
+    """The last failed read of the HR source ({"at", "error"}), until a read succeeds again: what
+    `jml status` shows as the source's last error (a rejected export has its own record)."""
+    value = rt.store.get_setting(SOURCE_ERROR_KEY)
+    return value if isinstance(value, dict) and value.get("error") else None
+
+
 def _parse(rt: Runtime, fetched: Fetched, known: dict[str, str] | None) -> ParsedExport:
     src = rt.config.sources.hris
     assert src is not None
@@ -120,7 +130,10 @@ async def _plan_cycle(rt: Runtime, *, dry_run: bool, origin: str) -> PlanOutcome
         metrics.source_errors.labels(SOURCE, "read").inc()
         if not dry_run:
             rt.audit.append("export_failed", {"source": SOURCE, "error": str(e)}, now=now)
+            rt.store.set_setting(SOURCE_ERROR_KEY, {"at": now.isoformat(), "error": str(e)})
         raise
+    if not dry_run and last_source_error(rt) is not None:  # the source answers again
+        rt.store.set_setting(SOURCE_ERROR_KEY, None)
     index = rt.store.person_index()
     if fetched is None:
         if not dry_run:

@@ -17,6 +17,7 @@ from jml import offboard as offboard_mod
 from jml.approvals import Approver, Decision
 from jml.context import ServiceContext
 from jml.errors import GuardHeld, JMLError
+from jml.sla_causes import record_pause
 
 
 class ActionError(Exception):
@@ -74,6 +75,7 @@ def pause(ctx: ServiceContext, connector: str, paused: bool, actor: str) -> list
     current = set(rt.store.get_setting("paused_connectors", []) or [])
     current = current | {connector} if paused else current - {connector}
     rt.store.set_setting("paused_connectors", sorted(current))
+    record_pause(rt, connector, paused, rt.clock())
     rt.audit.append("pause" if paused else "resume", {"connector": connector}, now=rt.clock(), actor=actor)
     if not paused:
         ctx.wake()

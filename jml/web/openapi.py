@@ -159,6 +159,8 @@ def _schemas() -> dict[str, Any]:
                     "last_read": nullable_str, "last_status": nullable_str, "last_reason": nullable_str,
                     "last_success": nullable_str, "rows": {"type": "integer", "nullable": True},
                     "stale": {"type": "boolean"},
+                    "error": {"type": "string", "description": "the last failed read, until one succeeds"},
+                    "error_at": nullable_str,
                     "state": {"type": "string", "enum": ["fresh", "stale", "rejected", "none"]}}},
                 "timezone": {"type": "string", "description": "The display zone (server.timezone, default HR's)"},
                 "set_aside": {"type": "object", "description": "HR rows of the latest export set aside (quarantined)",

@@ -95,3 +95,23 @@ def test_a_counted_breach_records_its_cause_everywhere(rt: Runtime) -> None:
     doc = status_mod.snapshot(rt)
     breach = next(i for i in doc["attention"] if i["kind"] == "breach" and i["person"] == "E100")
     assert breach["why"].startswith("held plan")
+
+
+def test_a_breach_counted_after_the_resume_is_still_the_pause(rt: Runtime) -> None:
+    """The breach of a leaver whose deadline passed while the connector was paused is often counted
+    after the resume (when the deprovision is verified, or by the next tick): still paused_connector."""
+    from jml.sla_causes import paused_at, record_pause
+
+    deadline = NOW - dt.timedelta(minutes=25)
+    started = deadline - dt.timedelta(minutes=5)
+    _leaver_op(rt, "p-was-paused", "E7", "chat", at=started)
+    record_pause(rt, "chat", True, started + dt.timedelta(minutes=1))
+    record_pause(rt, "chat", False, deadline + dt.timedelta(minutes=3))
+    assert rt.store.get_setting("paused_connectors", []) in ([], None)  # not paused now
+    assert paused_at(rt, "chat", deadline) and not paused_at(rt, "chat", deadline + dt.timedelta(minutes=4))
+    assert cause_of(rt, "chat", "E7", deadline, started) == "paused_connector"
+    # Paused only after the deadline had passed: not the cause.
+    _leaver_op(rt, "p-late-pause", "E8", "demo", at=started)
+    record_pause(rt, "demo", True, deadline + dt.timedelta(minutes=1))
+    record_pause(rt, "demo", False, deadline + dt.timedelta(minutes=2))
+    assert cause_of(rt, "demo", "E8", deadline, started) == "jml_backlog"
