@@ -226,10 +226,20 @@ async def _send_email(cfg: NotificationsConfig, smtp: SmtpConfig, notice: Notice
             await asyncio.to_thread(_smtp_send, cfg, smtp, msg, password)
 
 
-def plan_held(rt: Runtime, plan_id: str, reasons: list[str], operations: int) -> None:
-    """Tell the approvers (notifications.approvers, and the webhook's channel) that a plan waits for them.
+def held_plan_saved(rt: Runtime, plan_id: str, reasons: list[str], operations: int) -> None:
+    """A plan the guard held has been stored (committed): count it and tell the approvers, once.
 
-    Called where a plan is held (sync; reconcile, reviews and revert may call it too)."""
+    Every path that stores a held plan calls this right after its commit: HR exports and
+    webhook events (jml/sync.py), reconcile's orphan deletions (jml/reconcile.py), review
+    revocations (jml/reviews.py) and reverts (jml/revert.py);
+    tests/integration/test_held_notify.py holds each of them to it."""
+    metrics.guard_held_plans.inc()
+    plan_held(rt, plan_id, reasons, operations)
+
+
+def plan_held(rt: Runtime, plan_id: str, reasons: list[str], operations: int) -> None:
+    """Tell the approvers (notifications.approvers, and the webhook's channel) that a plan waits for them
+    (through held_plan_saved, which every path that holds a plan calls)."""
     if not enabled(rt.config):
         return
     why = "; ".join(reasons) or "the guard's limits"

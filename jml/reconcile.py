@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge
 
-from jml import guard, metrics, reviews
+from jml import guard, metrics, notify, reviews
 from jml.access_state import is_managed
 from jml.context import ServiceContext
 from jml.model import AccountRecord, Action, Operation, Priority, RemoteAccount
@@ -184,11 +184,11 @@ def _delete_orphans(rt: Runtime, report: list[Findings], now: dt.datetime) -> No
     summary = {Action.DELETE.value: len(ops)}
     rt.outbox.save_plan(plan_id, ops, held=verdict.held, origin="reconcile", reasons=list(verdict.reasons),
                         summary=summary, policy_hash=rt.policy.fingerprint(), export_id=None, now=now)
-    if verdict.held:
-        metrics.guard_held_plans.inc()
     rt.audit.append("plan", {"plan_id": plan_id, "held": verdict.held, "reasons": list(verdict.reasons),
                              "summary": summary, "origin": "reconcile", "operations": len(ops)}, now=now,
                     actor="reconcile")
+    if verdict.held:
+        notify.held_plan_saved(rt, plan_id, list(verdict.reasons), len(ops))
 
 
 async def job(ctx: ServiceContext) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jml import guard, lifecycle, metrics
+from jml import guard, lifecycle, notify
 from jml import revert_plan as rp
 from jml.errors import UsageError
 from jml.model import AccountRecord, Action, Operation, PersonState
@@ -198,7 +198,7 @@ def revert(rt: Runtime, plan_id: str, *, actor: str, dry_run: bool = True) -> Re
 
     retry_write(save, "saving the revert")
     if out.held:
-        metrics.guard_held_plans.inc()
+        notify.held_plan_saved(rt, new_id, list(out.reasons), len(out.operations))
     return out
 
 

@@ -321,7 +321,7 @@ def _revoke(rt: Runtime, campaign_id: int, items: Sequence[Item], who: Decider, 
 
     retry_write(save, "saving the revocation plan")
     if verdict.held:
-        metrics.guard_held_plans.inc()
+        notify.held_plan_saved(rt, plan_id, list(verdict.reasons), len(ops))
     rt.store.reviews.set_plan([it.id for it in items], plan_id)
     return plan_id, verdict.held
 

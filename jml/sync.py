@@ -308,8 +308,7 @@ def _plan_scope(
     retry_write(functools.partial(save, saves), "saving the plan")
     if plan_id is not None:
         if verdict.held:
-            metrics.guard_held_plans.inc()
-            notify.plan_held(rt, plan_id, list(verdict.reasons), len(result.operations))
+            notify.held_plan_saved(rt, plan_id, list(verdict.reasons), len(result.operations))
         # Leavers' SLA clocks start now (held or not), at their effective termination.
         # (Only when there are leavers: a 100k-joiner import need not pay for the clock queries.)
         if any(op.priority == Priority.LEAVER for op in result.operations):
