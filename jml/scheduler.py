@@ -131,7 +131,17 @@ class Workers:
 
 
 def _plan_in_thread(ctx: ServiceContext) -> PlanOutcome:
-    return asyncio.run(plan_cycle(ctx.rt))
+    return asyncio.run(_plan_and_tell(ctx))
+
+
+async def _plan_and_tell(ctx: ServiceContext) -> PlanOutcome:
+    outcome = await plan_cycle(ctx.rt)
+    # What planning queued on this thread's short-lived loop (the "plan held" notice to the
+    # approvers) is sent before the loop ends: asyncio.run would cancel it unsent.
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if others:
+        await asyncio.gather(*others, return_exceptions=True)
+    return outcome
 
 
 async def poll_sources(ctx: ServiceContext, workers: Workers) -> None:
