@@ -217,7 +217,8 @@ def _blocked_why(lv: dict[str, Any]) -> str:
     state = lv.get("state")
     return {"held": "its deprovision is in a held plan", "paused": "its connector is paused",
             "queued": f"{lv.get('operations_ahead', 0)} operation(s) ahead of it at the connector's write rate",
-            "not_deprovisioned": "the app still showed access after the push; pushing again"}.get(
+            "not_deprovisioned": "the app still showed access after the push; pushing again",
+            "dead_letter": "its deprovision failed for good (a dead letter): it waits for a retry"}.get(
         str(state), f"state {state}")
 
 
@@ -225,7 +226,8 @@ def _blocked_todo(lv: dict[str, Any]) -> str:
     state = lv.get("state")
     return {"held": "An approver approves (or an operator discards) the held plan.",
             "paused": f"Resume {lv.get('connector')}.",
-            "queued": "Nothing yet: watch it; the connector's rate limit decides the pace."}.get(
+            "queued": "Nothing yet: watch it; the connector's rate limit decides the pace.",
+            "dead_letter": "Ops: fix what failed (`jml check`), then Retry the dead letter."}.get(
         str(state), "Watch it; check the dead letters if it does not move.")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jml import metrics
+from jml.model import Priority
 from jml.sla_clocks import Clock, clocks, set_clock
 from jml.sla_rules import humanize, parse_check, predict_completion, will_breach
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jml.sla")
 
 DEFAULT_LATENCY = 1.0  # seconds per operation before any has been measured
+DEAD_LIMIT = 5000  # dead letters looked at for leavers' states (the newest)
 
 
 def _latency(connector: str) -> float:
@@ -47,7 +49,7 @@ def _rate(rt: Runtime, connector: str) -> float | None:
 @dataclass(frozen=True, slots=True)
 class InFlight:
     clock: Clock
-    state: str  # held | paused | queued | running | verifying | not_deprovisioned | waiting
+    state: str  # held | paused | queued | running | dead_letter | verifying | not_deprovisioned
     completion: dt.datetime | None
     ahead: int
 
@@ -71,6 +73,9 @@ def assess(rt: Runtime, now: dt.datetime) -> list[InFlight]:
             queue.setdefault(connector, []).append(op_id)
     for ids in queue.values():
         ids.sort()
+    # A leaver operation that failed for good waits for an operator (`jml retry`), not for jml.
+    dead = {(q.op.connector, q.op.employee_id) for q in rt.outbox.ops(["dead"], limit=DEAD_LIMIT)
+            if q.op.priority == Priority.LEAVER}
     out: list[InFlight] = []
     cache: dict[str, tuple[float | None, float, int]] = {}
     for clock in open_clocks:
@@ -92,10 +97,12 @@ def assess(rt: Runtime, now: dt.datetime) -> list[InFlight]:
             state = "running"
         elif states:
             state = "queued"
+        elif (c, clock.employee_id) in dead:
+            state = "dead_letter"
         else:
             outcome = parse_check(clock.last_check)[0]
             state = "not_deprovisioned" if outcome in ("replanned", "not_deprovisioned") else "verifying"
-        blocked = state in ("held", "paused")
+        blocked = state in ("held", "paused", "dead_letter")
         completion = predict_completion(now, ahead=ahead, rate=rate, latency=latency, concurrency=concurrency,
                                         blocked=blocked)
         out.append(InFlight(clock, state, completion, ahead))

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -22,7 +23,7 @@ from tests.e2e.test_cli import FIELDS, Cli, people
 from tests.e2e.test_cli import peer as peer  # the module's SCIM server fixture
 from tests.e2e.test_purge import _dump, _found
 from tests.e2e.test_runbooks import LENIENT_GUARD, active, fresh, step
-from tests.peers import ScimPeer
+from tests.peers import ScimPeer, free_port
 
 __all__ = ["fresh", "peer"]  # fixtures, imported to be used here
 
@@ -211,6 +212,35 @@ def test_sla_breach(tmp_path: Path, fresh: ScimPeer) -> None:
         assert re.search(r"\bbreached\s+paused_connector$", line), r.stdout
         assert "1 breached" in r.stdout
         assert served.stop() == 0
+
+
+def test_sla_breach_dead_letter(tmp_path: Path, fresh: ScimPeer) -> None:
+    """ops-sla-breach.md step 2's `dead_letter`, through the command line alone (no daemon)."""
+    cli = Cli(tmp_path, fresh, guard=LENIENT_GUARD, sla={"deprovision": "1s"})
+    rows = people(4)
+    cli.write(rows)
+    assert cli.run("sync").returncode == 0
+    doc = yaml.safe_load(cli.config.read_text(encoding="utf-8"))
+    good_url = doc["connectors"]["demo"]["url"]
+    doc["connectors"]["demo"]["url"] = f"http://127.0.0.1:{free_port()}/v2/"  # the app is unreachable
+    cli.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    rows[1].update(status="Terminated", termination_date=dt.datetime.now(dt.UTC).date().isoformat())
+    cli.write(rows)
+    assert cli.run("sync").returncode == 1  # dead-lettered
+    # Step 1: `jml status`: the leaver's line, MISSED; step 2: its state, `dead_letter` -> Dead letter.
+    text = cli.run("status").stdout
+    assert re.search(r"^\s+E001\s+demo\s+deadline .* MISSED, overdue by .*; dead_letter$", text, re.M), text
+    assert "`dead_letter`" in step("ops-sla-breach.md", 2) and "(ops-dead-letter.md)" in step("ops-sla-breach.md", 2)
+    assert re.search(r"#\d+ demo deactivate E001: ", text), text
+    # ops-dead-letter.md steps 3-4: the cause fixed, `jml retry --all`; the deprovision is verified.
+    doc["connectors"]["demo"]["url"] = good_url
+    cli.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert cli.run("retry", "--all").returncode == 0
+    assert active(cli)["person.n001@example.com"] is False
+    # Step 5: `jml report sla`: the breach with its cause, app_errors.
+    r = cli.run("report", "sla", "--month", dt.datetime.now(ZoneInfo("Europe/Berlin")).strftime("%Y-%m"))
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("E001"))
+    assert re.search(r"\bbreached\s+app_errors$", line), r.stdout
 
 
 # ---- ops-source-stale.md -------------------------------------------------------------------
