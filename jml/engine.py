@@ -1,7 +1,8 @@
 """Workers: claim operations from the outbox and push them through connectors.
 
 - One chain per (connector, person): a person's steps run in plan order, different
-  people run in parallel up to the connector's `concurrency`.
+  people run in parallel up to the connector's `concurrency`. A chain parked on a batched
+  group write (connectors/pool.py) gives its seat to the next person until it goes on.
 - Leavers first: chains are queued by (priority, first operation id), and the
   dispatcher re-reads the outbox every tick, so a new leaver overtakes queued bulk work.
 - tenacity retries RetryableError with exponential backoff and jitter, honouring
@@ -14,13 +15,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tenacity import (
@@ -32,6 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from connectors import pool as worker_pool
 from connectors.base import ApplyResult, Connector
 from jml import metrics
 from jml.errors import ConnectorError, RetryableError
@@ -94,6 +97,45 @@ class _Lane:
     timeout: float
     queue: asyncio.PriorityQueue[tuple[int, int, int, list[QueuedOp]]] = field(default_factory=asyncio.PriorityQueue)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
+    busy: int = 0  # workers holding a chain
+    parked: int = 0  # of those, waiting for others' changes to ride along (connectors/pool.py)
+    spawn: Callable[[], None] = lambda: None  # start one more worker (set by the engine)
+
+    @property
+    def seats(self) -> int:
+        """Workers this lane may run: `concurrency` working, plus one per parked chain."""
+        return self.concurrency + self.parked
+
+
+class _LanePool:
+    """connectors/pool.py's WorkerPool over one lane: a parked chain gives its seat to the
+    next queued chain, and the lane is settled when every chain in hand is parked."""
+
+    poll = 0.005  # seconds between looks; settled needs two quiet looks in a row
+
+    def __init__(self, lane: _Lane) -> None:
+        self.lane = lane
+
+    @contextlib.contextmanager
+    def parked(self) -> Iterator[None]:
+        lane = self.lane
+        lane.parked += 1
+        if len(lane.workers) < lane.seats and not lane.queue.empty():
+            lane.spawn()
+        try:
+            yield
+        finally:
+            lane.parked -= 1
+
+    async def settled(self, most: float, until: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + most
+        quiet_before = False
+        while not until() and time.monotonic() < deadline:
+            quiet = self.lane.busy <= self.lane.parked and self.lane.queue.empty()
+            if quiet and quiet_before:
+                return
+            quiet_before = quiet
+            await asyncio.sleep(self.poll)
 
 
 class Engine:
@@ -182,7 +224,13 @@ class Engine:
     def _start_workers(self) -> None:
         for name, lane in self._lanes.items():
             if not lane.workers:
-                lane.workers = [asyncio.create_task(self._worker(name, lane)) for _ in range(lane.concurrency)]
+                lane.spawn = functools.partial(self._spawn_worker, name, lane)
+                for _ in range(lane.concurrency):
+                    self._spawn_worker(name, lane)
+
+    def _spawn_worker(self, name: str, lane: _Lane) -> None:
+        if not self._stopping:
+            lane.workers.append(asyncio.create_task(self._worker(name, lane)))
 
     async def _stop_workers(self, grace: float) -> None:
         self._stopping = True
@@ -213,6 +261,7 @@ class Engine:
         self._full_scan = True  # whatever was skipped is read again on the next start
         for lane in self._lanes.values():
             lane.workers = []
+            lane.busy = lane.parked = 0
             while not lane.queue.empty():
                 lane.queue.get_nowait()
 
@@ -324,14 +373,23 @@ class Engine:
         # Group creation comes before the memberships that need it.
         first = 0 if not key[1] or key[1].startswith("#group:") else 1
         prio = min(int(q.op.priority) for q in ops)
-        self._lanes[key[0]].queue.put_nowait((prio, first, ops[0].id, ops))
+        lane = self._lanes[key[0]]
+        lane.queue.put_nowait((prio, first, ops[0].id, ops))
+        if lane.workers and len(lane.workers) == lane.busy < lane.seats:
+            lane.spawn()  # every worker holds a chain, some of them parked: a seat is free
 
     # ---- workers -------------------------------------------------------------------
     async def _worker(self, name: str, lane: _Lane) -> None:
+        worker_pool.serve(_LanePool(lane))
         while True:
+            me = asyncio.current_task()
+            if len(lane.workers) > lane.seats and me in lane.workers:
+                lane.workers.remove(me)  # started for a chain that was parked and has gone on since
+                return
             _prio, _first, _id, chain = await lane.queue.get()
             key = _chain_key(chain[0].op)
             behind: _Done | None = None
+            lane.busy += 1
             try:
                 failed: QueuedOp | None = None
                 record: AccountRecord | _Unset | None = _UNSET  # the person's account, read once per chain
@@ -348,6 +406,7 @@ class Engine:
                     if not ok and failed is None and q.op.action in (Action.CREATE, Action.INVITE):
                         failed = q
             finally:
+                lane.busy -= 1
                 if behind is None:
                     self._chain_done(key, chain)
                 else:

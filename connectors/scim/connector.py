@@ -66,6 +66,9 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
             name, self.base_url(cfg), lambda: ctx.secret("token"), timeout=cfg.timeout.total_seconds(),
             bucket=self.bucket, classify=self.classify, observe=ctx.observe,
         )
+        # A held grant's wait counts against the engine's limit on one attempt (5 request
+        # timeouts): it must leave room for the lock, the PATCH and a read-back.
+        self.bulk_linger = min(self.bulk_linger, 1.5 * cfg.timeout.total_seconds())
         self.caps: p.Capabilities | None = None
         # What this server turned out to support: learnt from its answers, remembered in the
         # store (connectors/scim/dialect.py), so restarts and replicas start from it.
@@ -187,7 +190,8 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         if op.action == Action.REMOVE_MEMBER and known:
             # A removal needs only the member id, and removing a non-member is success: the
             # recorded id spares a leaver's removals one read each.
-            return await self.change_membership({"id": known}, str(d["group"]), False)
+            return await self.change_membership({"id": known}, str(d["group"]), False,
+                                                urgent=op.priority == Priority.LEAVER)
         if op.action == Action.ADD_MEMBER and known:
             # The recorded id spares a joiner's or mover's grants one read each; an id the app
             # no longer knows (deleted by hand) takes the general path below.

@@ -52,6 +52,7 @@ FACTS: dict[str, tuple[str, str]] = {
     "patch_attributes": ("PATCH ?attributes= accepted (false: a write is read back by GET)", "warn"),
     "filter_or": ("`or` filters work (false: one search per attribute)", "info"),
     "members_or": ("`or` of members.value filters works (false: each leaver's groups asked apart)", "info"),
+    "mixed_members": ("one PATCH adds and removes members (false: one PATCH per kind)", "info"),
     "excluded": ("excludedAttributes accepted (false: full resources are read)", "info"),
     "start_index": ("startIndex honoured (false: only the first page can be read)", "warn"),
     "delete_deactivates": ("DELETE deactivates: the account stays, inactive", "warn"),
@@ -65,7 +66,8 @@ _DEFAULTS: dict[str, Any] = {"count": True, "external_id": True, "patch_attribut
                              "filter:Users:userName": True, "filter:Users:externalId": True,
                              "filter:Groups:displayName": True, "filter:members": True,
                              "update": "patch", "active": "patch", "add_member": "value",
-                             "remove_member": "filter", "filter_or": True, "members_or": True, "excluded": True,
+                             "remove_member": "filter", "filter_or": True, "members_or": True, "mixed_members": True,
+                             "excluded": True,
                              "start_index": True, "delete_deactivates": False}
 
 # Keys learnt to be usable without a read-back ("verified:<what>"): a 2xx was confirmed once.

@@ -9,8 +9,11 @@ Group commit: everyone is in "All Staff", so 200 simultaneous leavers would othe
 queue 200 PATCHes on that one group, one at a time. Changes that arrive while a PATCH to
 the group is in flight wait together, and the next PATCH carries all of them (up to
 `max_members_per_patch`); while the group is busy, the next PATCH also waits
-`group_linger` first, so a stream of leavers shares fewer, larger writes. One member's
-permanent error does not fail its batch-mates: a failed batch is retried member by member.
+`group_linger` first, so a stream of leavers shares fewer, larger writes. Changes nobody
+waits on (joiners' and movers' grants) are held until every worker of the connector waits
+too (connectors/pool.py), so a day's grants to a group share one PATCH. One member's
+permanent error does not fail its batch-mates: a failed batch is retried member by member
+(connectors/scim/batching.py, which also sends adds and removals as one PATCH).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from connectors import pool
 from connectors.base import ApplyResult
 from connectors.scim import protocol as p
+from connectors.scim.batching import BatchingMixin
 from connectors.scim.dialect import Dialect
 from connectors.scim.member_checks import MemberChecksMixin
 from connectors.scim.transport import ScimTransport
-from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError, RetryableError
+from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError
 
 # Membership forms, in the order tried (connectors/scim/dialect.py remembers the one that works).
 ADD_FORMS = ("value", "replace", "put")
@@ -36,7 +41,7 @@ REMOVE_FORMS = ("filter", "value", "replace", "put")
 BUSY_WINDOW = 1.0  # seconds: a group written this recently is "busy" (see group_linger)
 
 
-class MembershipMixin(MemberChecksMixin):
+class MembershipMixin(BatchingMixin, MemberChecksMixin):
     groups_endpoint: str
     name: str
     transport: ScimTransport
@@ -48,10 +53,10 @@ class MembershipMixin(MemberChecksMixin):
     # a group per write, and "All Staff" is in every leaver's chain. An idle group is written
     # at once. Measured: 200 leavers over 10 s, 108 -> ~50 PATCHes on a 400-member group.
     group_linger: float = 0.1
-    # Changes nobody waits on (a joiner's or mover's grants, not a leaver's removals) wait this
-    # long before the group's next PATCH even when it is idle: the day's other grants to the
-    # same group arrive meanwhile and ride along (bench/bench_requests.py: writes per person).
-    bulk_linger: float = 0.3
+    # Changes nobody waits on (a joiner's or mover's grants, not a leaver's removals) wait until
+    # every worker of the connector waits too (connectors/pool.py), at most this long: the day's
+    # other changes to the group ride along (bench/bench_requests.py: writes per person).
+    bulk_linger: float = 10.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -151,69 +156,37 @@ class MembershipMixin(MemberChecksMixin):
 
     async def _commit(self, gid: str, uid: str, add: bool, urgent: bool = True) -> None:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queued[gid].append((uid, add, mine))
+        queue = self._queued[gid]
+        queue.append((uid, add, mine))
         if urgent:
             self._urgent[gid] += 1
+        workers = pool.current()
+        lock = self._group_locks[gid]
         try:
-            async with self._group_locks[gid]:
+            with workers.parked():  # waiting: the seat serves another person meanwhile
+                await lock.acquire()
+            try:
                 # Whoever holds the lock sends everything queued so far, ours included.
                 while self._queued[gid] and not mine.done():
-                    if not self._urgent[gid]:
-                        await asyncio.sleep(self.bulk_linger)
-                    elif time.monotonic() - self._last_write.get(gid, -BUSY_WINDOW) < BUSY_WINDOW:
-                        await asyncio.sleep(self.group_linger)
+                    with workers.parked():
+                        if not self._urgent[gid]:
+                            # Nobody waits on these: hold them until no other change can come.
+                            await workers.settled(self.bulk_linger, lambda: self._urgent[gid] > 0 or len(
+                                self._queued[gid]) >= self.max_members_per_patch)
+                        elif time.monotonic() - self._last_write.get(gid, -BUSY_WINDOW) < BUSY_WINDOW:
+                            await asyncio.sleep(self.group_linger)
                     batch, self._queued[gid] = self._queued[gid], []
                     try:
                         await self._flush(gid, batch)
                     finally:
                         self._last_write[gid] = time.monotonic()
+            finally:
+                lock.release()
         finally:
             if urgent:
                 self._urgent[gid] -= 1
-        await mine
-
-    async def _flush(self, gid: str, batch: list[tuple[str, bool, asyncio.Future[None]]]) -> None:
-        """Send queued changes as runs of the same kind (add or remove). Joiners' adds and
-        leavers' removals interleave on "All Staff": when no member is both added and
-        removed in the batch, order between different members does not matter, so the batch
-        goes as one run of removals and one of adds instead of a PATCH per alternation."""
-        adds = {u for u, a, _ in batch if a}
-        if not adds & {u for u, a, _ in batch if not a}:
-            batch = [c for c in batch if not c[1]] + [c for c in batch if c[1]]
-        start = 0
-        while start < len(batch):
-            add = batch[start][1]
-            end = start
-            while end < len(batch) and batch[end][1] == add and end - start < self.max_members_per_patch:
-                end += 1
-            run = batch[start:end]
-            await self._send_run(gid, [u for u, _, _ in run], add, [f for _, _, f in run])
-            start = end
-
-    async def _send_run(self, gid: str, uids: list[str], add: bool, futures: list[asyncio.Future[None]]) -> None:
-        ids = list(dict.fromkeys(uids))
-        try:
-            await (self.add_members(gid, ids) if add else self.remove_members(gid, ids))
-        except PermanentError as e:
-            if len(ids) == 1 or isinstance(e, NotFoundError):
-                _settle(futures, e)
-                return
-            for uid, fut in zip(uids, futures, strict=True):  # find the member it was about
-                try:
-                    await (self.add_members(gid, [uid]) if add else self.remove_members(gid, [uid]))
-                except Exception as one:
-                    _settle([fut], one)
-                else:
-                    _settle([fut], None)
-            return
-        except BaseException as e:  # retryable, the group vanished, or cancelled: each member retries alone
-            _settle(futures, e if isinstance(e, Exception) else RetryableError(self.name, "interrupted"))
-            if not isinstance(e, Exception):
-                raise
-            return
-        _settle(futures, None)
-        if add and ids:
-            self._canary = ids[0]
+        with workers.parked():
+            await mine
 
     async def add_members(self, group_id: str, member_ids: list[str]) -> None:
         """Callers hold the group's lock."""
@@ -387,12 +360,3 @@ class MembershipMixin(MemberChecksMixin):
                 out[uid].add(self.group_grant(str(g.get("displayName") or "")))
         return out
 
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for f in futures:
-        if f.done():
-            continue
-        if error is None:
-            f.set_result(None)
-        else:
-            f.set_exception(error)

@@ -84,3 +84,57 @@ def test_leaver_chain_reads_the_account_once_and_ends_deprovisioned(
             assert await reader.groups(str(user["id"])) == {}
 
     asyncio.run(check())
+
+
+def test_grants_nobody_waits_on_share_one_patch_per_group(
+        tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """60 joiners through 4 workers, two groups each: a grant waiting for its group's PATCH
+    gives its worker's seat to the next person (connectors/pool.py), and the PATCH waits until
+    every worker waits. One PATCH per group carries all 60, where one per round of four
+    workers made 30; and every member is in both groups."""
+    from tests.vendor_peers.proxy import VendorProxy
+
+    scheme, _, host, path = scim_peer.url.split("/", 3)
+    proxy = VendorProxy(f"{scheme}//{host}")
+    proxy.start()
+    monkeypatch.setenv("C_TOKEN", scim_peer.token)
+    export = tmp_path / "hr.csv"
+    cfg_path = tmp_path / "jml.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
+        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
+        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": ["Staff", "Eng"]}}]},
+        "connectors": {"app": {"type": "scim", "url": proxy.url + path, "token_env": "C_TOKEN", "concurrency": 4}},
+    }))
+    cfg = config_mod.load(cfg_path)
+    _export(export, ["Active"] * 60)
+
+    async def sync() -> None:
+        rt = Runtime(cfg)
+        try:
+            outcome = await plan_cycle(rt)
+            assert not outcome.held
+            await rt.open_connectors()
+            engine = build_engine(rt, poll_interval=0.05)
+            await engine.run_until_idle(timeout=120)
+            assert engine.outbox.ops(["dead"]) == []
+        finally:
+            await rt.close()
+            rt.store.close()
+
+    try:
+        asyncio.run(sync())
+    finally:
+        proxy.stop()
+    group_patches = [s for s in proxy.seen if s.method == "PATCH" and "/Groups/" in s.path]
+    assert 2 <= len(group_patches) <= 4, len(group_patches)
+    assert len([s for s in proxy.seen if s.method == "POST" and s.path.endswith("/Users")]) == 60
+    reader = PeerReader(scim_peer)
+
+    async def check() -> None:
+        for i in range(60):
+            user = await reader.find(f"E{i}", "")
+            assert user is not None
+            assert await reader.groups(str(user["id"])) == {"Staff": 1, "Eng": 1}, i
+
+    asyncio.run(check())

@@ -477,3 +477,78 @@ async def test_joiners_found_together(plain: tuple[ScimConnector, WriteFaultProx
     for i in range(8):
         u = await reader.find(f"J{i}", "")
         assert u is not None and u["userName"] == f"J{i}@acme.example" and u["title"] == f"T{i}"
+
+
+class MixedPatchProxy(WriteFaultProxy):
+    """A group PATCH carrying both adds and removals: `refuse` answers 400, `half` applies
+    only the removals and answers 204 (the 2xx that lies)."""
+
+    def __init__(self, upstream: str, mode: str) -> None:
+        super().__init__(upstream)
+        self.mode = mode
+
+    @staticmethod
+    def mixed(body: Any) -> bool:
+        kinds = {o.get("op") for o in (body or {}).get("Operations", [])} if isinstance(body, dict) else set()
+        return {"add", "remove"} <= kinds
+
+    async def check(self, request: Any, body: Any) -> Any:
+        if request.method == "PATCH" and "/Groups/" in request.path and self.mixed(body) and self.mode == "refuse":
+            return aiohttp.web.json_response({"schemas": [ERROR], "status": "400", "scimType": "invalidSyntax",
+                                              "detail": "one operation kind per request"}, status=400)
+        return await super().check(request, body)
+
+    async def rewrite(self, method: str, path: str, query: str, body: Any) -> tuple[str, str, str, Any]:
+        if method == "PATCH" and "/Groups/" in path and self.mixed(body) and self.mode == "half":
+            body = {**body, "Operations": [o for o in body["Operations"] if o.get("op") == "remove"]}
+        return method, path, query, body
+
+
+@pytest.mark.parametrize("mode", ["rfc", "refuse", "half"])
+async def test_adds_and_removals_share_one_patch_where_the_server_takes_it(peer: ScimPeer, mode: str) -> None:
+    """Joiners' adds and movers' removals queued on one group together: one PATCH with both
+    kinds of operation on a server that applies it (remembered once read back); a server that
+    refuses it (400) or drops half of it (204) gets one PATCH per kind, remembered too; every
+    member ends where asked either way."""
+    proxy = MixedPatchProxy(peer.url.removesuffix("/v2/"), mode)
+    c = _proxied(peer, proxy)
+    try:
+        await c.open()
+        made = []
+        for i in range(6):
+            res = await c.apply(op(Action.CREATE, f"M{i}", username=f"mix{i}@acme.example", active=True,
+                                   attributes={}), None)
+            assert res.remote_id
+            made.append(_record(f"M{i}", f"mix{i}@acme.example", res.remote_id))
+        for rec in made[:3]:  # three members; the add and remove forms learnt and verified on the way
+            await c.apply(op(Action.ADD_MEMBER, rec.employee_id, username=rec.username, group="mixers"), rec)
+        await c.apply(op(Action.REMOVE_MEMBER, "M0", username="mix0@acme.example", group="mixers"), made[0])
+        await c.apply(op(Action.ADD_MEMBER, "M0", username="mix0@acme.example", group="mixers"), made[0])
+        before = len(proxy.seen)
+        # Movers out (M0, M1), joiners in (M3..M5), queued together (nobody waits on them).
+        await asyncio.gather(*(c.apply(op(Action.REMOVE_MEMBER, r.employee_id, username=r.username, group="mixers"), r)
+                               for r in made[:2]),
+                             *(c.apply(op(Action.ADD_MEMBER, r.employee_id, username=r.username, group="mixers"), r)
+                               for r in made[3:]))
+        patches = [s for s in proxy.seen[before:] if s.method == "PATCH" and "/Groups/" in s.path]
+        if mode == "rfc":
+            assert len(patches) == 1 and MixedPatchProxy.mixed(patches[0].body), patches
+            assert c.dialect.get("mixed_members") is True
+        else:
+            assert c.dialect.get("mixed_members") is False
+            assert [MixedPatchProxy.mixed(s.body) for s in patches] == [True, False, False], patches
+        reader = PeerReader(peer)
+        for i, rec in enumerate(made):
+            assert await reader.groups(str(rec.remote_id)) == ({} if i < 2 else {"mixers": 1}), i
+        # Learnt is learnt: the next mixed batch goes as asked the first time.
+        before = len(proxy.seen)
+        await asyncio.gather(c.apply(op(Action.REMOVE_MEMBER, "M2", username="mix2@acme.example", group="mixers"),
+                                     made[2]),
+                             c.apply(op(Action.ADD_MEMBER, "M0", username="mix0@acme.example", group="mixers"),
+                                     made[0]))
+        patches = [s for s in proxy.seen[before:] if s.method == "PATCH" and "/Groups/" in s.path]
+        assert len(patches) == (1 if mode == "rfc" else 2), patches
+        assert [s for s in proxy.seen[before:] if s.method == "GET" and "/Groups/" in s.path] == []
+    finally:
+        await c.close()
+        proxy.stop()
