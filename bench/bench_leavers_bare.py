@@ -220,6 +220,8 @@ class Bare:
         async with self.sessions["moto"].post(url, data=body, headers=sigv4(url, target, body)) as r:
             got = await r.read()
             self.requests[f"sso-admin {target}"] += 1
+            if r.status == 400 and b"ResourceNotFoundException" in got:
+                raise LookupError(f"{target}: not found")
             if r.status >= 400:
                 raise RuntimeError(f"{target}: {r.status} {got[:200]!r}")
             return dict(json.loads(got))
@@ -266,9 +268,12 @@ class Bare:
             "Filter": {"AccountId": ACCOUNT}})
         if not any(a.get("PermissionSetArn") == self.ps_arn for a in held.get("AccountAssignments", [])):
             return {"note": "not assigned"}
-        out = await self.sso("DeleteAccountAssignment", {
-            "InstanceArn": inst, "TargetId": ACCOUNT, "TargetType": "AWS_ACCOUNT", "PermissionSetArn": self.ps_arn,
-            "PrincipalType": "USER", "PrincipalId": uid})
+        try:
+            out = await self.sso("DeleteAccountAssignment", {
+                "InstanceArn": inst, "TargetId": ACCOUNT, "TargetType": "AWS_ACCOUNT",
+                "PermissionSetArn": self.ps_arn, "PrincipalType": "USER", "PrincipalId": uid})
+        except LookupError:  # as jml's connector: gone meanwhile is done
+            return {"note": "not assigned"}
         status = out["AccountAssignmentDeletionStatus"]
         delay = 0.1
         while status.get("Status") == "IN_PROGRESS":
@@ -308,6 +313,12 @@ class Bare:
         return ok, "inactive, no groups, no assignments" if ok else f"active={user.get('active')} holds {held}"
 
     async def connector_chain(self, c: str, eid: str, ops: list[int], clock: int) -> None:
+        try:
+            await self._chain(c, eid, ops, clock)
+        except Exception as e:  # counted (and the run ends) rather than a task dying unseen
+            self.verified(clock, eid, c, False, f"{type(e).__name__}: {e}"[:300])
+
+    async def _chain(self, c: str, eid: str, ops: list[int], clock: int) -> None:
         person = self.people[eid]
         async with self.gates[c]:
             for op_id, (action, _) in zip(ops, OPERATIONS[c], strict=True):
@@ -464,6 +475,7 @@ async def measure_bare(args: argparse.Namespace, tmp: Path, info: dict[str, Any]
     return {"side": "bare", "people": args.people, "leavers": args.leavers, "connectors": list(connectors),
             "total_s": round(total, 2), "verified_p50_s": round(statistics.median(lat), 3),
             "verified_p99_s": round(pct(lat, 0.99), 3), "unverified": bare.unverified[:5],
+            "unverified_count": len(bare.unverified),
             "requests_per_leaver": {k: round(v / args.leavers, 2) for k, v in sorted(bare.requests.items())},
             "cpu_ms_per_leaver_with_proofs": cpu_ms,
             "runqueue_wait_percent_during_run": round(100 * waited / total, 1),
