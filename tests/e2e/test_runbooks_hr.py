@@ -33,9 +33,10 @@ from tests.e2e.test_cli import TOKEN_ENV, Cli, people
 from tests.e2e.test_reviews_e2e import _groups
 from tests.e2e.test_runbooks import LENIENT_GUARD, active, fresh, step
 from tests.e2e.test_runbooks import peer as peer  # the module's SCIM server fixture
+from tests.integration.test_notify import Mailbox, smtp
 from tests.peers import ScimPeer, free_port
 
-__all__ = ["fresh"]  # fixtures
+__all__ = ["fresh", "smtp"]  # fixtures
 
 ADMIN = "e2e-admin-" + "runbooks-hr-7Hq2Lp9x"
 BEARER = {"Authorization": f"Bearer {ADMIN}"}
@@ -163,7 +164,7 @@ def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 # -- hr-joiner.md -----------------------------------------------------------------------------------
 
 def test_joiner(tmp_path: Path, fresh: ScimPeer) -> None:
-    tz, hire_day, midnight = _zone(tmp_path, 14)
+    tz, hire_day, midnight = _zone(tmp_path, 12)
     legacy = f"http://127.0.0.1:{free_port()}/v2/"  # a second app, down: its creates fail
     everyone = {"demo": ["Staff"], "legacy": ["Staff"]}
     cli = _cli(tmp_path, fresh, tz=tz, policy={"username": "{work_email}", "rules": [
@@ -291,7 +292,7 @@ def test_mover(tmp_path: Path, fresh: ScimPeer) -> None:
 def test_leaver(tmp_path: Path, fresh: ScimPeer) -> None:
     tz, day, midnight = _zone(tmp_path, 14)
     cli = _cli(tmp_path, fresh, tz=tz, guard=LENIENT_GUARD,
-               lifecycle={"termination_time": "00:00:03", "delete_after": "6s"}, sla={"deprovision": "10m"})
+               lifecycle={"termination_time": "00:00:01", "delete_after": "6s"}, sla={"deprovision": "10m"})
     rows = people(4)
     _write(cli, rows)
     email = "person.n001@example.com"
@@ -314,7 +315,7 @@ def test_leaver(tmp_path: Path, fresh: ScimPeer) -> None:
         # Step 2: at the termination date, lifecycle.termination_time in HR's zone: deactivated, groups removed;
         # the SLA clock starts at that effective time.
         assert "`lifecycle.termination_time`" in step("hr-leaver.md", 2)
-        effective = midnight + dt.timedelta(seconds=3)
+        effective = midnight + dt.timedelta(seconds=1)
         wait_until(lambda: not any(active(cli).get(x) for x in (email, early)), 20, 0.3, what="the leavers deactivated")
         assert dt.datetime.now(dt.UTC) >= effective
         wait_until(lambda: _member_of(fresh, email) | _member_of(fresh, early) == set(), 10, 0.3,
@@ -513,10 +514,13 @@ CATALOGUE = {"demo": {"group:Prod Admins": {"owner": "bob@example.com", "risk": 
                       "group:Billing": {"owner": "bob@example.com", "risk": "low", "max_duration": "30d"}}}
 
 
-def test_approver_access_request(tmp_path: Path, fresh: ScimPeer, hook: tuple[str, list[dict[str, Any]]]) -> None:
+def test_approver_access_request(tmp_path: Path, fresh: ScimPeer, hook: tuple[str, list[dict[str, Any]]],
+                                 smtp: tuple[Mailbox, int]) -> None:
     hook_url, told = hook
+    mailbox, smtp_port = smtp
     cli = Cli(tmp_path, fresh, access={"catalogue": CATALOGUE, "jit": {"max_duration": "8h", "roles": ["operator"]}},
-              notifications={"slack_webhook_url_env": "JML_HOOK_URL"})
+              notifications={"slack_webhook_url_env": "JML_HOOK_URL", "smtp": {
+                  "host": "127.0.0.1", "port": smtp_port, "starttls": False, "sender": "jml@example.com"}})
     cli.env["JML_HOOK_URL"] = hook_url
     rows = people(3)
     for row, (first, mgr) in zip(rows, [("ana", "E001"), ("mia", ""), ("bob", "")], strict=True):
@@ -543,10 +547,16 @@ def test_approver_access_request(tmp_path: Path, fresh: ScimPeer, hook: tuple[st
     assert r.returncode == 0, r.stderr
     rid = re.search(r"\b(ar-[0-9a-f]+)", r.stdout).group(1)  # type: ignore[union-attr]
     assert "2 approval(s) needed" in r.stdout
-    # Step 3: the approvers are told in the webhook's channel with a link to the person's page; they list
-    # what waits with `jml access list --state pending`.
+    # Step 3: the approvers are told by mail (the owner, and for a high risk the manager) and in the webhook's
+    # channel, with a link to the person's page; they list what waits with `jml access list --state pending`.
     assert "`jml access list --state pending`" in step("approver-access-request.md", 3)
+    assert "by mail (to the owner and, by risk, the person's manager)" in step("approver-access-request.md", 3)
     assert any(rid in m["text"] and "/people/E000" in m["text"] for m in told), told
+    mails = [(set(to), f"{msg['Subject']}\n{msg.get_payload(decode=True).decode()}") for to, msg in mailbox.messages]
+    mailed = [(to, body) for to, body in mails if rid in body]
+    assert mailed, [(to, body[:300]) for to, body in mails]
+    assert {"bob@example.com", "mia@example.com"} <= set().union(*(to for to, _ in mailed)), mailed
+    assert all("/people/E000" in body for _, body in mailed), mailed
     r = cli.run("access", "list", "--state", "pending")
     assert r.returncode == 0 and rid in r.stdout, r.stdout + r.stderr
     # Step 4: `jml access approve <ar-id> --as <e-mail>`: while another approval is needed it says so, exit 3;
