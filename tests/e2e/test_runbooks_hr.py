@@ -10,8 +10,10 @@ or a termination date "tomorrow" arrives while the test runs."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import html
+import io
 import json
 import os
 import re
@@ -707,19 +709,17 @@ def test_reviewer_access_review(tmp_path: Path, fresh: ScimPeer) -> None:
         metrics = served.get("/metrics")[1].decode()
         assert f'jml_review_items{{campaign="{cid}",state="revoked"}} 2.0' in metrics
 
-        # Step 6: Evidence (CSV) / (JSON) on the campaign page, or `jml review export <id> --format csv`; each
-        # decision carries its audit record's seq and hash; `jml audit verify` proves the trail intact.
-        assert "`jml review export <id> --format csv`" in step("reviewer-access-review.md", 6)
+        # Step 6: Evidence (CSV) / (JSON) on the campaign page (the link followed here), or `jml review export <id>
+        # --format csv`; each decision carries its audit record's seq and hash; `jml audit verify` proves the
+        # trail intact.
+        assert "on the campaign page **Evidence (CSV)**" in step("reviewer-access-review.md", 6)
         page = _page(served, f"/reviews/{cid}")
-        assert "Evidence (CSV)" in page and "Evidence (JSON)" in page
-        r = cli.run("review", "export", cid, "--format", "csv")
-        assert r.returncode == 0, r.stderr
-        import csv
-        import io
-
-        decided = [x for x in csv.DictReader(io.StringIO(r.stdout)) if x["decision"]]
-        assert len(decided) == 3 and all(x["audit_seq"] and x["audit_hash"] for x in decided), r.stdout[:800]
-        assert all(x["verified_at"] for x in decided if x["decision"] == "revoke"), r.stdout[:800]
+        link = re.search(r'<a href="([^"]+)">Evidence \(CSV\)</a>', page)
+        assert link and "Evidence (JSON)" in page, "no evidence links on the campaign page"
+        evidence = _page(served, html.unescape(link.group(1)))
+        decided = [x for x in csv.DictReader(io.StringIO(evidence)) if x["decision"]]
+        assert len(decided) == 3 and all(x["audit_seq"] and x["audit_hash"] for x in decided), evidence[:800]
+        assert all(x["verified_at"] for x in decided if x["decision"] == "revoke"), evidence[:800]
         r = cli.run("audit", "verify")
         assert r.returncode == 0 and "audit trail intact" in r.stdout, r.stdout + r.stderr
         assert served.stop() == 0
