@@ -155,6 +155,8 @@ def test_sla_breach(tmp_path: Path, fresh: ScimPeer) -> None:
         wait_until(lambda: len(_by_eid(fresh)) == 3, 30, what="the export provisioned")
         # The app is in maintenance (its connector paused) when a leaver comes: the deadline passes.
         assert _jml(cfg, env, "pause", "demo").returncode == 0
+        wait_until(lambda: _metric(served.get("/metrics")[1], "jml_connector_paused", connector="demo") == 1.0,
+                   15, 0.2, "the daemon to take the pause")
         rows[0] = {**rows[0], "status": "Terminated", "termination_date": dt.datetime.now(dt.UTC).date().isoformat()}
         write_export(exports, "hr-2.csv", rows)
         missed = re.compile(r"^\s+E0000001\s+demo\s+deadline .* MISSED, overdue by .*; (\w+)$", re.M)
@@ -321,6 +323,7 @@ def test_connector_errors(tmp_path: Path, fresh: ScimPeer) -> None:
         r = _jml(cfg, env, "check")
         assert r.returncode == 1
         assert re.search(r"^demo: PROBLEM: .*token was rejected.*\(HTTP 401\)", r.stdout, re.M), r.stdout
+        assert "`PROBLEM: …`" in step("ops-connector-errors.md", 1) and "exits 1" in step("ops-connector-errors.md", 1)
         # Step 2: `jml status`: the dead letters with their errors; Needs attention: the reason and what to do.
         assert "`jml status` (dead letters with their errors)" in step("ops-connector-errors.md", 2)
         text = _jml(cfg, env, "status").stdout
@@ -334,8 +337,16 @@ def test_connector_errors(tmp_path: Path, fresh: ScimPeer) -> None:
         assert "`jml pause <name>`" in step("ops-connector-errors.md", 3)
         r = _jml(cfg, env, "pause", "demo")
         assert r.returncode == 0 and "demo paused" in r.stdout
+        # A running daemon takes a pause from the command line within seconds (the page's button at once).
+        assert "within a few seconds" in step("ops-connector-errors.md", 3)
+        wait_until(lambda: _metric(served.get("/metrics")[1], "jml_connector_paused", connector="demo") == 1.0,
+                   15, 0.2, "the daemon to take the pause")
         write_export(exports, "hr-2.csv", [*rows, person(4)])  # a joiner meanwhile
-        wait_until(lambda: _api_status(served)["connectors"]["demo"]["pending"] >= 1, 30, 0.2, "the joiner queued")
+        try:
+            wait_until(lambda: _api_status(served)["connectors"]["demo"]["pending"] >= 1, 30, 0.2, "the joiner queued")
+        except AssertionError as e:  # say what the daemon did instead
+            log = "\n".join(ln for ln in served.logs().splitlines() if "aiohttp.access" not in ln)
+            raise AssertionError(f"{e}\nstatus: {json.dumps(_api_status(served))[:3000]}\nlog: {log[-6000:]}") from e
         time.sleep(1.5)  # the daemon would have pushed it by now, had it not been paused
         status = _api_status(served)
         assert status["connectors"]["demo"]["pending"] >= 1 and len(status["dead_letters"]) == dead_count
@@ -343,7 +354,9 @@ def test_connector_errors(tmp_path: Path, fresh: ScimPeer) -> None:
         assert "`*_file` secret is re-read when it changes" in step("ops-connector-errors.md", 4)
         token.write_text(fresh.token + "\n", encoding="utf-8")
         os.utime(token, (time.time() + 5, time.time() + 5))  # a new mtime, whatever the filesystem's resolution
-        assert _jml(cfg, env, "check").returncode == 0
+        r = _jml(cfg, env, "check")
+        assert r.returncode == 0 and "PROBLEM" not in r.stdout and "FAIL" not in r.stdout, r.stdout
+        assert re.search(r"^demo: dialect ", r.stdout, re.M), r.stdout
         # ...then back to the Paused connector runbook: `jml resume demo`; the daemon (still running, with the
         # token it read before) pushes the waiting joiner with the rotated token.
         r = _jml(cfg, env, "resume", "demo")
