@@ -64,9 +64,11 @@ _GRANT_COLUMNS = ("connector", "employee_id", "name", "rule", "since")
 Key = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IndexEntry:
-    """The cheap per-person facts that decide whether a person needs planning at all."""
+    """The cheap per-person facts that decide whether a person needs planning at all. Read
+    only (not frozen: every poll builds one per person, and a frozen dataclass's __init__
+    costs twice as much — 100k entries 0.21 -> 0.11 s)."""
 
     row_hash: str | None
     next_change_at: dt.datetime | None
@@ -145,7 +147,9 @@ class Store:
         sql = "SELECT employee_id, row_hash, next_change_at, missing_count, phase, override_kind FROM person"
         with self.engine.connect() as conn:
             rows = raw_rows(conn, sql)
-        return {r[0]: IndexEntry(r[1], read_stamp(r[2]), r[3], r[4], r[5] is not None) for r in rows}
+        # next_change_at is empty for almost everyone: parse only the stamps there are.
+        return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
+                for eid, h, due, missing, phase, kind in rows}
 
     def index_of(self, eids: Iterable[str]) -> dict[str, IndexEntry]:
         """person_index for these people only (an event's, a reconciliation's)."""
