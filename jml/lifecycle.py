@@ -4,8 +4,7 @@ Implements the lifecycle semantics (README "What it does" and "Offboard now"; pi
 tests/unit/test_lifecycle.py and tests/integration/test_sticky_overrides.py):
 - leaver when HR status is Terminated and the termination date is today, past or empty
   (effective = the earlier of the date at `termination_time` and when jml first saw the
-  status; a status seen before the date began is a scheduled leaver, effective at the date's
-  `termination_time`); or the termination date has arrived, whatever the status (a future date is a
+  status); or the termination date has arrived, whatever the status (a future date is a
   scheduled leaver); or missing from `missing_after` consecutive distinct full exports;
   or a sticky override (offboard, IdP deactivation, HR termination webhook);
 - never a leaver: leave of absence, a failed read, a quarantined row;
@@ -144,7 +143,7 @@ def _leaver(
     if person is not None:
         term_at = termination_instant(person, rules)
         today = now.astimezone(rules.timezone).date()
-        if person.status is Status.TERMINATED and not _scheduled(state, person, rules) and (
+        if person.status is Status.TERMINATED and (
             person.termination_date is None or person.termination_date <= today
         ):
             candidates = [t for t in (term_at, state.first_seen_terminated_at) if t is not None]
@@ -156,15 +155,6 @@ def _leaver(
     if state.missing_count >= rules.missing_after:
         return None, f"missing from {state.missing_count} consecutive exports"
     return None
-
-
-def _scheduled(state: PersonState, person: Person, rules: LifecycleRules) -> bool:
-    """HR entered the status Terminated before the termination date began (a scheduled leaver): the
-    date at `termination_time` decides, as for any future date; when jml first saw the status
-    (days before) is no effective time."""
-    seen = state.first_seen_terminated_at
-    return (seen is not None and person.termination_date is not None
-            and seen < local_instant(person.termination_date, dt.time(0, 0), rules.timezone))
 
 
 def _previous_employment(person: Person) -> bool:
