@@ -65,6 +65,8 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         self.transport = ScimTransport(
             name, self.base_url(cfg), lambda: ctx.secret("token"), timeout=cfg.timeout.total_seconds(),
             bucket=self.bucket, classify=self.classify, observe=ctx.observe,
+            # Pushes (`concurrency` workers) and the SLA read-backs beside them (as many again).
+            in_flight=2 * int(getattr(cfg, "concurrency", 4)),
         )
         # A held grant's wait counts against the engine's limit on one attempt (5 request
         # timeouts): it must leave room for the lock, the PATCH and a read-back.

@@ -8,6 +8,8 @@ unexpected status goes through the connector's `classify` hook (vendor error bod
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -63,6 +65,7 @@ class ScimTransport:
         bucket: TokenBucket,
         classify: Classifier,
         observe: Callable[[str, str, float, int], None] = lambda *_: None,
+        in_flight: int | None = None,
     ) -> None:
         self.connector = connector
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -72,10 +75,18 @@ class ScimTransport:
         self._classify = classify
         self._observe = observe
         self._session: aiohttp.ClientSession | None = None
+        # At most `in_flight` requests at the app at once (the connector's pushes and read-backs),
+        # whatever the engine runs: a chain parked on a group write gives its worker seat away
+        # (connectors/pool.py), and chains going on together wait here instead of piling onto
+        # the app. Waiting for a slot is outside the request's timeout.
+        self._in_flight = in_flight
+        self._slots: asyncio.Semaphore | contextlib.nullcontext[None] = contextlib.nullcontext()
 
     async def open(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+            if self._in_flight:
+                self._slots = asyncio.Semaphore(self._in_flight)  # of this event loop, as the session
 
     async def close(self) -> None:
         if self._session is not None:
@@ -104,10 +115,12 @@ class ScimTransport:
         endpoint = req.path.split("/", 1)[0]
         started = time.monotonic()
         try:
-            async with self._session.request(req.method, self.base_url + req.path, params=dict(req.params),
-                                             data=data, headers=self._headers(req)) as resp:
-                raw = await resp.read()
-                status, headers = resp.status, resp.headers
+            async with self._slots:
+                started = time.monotonic()  # the app's latency, not the wait for a slot
+                async with self._session.request(req.method, self.base_url + req.path, params=dict(req.params),
+                                                 data=data, headers=self._headers(req)) as resp:
+                    raw = await resp.read()
+                    status, headers = resp.status, resp.headers
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise RetryableError(self.connector, f"{req.method} {endpoint} timed out", reason="timeout") from None
         except aiohttp.ClientError as e:

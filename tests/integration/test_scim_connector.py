@@ -552,3 +552,34 @@ async def test_adds_and_removals_share_one_patch_where_the_server_takes_it(peer:
     finally:
         await c.close()
         proxy.stop()
+
+
+class CountingProxy(WriteFaultProxy):
+    """Holds every request 50 ms and counts how many are at the app at once."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.now = self.most = 0
+
+    async def check(self, request: Any, body: Any) -> Any:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            self.now -= 1
+        return await super().check(request, body)
+
+
+async def test_requests_at_the_app_at_once_are_capped(peer: ScimPeer) -> None:
+    """However many callers the engine lets go on (a parked chain gives its seat away), the
+    app sees at most twice the connector's `concurrency` requests at once."""
+    proxy = CountingProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy, concurrency=2)
+    try:
+        await c.open()
+        await asyncio.gather(*(c.get_user(f"missing-{i}") for i in range(20)))
+        assert proxy.most == 4, proxy.most
+    finally:
+        await c.close()
+        proxy.stop()
