@@ -583,3 +583,47 @@ async def test_requests_at_the_app_at_once_are_capped(peer: ScimPeer) -> None:
     finally:
         await c.close()
         proxy.stop()
+
+
+class SlowRemovalsProxy(WriteFaultProxy):
+    """A group PATCH costs 30 ms per operation (scim2-server passes over the group once per
+    filtered removal: 100 removals from a 3,000-member group take 8 s)."""
+
+    async def check(self, request: Any, body: Any) -> Any:
+        if request.method == "PATCH" and "/Groups/" in request.path and isinstance(body, dict):
+            await asyncio.sleep(0.03 * len(body.get("Operations") or []))
+        return await super().check(request, body)
+
+
+async def test_a_server_slow_with_many_removals_gets_fewer_at_a_time(peer: ScimPeer) -> None:
+    proxy = SlowRemovalsProxy(peer.url.removesuffix("/v2/"))
+    c = _proxied(peer, proxy)
+    c.slow_write = 0.1
+    try:
+        await c.open()
+        made = []
+        for i in range(12):
+            res = await c.apply(op(Action.CREATE, f"S{i}", username=f"slow{i}@acme.example", active=True,
+                                   attributes={}), None)
+            assert res.remote_id
+            made.append(_record(f"S{i}", f"slow{i}@acme.example", res.remote_id))
+        gid = await c.group_id("slowpokes", create=True)
+        assert gid
+        await c.add_members(gid, [str(r.remote_id) for r in made])
+        await c.remove_members(gid, [str(made[0].remote_id)])  # learn and verify the filtered form
+        assert c.dialect.get("remove_member") == "filter" and c.dialect.get("remove_batch") is None
+        before = len(proxy.seen)
+        await c.remove_members(gid, [str(r.remote_id) for r in made[1:9]])  # 8 at once: 0.24 s, too slow
+        assert c.dialect.get("remove_batch") == 4
+        await c.remove_members(gid, [str(r.remote_id) for r in made[9:]])  # 3 left: one PATCH of 3
+        sizes = [len(s.body["Operations"]) for s in proxy.seen[before:] if s.method == "PATCH"]
+        assert sizes == [8, 3], sizes
+        await c.add_members(gid, [str(r.remote_id) for r in made])
+        before = len(proxy.seen)
+        await c.remove_members(gid, [str(r.remote_id) for r in made])
+        sizes = [len(s.body["Operations"]) for s in proxy.seen[before:] if s.method == "PATCH"]
+        assert sizes and max(sizes) <= 4 and sum(sizes) == 12, sizes
+        assert await PeerReader(peer).groups(str(made[5].remote_id)) == {}
+    finally:
+        await c.close()
+        proxy.stop()
