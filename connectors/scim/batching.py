@@ -12,7 +12,6 @@ and that is remembered (`mixed_members` in the dialect).
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from connectors.scim import protocol as p
@@ -33,12 +32,6 @@ class BatchingMixin:
 
     # provided by MembershipMixin
     def group_path(self, group_id: str) -> str:
-        raise NotImplementedError
-
-    def removal_size(self) -> int:
-        raise NotImplementedError
-
-    def pace_removals(self, n: int, took: float, *, timed_out: bool = False) -> None:
         raise NotImplementedError
 
     def add_member_ops(self, member_ids: list[str]) -> dict[str, Any]:
@@ -85,8 +78,8 @@ class BatchingMixin:
     async def _send_mixed(self, gid: str, batch: list[Change]) -> list[Change]:
         """One PATCH per `max_members_per_patch` changes, removals then adds; returns the
         changes still to send (all of them when the server will not take the mixed form)."""
+        size = self.max_members_per_patch
         while batch:
-            size = self.removal_size()  # a removal is one operation per member here too
             part, rest = batch[:size], batch[size:]
             removes = list(dict.fromkeys(u for u, a, _ in part if not a))
             adds = list(dict.fromkeys(u for u, a, _ in part if a))
@@ -94,18 +87,14 @@ class BatchingMixin:
                 return batch  # one kind left: the runs send it
             body = self.remove_member_ops(removes)
             body = {**body, "Operations": [*body["Operations"], *self.add_member_ops(adds)["Operations"]]}
-            started = time.monotonic()
             try:
                 await self.transport.send(p.patch(self.group_path(gid), body))
             except ConnectorError as e:
-                if isinstance(e, RetryableError) and e.reason == "timeout":
-                    self.pace_removals(len(part), time.monotonic() - started, timed_out=True)
                 if isinstance(e, NotFoundError) or e.status not in (400, 405, 501):
                     return batch  # the runs meet this error again, and handle it per member
                 self.dialect.learn("mixed_members", False, f"a PATCH with adds and removals refused: "
                                                            f"{e.vendor_message}")
                 return batch
-            self.pace_removals(len(part), time.monotonic() - started)
             if not self.dialect.verified("mixed_members"):
                 if not (await self._took(gid, adds, True) and await self._took(gid, removes, False)):
                     self.dialect.learn("mixed_members", False, "a PATCH with adds and removals half applied")

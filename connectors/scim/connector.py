@@ -71,7 +71,6 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         # A held grant's wait counts against the engine's limit on one attempt (5 request
         # timeouts): it must leave room for the lock, the PATCH and a read-back.
         self.bulk_linger = min(self.bulk_linger, 1.5 * cfg.timeout.total_seconds())
-        self.slow_write = cfg.timeout.total_seconds() / 4
         self.caps: p.Capabilities | None = None
         # What this server turned out to support: learnt from its answers, remembered in the
         # store (connectors/scim/dialect.py), so restarts and replicas start from it.

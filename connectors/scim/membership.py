@@ -33,7 +33,7 @@ from connectors.scim.batching import BatchingMixin
 from connectors.scim.dialect import Dialect
 from connectors.scim.member_checks import MemberChecksMixin
 from connectors.scim.transport import ScimTransport
-from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError, RetryableError
+from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError
 
 # Membership forms, in the order tried (connectors/scim/dialect.py remembers the one that works).
 ADD_FORMS = ("value", "replace", "put")
@@ -57,9 +57,6 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
     # every worker of the connector waits too (connectors/pool.py), at most this long: the day's
     # other changes to the group ride along (bench/bench_requests.py: writes per person).
     bulk_linger: float = 10.0
-    # A removal PATCH slower than this halves the members the next one carries (set from the
-    # connector's request timeout: a quarter of it).
-    slow_write: float = 7.5
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,32 +195,8 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
 
     async def remove_members(self, group_id: str, member_ids: list[str]) -> None:
         """Callers hold the group's lock. Removing a non-member is success."""
-        i = 0
-        while i < len(member_ids):
-            part = member_ids[i : i + self.removal_size()]
-            started = time.monotonic()
-            try:
-                await self._change(group_id, part, add=False)
-            except RetryableError as e:
-                if e.reason == "timeout":
-                    self.pace_removals(len(part), time.monotonic() - started, timed_out=True)
-                raise
-            self.pace_removals(len(part), time.monotonic() - started)
-            i += len(part)
-
-    def removal_size(self) -> int:
-        """Members one removal PATCH carries: the filtered form is one operation per member,
-        and some servers pass over the whole group per operation (scim2-server: 100 removals
-        from a 3,000-member group take 8 s), so a server that was slow gets fewer at a time."""
-        learnt = self.dialect.get("remove_batch") if self.dialect.get("remove_member") == "filter" else None
-        return min(self.max_members_per_patch, int(learnt or self.max_members_per_patch))
-
-    def pace_removals(self, n: int, took: float, *, timed_out: bool = False) -> None:
-        if n > 1 and (timed_out or took > self.slow_write) and self.dialect.get("remove_member") == "filter":
-            smaller = max(1, n // 2)
-            if smaller < self.removal_size():
-                self.dialect.learn("remove_batch", smaller, f"removing {n} members took {took:.1f} s"
-                                   + (" (timed out)" if timed_out else ""))
+        for i in range(0, len(member_ids), self.max_members_per_patch):
+            await self._change(group_id, member_ids[i : i + self.max_members_per_patch], add=False)
 
     async def _change(self, group_id: str, ids: list[str], *, add: bool) -> None:
         """Try the membership forms in order from the one remembered, until the server both
