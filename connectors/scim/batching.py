@@ -6,16 +6,21 @@ both added and removed, order between members does not matter: the removals and 
 go as one PATCH with both kinds of operation (RFC 7644 §3.5.2: a PATCH is a list of
 operations, applied together) — once the server has shown, by a read-back, that it applies
 both; a server that refuses the mixed request or drops half of it gets the two kinds apart,
-and that is remembered (`mixed_members` in the dialect).
+and that is remembered (`mixed_members` in the dialect). Where filtered removals were
+measured to cost the server more than reading the group and replacing its member list
+(connectors/scim/removal_cost.py), the whole batch goes as that one replacement instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
+from connectors.scim.removal_cost import RemovalCosts
 from connectors.scim.transport import ScimTransport
 from jml.errors import ConnectorError, NotFoundError, PermanentError, RetryableError
 
@@ -29,6 +34,7 @@ class BatchingMixin:
     transport: ScimTransport
     max_members_per_patch: int
     _canary: str | None
+    removal_costs: RemovalCosts
 
     # provided by MembershipMixin
     def group_path(self, group_id: str) -> str:
@@ -49,11 +55,20 @@ class BatchingMixin:
     async def _took(self, group_id: str, ids: list[str], add: bool) -> bool:
         raise NotImplementedError
 
+    async def members_present(self, group_id: str, ids: list[str], add: bool) -> set[str]:
+        raise NotImplementedError
+
+    async def _replace_members(self, group_id: str, add: Sequence[str] = (), remove: Sequence[str] = (), *,
+                               patch: bool = False, versioned: bool = False) -> bool:
+        raise NotImplementedError
+
     async def _flush(self, gid: str, batch: list[Change]) -> None:
         """Send queued changes: removals and adds together where the server takes that,
         else as runs of one kind (at most `max_members_per_patch` members a request)."""
         adds = {u for u, a, _ in batch if a}
         if not adds & {u for u, a, _ in batch if not a}:
+            if await self._replace_batch(gid, batch):
+                return
             batch = [c for c in batch if not c[1]] + [c for c in batch if c[1]]
             if adds and len(adds) < len(batch) and self._mixed_forms():
                 batch = await self._send_mixed(gid, batch)
@@ -88,7 +103,9 @@ class BatchingMixin:
             body = self.remove_member_ops(removes)
             body = {**body, "Operations": [*body["Operations"], *self.add_member_ops(adds)["Operations"]]}
             try:
+                started = time.monotonic()
                 await self.transport.send(p.patch(self.group_path(gid), body))
+                self.removal_costs.filtered(gid, len(removes), time.monotonic() - started)
             except ConnectorError as e:
                 if isinstance(e, NotFoundError) or e.status not in (400, 405, 501):
                     return batch  # the runs meet this error again, and handle it per member
@@ -105,6 +122,44 @@ class BatchingMixin:
             self._canary = adds[0]
             batch = rest
         return batch
+
+    async def _replace_batch(self, gid: str, batch: list[Change]) -> bool:
+        """Send the batch as one read of the group and one replacement of its member list,
+        where its removals were measured to cost more that way (the server takes replace
+        and versions its groups: If-Match keeps another writer's change). True: sent, every
+        change settled; False: send it the usual way."""
+        removes = list(dict.fromkeys(u for u, a, _ in batch if not a))
+        if (self.dialect.get("replace_members") is False or not self.dialect.get("etag")
+                or self.dialect.get("remove_member") not in PATCH_FORMS["remove_member"]
+                or self.dialect.get("members_by") == "userName"
+                or not self.removal_costs.prefer_replace(gid, len(removes))):
+            return False
+        adds = list(dict.fromkeys(u for u, a, _ in batch if a))
+        futures = [f for _, _, f in batch]
+        started = time.monotonic()
+        try:
+            if not await self._replace_members(gid, add=adds, remove=removes, patch=True, versioned=True):
+                return False  # no version to guard the replacement with
+        except ConnectorError as e:
+            if e.status == 412:  # another writer changed the group meanwhile: the usual way
+                return False
+            if isinstance(e, NotFoundError) or e.status not in (400, 405, 501):
+                _settle(futures, e)  # retryable, or the group vanished: each member retries alone
+                return True
+            self.dialect.learn("replace_members", False, f"replacing the member list refused: {e.vendor_message}")
+            return False
+        self.removal_costs.replaced(gid, time.monotonic() - started)
+        if not self.dialect.verified("replace_members"):
+            present = await self.members_present(gid, adds + removes, bool(adds))
+            if not set(adds) <= present or present & set(removes):
+                self.dialect.learn("replace_members", False, "a replaced member list read back unchanged")
+                return False  # sending them again the usual way is harmless: each is a goal state
+            self.dialect.learn("replace_members", True, "member list replaced, and read back so")
+            self.dialect.verify("replace_members")
+        _settle(futures, None)
+        if adds:
+            self._canary = adds[0]
+        return True
 
     async def _send_run(self, gid: str, uids: list[str], add: bool, futures: list[asyncio.Future[None]]) -> None:
         ids = list(dict.fromkeys(uids))

@@ -71,6 +71,8 @@ class ScimConnector(WritingMixin, ReadingMixin, MembershipMixin):
         # A held grant's wait counts against the engine's limit on one attempt (5 request
         # timeouts): it must leave room for the lock, the PATCH and a read-back.
         self.bulk_linger = min(self.bulk_linger, 1.5 * cfg.timeout.total_seconds())
+        # A group removal predicted to take a tenth of the timeout weighs replacing the member list.
+        self.removal_costs.budget = cfg.timeout.total_seconds() / 10
         self.caps: p.Capabilities | None = None
         # What this server turned out to support: learnt from its answers, remembered in the
         # store (connectors/scim/dialect.py), so restarts and replicas start from it.

@@ -53,6 +53,7 @@ FACTS: dict[str, tuple[str, str]] = {
     "filter_or": ("`or` filters work (false: one search per attribute)", "info"),
     "members_or": ("`or` of members.value filters works (false: each leaver's groups asked apart)", "info"),
     "mixed_members": ("one PATCH adds and removes members (false: one PATCH per kind)", "info"),
+    "replace_members": ("a costly removal replaces the member list instead (false: refused or ignored)", "info"),
     "excluded": ("excludedAttributes accepted (false: full resources are read)", "info"),
     "start_index": ("startIndex honoured (false: only the first page can be read)", "warn"),
     "delete_deactivates": ("DELETE deactivates: the account stays, inactive", "warn"),

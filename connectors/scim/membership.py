@@ -32,6 +32,7 @@ from connectors.scim import protocol as p
 from connectors.scim.batching import BatchingMixin
 from connectors.scim.dialect import Dialect
 from connectors.scim.member_checks import MemberChecksMixin
+from connectors.scim.removal_cost import RemovalCosts
 from connectors.scim.transport import ScimTransport
 from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError
 
@@ -68,6 +69,7 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
         self._last_write: dict[str, float] = {}
         self._urgent: defaultdict[str, int] = defaultdict(int)  # leavers' changes waiting per group
         self._canary: str | None = None  # a member we added (member_checks.py)
+        self.removal_costs = RemovalCosts()  # filtered removal or replacement (removal_cost.py)
 
     # provided by ScimConnector
     async def capabilities(self) -> p.Capabilities:
@@ -245,10 +247,12 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
         path = self.group_path(group_id)
         if form == "value" and add:
             await self.transport.send(p.patch(path, self.add_member_ops(ids)))
-        elif form == "value":
-            await self.transport.send(p.patch(path, p.remove_members_by_value(ids, self._ref_base())))
-        elif form == "filter":
-            await self.transport.send(p.patch(path, p.remove_members_filtered(ids)))
+        elif form in ("value", "filter"):
+            body = p.remove_members_by_value(ids, self._ref_base()) if form == "value" else \
+                p.remove_members_filtered(ids)
+            started = time.monotonic()
+            await self.transport.send(p.patch(path, body))
+            self.removal_costs.filtered(group_id, len(ids), time.monotonic() - started)
         else:  # replace / put: read the group, write the whole member list back
             await self._replace_members(group_id, add=ids if add else (), remove=() if add else ids,
                                         patch=form == "replace")
@@ -285,8 +289,10 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
         return resp.body if isinstance(resp.body, Mapping) else {}
 
     async def _replace_members(self, group_id: str, add: Sequence[str] = (), remove: Sequence[str] = (), *,
-                               patch: bool = False) -> None:
-        """Read the group, write it back with the new member list (If-Match when versioned)."""
+                               patch: bool = False, versioned: bool = False) -> bool:
+        """Read the group, write it back with the new member list (If-Match when versioned).
+        False, and nothing written, when `versioned` asks for If-Match and the group has no
+        version to send: a replacement without it could undo another writer's change."""
         resp = await self.transport.send(p.get(self.group_path(group_id)))
         group = resp.body if isinstance(resp.body, Mapping) else {}
         have = p.member_ids(group)
@@ -295,15 +301,18 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
             gone |= {n for n in (await self._user_names(list(remove))).values()}
         members = (have | set(add)) - gone
         if members == have:
-            return
+            return True
         version = (group.get("meta") or {}).get("version") or resp.etag
         if_match = str(version) if version and self.dialect.get("etag") else None
+        if versioned and if_match is None:
+            return False
         if patch:
             await self.transport.send(p.patch(self.group_path(group_id), p.replace_members_patch(
                 members, self._ref_base()), if_match=if_match))
         else:
             await self.transport.send(p.put(self.group_path(group_id), p.group_replacement(
                 group, members, self._ref_base()), if_match=if_match))
+        return True
 
     # ---- reading memberships ------------------------------------------------------------
     async def groups_of(self, user: Mapping[str, Any]) -> frozenset[str]:

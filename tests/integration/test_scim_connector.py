@@ -583,3 +583,89 @@ async def test_requests_at_the_app_at_once_are_capped(peer: ScimPeer) -> None:
     finally:
         await c.close()
         proxy.stop()
+
+
+class CostlyRemovalProxy(WriteFaultProxy):
+    """A server whose filtered removal costs 0.1 s per member (scim2-server passes over the
+    group once per `members[value eq …]` operation). `mode`: `rfc` takes a replacement of
+    the member list; `refuse` answers it 400 (AWS); `unversioned` sends groups without a
+    version and announces no ETags. Records the If-Match of each group PATCH."""
+
+    def __init__(self, upstream: str, mode: str) -> None:
+        super().__init__(upstream)
+        self.mode = mode
+        self.if_match: list[str | None] = []
+
+    @staticmethod
+    def replaces(body: Any) -> bool:
+        return isinstance(body, dict) and any(o.get("op") == "replace" for o in body.get("Operations", []))
+
+    async def check(self, request: Any, body: Any) -> Any:
+        if request.method == "PATCH" and "/Groups/" in request.path and isinstance(body, dict):
+            self.if_match.append(request.headers.get("If-Match"))
+            if self.replaces(body) and self.mode == "refuse":
+                return aiohttp.web.json_response({"schemas": [ERROR], "status": "400", "scimType": "invalidValue",
+                                                  "detail": "members cannot be replaced"}, status=400)
+            await asyncio.sleep(0.1 * sum(1 for o in body.get("Operations", [])
+                                          if str(o.get("path", "")).startswith("members[")))
+        return await super().check(request, body)
+
+    async def transform_response(self, method: str, path: str, status: int, body: Any) -> tuple[int, Any]:
+        if self.mode == "unversioned" and isinstance(body, dict):
+            if path.endswith("/ServiceProviderConfig"):
+                body = {**body, "etag": {"supported": False}}
+            elif isinstance(body.get("meta"), dict):
+                body = {**body, "meta": {k: v for k, v in body["meta"].items() if k != "version"}}
+        return status, body
+
+
+@pytest.mark.parametrize("mode", ["rfc", "refuse", "unversioned"])
+async def test_costly_removals_replace_the_member_list_where_that_is_cheaper(peer: ScimPeer, mode: str) -> None:
+    """Filtered removals timed per member; a batch predicted over the budget goes as one read
+    of the group and one replacement of its member list with If-Match (read back once, then
+    trusted, and chosen while measured cheaper); a server that refuses the replacement, or
+    versions nothing to guard it with, keeps the filtered form. Every member ends where asked."""
+    proxy = CostlyRemovalProxy(peer.url.removesuffix("/v2/"), mode)
+    c = _proxied(peer, proxy)
+    try:
+        await c.open()
+        c.removal_costs.budget = 0.2
+        made = []
+        for i in range(10):
+            res = await c.apply(op(Action.CREATE, f"R{i}", username=f"rm{i}@acme.example", active=True,
+                                   attributes={}), None)
+            assert res.remote_id
+            made.append(_record(f"R{i}", f"rm{i}@acme.example", res.remote_id))
+        for rec in made:
+            await c.apply(op(Action.ADD_MEMBER, rec.employee_id, username=rec.username, group="all"), rec)
+        await c.apply(op(Action.REMOVE_MEMBER, "R0", username="rm0@acme.example", group="all"), made[0])
+        per_member, _ = c.removal_costs.figures(next(iter(c._group_names)))
+        assert per_member is not None and per_member >= 0.1
+
+        async def remove(recs: list[AccountRecord]) -> list[Any]:
+            before = len(proxy.seen)
+            await asyncio.gather(*(c.apply(op(Action.REMOVE_MEMBER, r.employee_id, username=r.username,
+                                              group="all"), r) for r in recs))
+            return [s for s in proxy.seen[before:] if "/Groups/" in s.path]
+
+        first = await remove(made[1:4])
+        second = await remove(made[4:7])
+        reader = PeerReader(peer)
+        for i, rec in enumerate(made):
+            assert await reader.groups(str(rec.remote_id)) == ({} if i < 7 else {"all": 1}), i
+        if mode == "rfc":
+            # read, replace, read back (the form is new); then read and replace only
+            assert [(s.method, CostlyRemovalProxy.replaces(s.body)) for s in first] == \
+                [("GET", False), ("PATCH", True), ("GET", False)], first
+            assert [(s.method, CostlyRemovalProxy.replaces(s.body)) for s in second] == \
+                [("GET", False), ("PATCH", True)], second
+            assert proxy.if_match[-1] and proxy.if_match[-2], proxy.if_match
+            assert c.dialect.get("replace_members") is True
+        else:
+            patches = [s for s in first + second if s.method == "PATCH"]
+            assert not any(CostlyRemovalProxy.replaces(s.body) for s in patches[1:]), patches
+            assert len([s for s in second if s.method == "PATCH"]) == 1, second
+            assert c.dialect.get("replace_members") is (False if mode == "refuse" else None)
+    finally:
+        await c.close()
+        proxy.stop()
