@@ -31,8 +31,13 @@ ERASURE_KIND = "erasure"
 ERASED_KEY = "_erased"
 
 
+# `json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)` byte
+# for byte, from one encoder (json.dumps with arguments builds an encoder per call).
+_DUMP = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def dump(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _DUMP(data)
 
 
 def _text(value: str | None) -> str:

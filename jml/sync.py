@@ -23,8 +23,9 @@ from jml import access_state, guard, lifecycle, metrics, notify, sla
 from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.explain import changed_fields, operation_reason, person_reason
-from jml.model import AccountRecord, Lifecycle, Operation, Person, PersonState, Phase, Priority
+from jml.model import AccountRecord, Action, Lifecycle, Operation, Person, PersonState, Phase, Priority
 from jml.policy import desired
+from jml.redact import Redacted, redact, redact_data, redacting_memo
 from jml.revert_plan import Prior
 from jml.runtime import Runtime
 from jml.sources.fetch import Fetched, FetchMarker, fetch
@@ -246,7 +247,8 @@ def _plan_scope(
     previous = rt.store.load_states(scope.keys()) if scope else {}
     saves: list[PersonSave] = []
     wishes = []
-    transitions: list[tuple[str, object, str | None]] = []
+    # Who changed, by reference (their audit record is made as it is written, never in a dry run).
+    transitions: list[_Transition] = []
     why: dict[str, str] = {}
     # Approved requests in force and denials, once for the scope: desired() keeps the one, drops the other.
     beyond = access_state.extras(rt, scope.keys(), now) if scope else {}
@@ -263,7 +265,7 @@ def _plan_scope(
         saves.append(PersonSave(state, row_hash, lc))
         old_phase = index[eid].phase if eid in index else None
         if old_phase != lc.phase.value or eid in changed:
-            transitions.append((eid, _describe(prev, state, lc, old_phase), lc.reason or None))
+            transitions.append((eid, prev, state, lc, old_phase))
             why[eid] = person_reason(prev, state, lc, old_phase)
         if state.person is not None:
             more = beyond.get(eid)
@@ -273,7 +275,7 @@ def _plan_scope(
     result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
                           protected=rt.policy.protected)
     # What the plan replaces, for `jml revert`: its people as stored before it (joiners: nothing).
-    priors = _priors(result.operations, previous, index, records)
+    priors = [] if dry_run else _priors(result.operations, previous, index, records)
     del wishes, records  # the largest intermediate values: free them before the writes
     verdict = verdict_for(result.operations) if verdict_for is not None else guard.evaluate(
         result.operations, managed=rt.store.managed_counts(), limits=rt.limits, per_connector=rt.connector_limits(),
@@ -356,7 +358,11 @@ def plan_people(
                        verdict_for=verdict_for)
 
 
-def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_phase: str | None) -> object:
+# The keys of an hr_change record (_describe's and "reason").
+HR_CHANGE_KEYS = ("kind", "phase", "previous_phase", "effective_termination", "changes", "reason")
+
+
+def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_phase: str | None) -> dict[str, object]:
     kind = "change"
     if prev is None or prev.person is None:
         kind = "joiner" if lc.phase is not Phase.NOT_YET else "future_joiner"
@@ -376,15 +382,22 @@ def _describe(prev: PersonState | None, state: PersonState, lc: Lifecycle, old_p
     return doc
 
 
-def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tuple[str, object, str | None]],
+_Transition = tuple[str, PersonState | None, PersonState, Lifecycle, str | None]  # eid, prev, state, lc, old phase
+
+
+def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[_Transition],
                    skipped: Iterable[planner.Skip] = ()) -> Callable[[], Iterator[tuple[str, object, str, str | None]]]:
     """Every HR change seen, every skip, then the plan: its reasons, the policy hash, and each
     operation with the rule that granted it (in chunks, generated as they are written)."""
     skips = list(skipped)
 
     def records() -> Iterator[tuple[str, object, str, str | None]]:
-        for eid, data, reason in transitions:
-            yield "hr_change", {**(data if isinstance(data, dict) else {}), "reason": reason}, "hr", eid
+        for eid, prev, state, lc, old_phase in transitions:
+            # _describe's keys are fixed words, none a secret field name (the test of OPERATION_KEYS
+            # checks them too): redacting each value is what redact_data would do to the record.
+            data = _describe(prev, state, lc, old_phase)
+            data["reason"] = lc.reason or None
+            yield "hr_change", Redacted({k: _clean(v) for k, v in data.items()}), "hr", eid
         # A protected account (policy.protected) is never deactivated or deleted; every skip is audited.
         for sk in skips:
             yield "skip", {"connector": sk.connector, "reason": sk.reason, "plan_id": outcome.plan_id,
@@ -395,13 +408,30 @@ def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[tupl
         yield "plan", {"plan_id": outcome.plan_id, "held": outcome.held, "reasons": outcome.reasons,
                        "summary": outcome.summary(), "policy_hash": rt.policy.fingerprint(),
                        "operations": len(ops)}, "jml", None
+        plan_id = _clean(outcome.plan_id)
+        clean = redacting_memo()  # connector, action, group and rule names: a few, repeated
+        actions = {a: a.value for a in Action}
         for i in range(0, len(ops), 5000):
-            chunk = [{"connector": o.connector, "action": o.action.value, "person": o.employee_id,
-                      "target": o.detail.get("group") or o.detail.get("grant"), "rule": o.detail.get("rule")}
+            # Built redacted, as redact_data would leave it (OPERATION_KEYS are no secret field
+            # names; every value through redact): the audit does not walk 288k dicts again.
+            chunk = [{"connector": clean(o.connector), "action": clean(actions[o.action]),
+                      "person": _clean(o.employee_id),
+                      "target": clean(o.detail.get("group") or o.detail.get("grant")),
+                      "rule": clean(o.detail.get("rule"))}
                      for o in ops[i:i + 5000]]
-            yield "plan_operations", {"plan_id": outcome.plan_id, "offset": i, "operations": chunk}, "jml", None
+            yield "plan_operations", Redacted({"plan_id": plan_id, "offset": i, "operations": chunk}), "jml", None
 
     return records
+
+
+# The keys of an operation in the audit's plan_operations chunks (none is a secret field name:
+# tests/unit/test_sync_audit.py checks it against jml.redact).
+OPERATION_KEYS = ("connector", "action", "person", "target", "rule")
+
+
+def _clean(value: object) -> object:
+    """What redact_data makes of a value (a text through redact, cached for short ones)."""
+    return redact(value) if type(value) is str else redact_data(value)
 
 
 def plan_json(outcome: PlanOutcome) -> dict[str, object]:

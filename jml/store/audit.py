@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Text, bindparam, cast, select, update
 
 from jml.audit import GENESIS, VerifyResult, canonical, chain, dump, verify_lines
-from jml.redact import redact_data
-from jml.store.db import RawJSON, bulk_write, utc
+from jml.redact import Redacted, redact_data
+from jml.store.db import bulk_write, to_driver, utc
 from jml.store.repo import Store
 from jml.store.retry import retry_write
 from jml.store.tables import AuditHeadRow, AuditRow
@@ -37,14 +37,16 @@ class _Head:
     prev: str
 
 
-def _rows(source: Records, state: _Head, now: dt.datetime, at: str) -> Iterator[tuple[Any, ...]]:
+def _rows(source: Records, state: _Head, stored_at: Any, at: str) -> Iterator[tuple[Any, ...]]:
+    """The rows as bulk_write(..., adapted=True) takes them (`stored_at`: the timestamp, adapted)."""
     for kind, data, actor, subject in source:
         state.count += 1
         # Redacted by structure, then serialised: a regex over the serialised record could
         # cross from one HR field into the next and leave text that is not JSON (issue 14).
-        body = dump(redact_data(data))
+        # (Data its maker redacted already, jml.redact.Redacted, is not walked twice.)
+        body = dump(data.data if isinstance(data, Redacted) else redact_data(data))
         h = chain(state.prev, canonical(state.count, at, kind, actor, subject, None, body))
-        yield (state.count, now, kind, actor, subject, RawJSON(body), state.prev, h)
+        yield (state.count, stored_at, kind, actor, subject, body, state.prev, h)
         state.prev = h
 
 
@@ -79,7 +81,7 @@ class AuditLog:
         at = now.astimezone(dt.UTC).isoformat()
         head = conn.execute(_HEAD).mappings().first()
         state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
-        if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, now, at)):
+        if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, to_driver(conn, now, "ts"), at), adapted=True):
             return state.count
         if head:
             conn.execute(_MOVE_HEAD, {"n": state.count, "h": state.prev})

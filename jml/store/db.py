@@ -103,13 +103,25 @@ class RawJSON(str):
     """A value already serialised as JSON: bulk_write stores it as is."""
 
 
+# `json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)`, byte for byte, from
+# one encoder: json.dumps with arguments builds a JSONEncoder per call, which for the small
+# documents of a bulk write (an operation's detail, a person) costs as much as the encoding.
+json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
+def to_driver(conn: Connection, value: Any, kind: str) -> Any:
+    """`value` as bulk_write stores a column of `kind` ("json", "ts", "bool" or "") on this
+    connection's database: for rows a caller adapts itself (bulk_write(..., adapted=True))."""
+    return _adapt(conn.dialect.name, value, kind)
+
+
 def _adapt(dialect: str, value: Any, kind: str) -> Any:
     if value is None:
         return None
     if kind == "json":
         if isinstance(value, RawJSON):
             return str(value)
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        return json_text(value)
     if kind == "ts" and dialect == "sqlite":
         # The text form SQLAlchemy's SQLite DateTime type writes and parses back.
         if value.tzinfo is not None:
@@ -147,11 +159,13 @@ def _kinds(table: Any, columns: Sequence[str]) -> list[str]:
 
 
 def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-               conflict: Sequence[str] = (), update: Sequence[str] = (), chunk: int = 5000) -> int:
+               conflict: Sequence[str] = (), update: Sequence[str] = (), chunk: int = 5000,
+               adapted: bool = False) -> int:
     """Fast executemany straight on the DB-API cursor: for 100k-row writes SQLAlchemy's
     per-row bind processing dominates, so JSON, timestamps and booleans are adapted here,
     once, the way SQLAlchemy's own types store them. `conflict`+`update` make it an upsert
-    (INSERT … ON CONFLICT … DO UPDATE, valid on SQLite ≥ 3.24 and PostgreSQL)."""
+    (INSERT … ON CONFLICT … DO UPDATE, valid on SQLite ≥ 3.24 and PostgreSQL). `adapted`: the
+    rows are already in that form (`to_driver`, `json_text`), written as they come."""
     dialect = conn.dialect.name
     mark = "?" if dialect == "sqlite" else "%s"
     quoted = [f'"{c}"' for c in columns]
@@ -162,7 +176,7 @@ def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Itera
         target = ", ".join(f'"{c}"' for c in conflict)
         sql += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if update else "NOTHING")
     kinds = _kinds(table, columns)
-    plain = all(k == "" for k in kinds)
+    plain = adapted or all(k == "" for k in kinds)
     stamps: dict[Any, Any] = {}  # rows of one write mostly share their timestamps: format each once
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     n = 0

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from jml.model import Action, Operation, Priority
-from jml.store.db import bulk_write, utc
+from jml.store.db import bulk_write, json_text, to_driver, utc
 from jml.store.repo import Store
 from jml.store.tables import LeaseRow, OperationRow, PlanRow
 
@@ -86,8 +86,13 @@ class Outbox:
             return
         state = "held" if held else ("queued" if ops else "done")
         op_state = "held" if held else "pending"
-        rows = ((plan_id, o.connector, o.employee_id, o.action.value, o.detail, int(o.priority), op_state, 0, now, now)
-                for o in ops)
+        # Rows in the driver's form (a plan can hold 288k operations): the detail encoded by one
+        # shared encoder, the timestamp once, the enums by their values.
+        at = to_driver(conn, now, "ts")
+        actions = {a: a.value for a in Action}
+        rows = ((plan_id, o.connector, o.employee_id, actions[o.action],
+                 None if o.detail is None else json_text(o.detail), int(o.priority),
+                 op_state, 0, at, at) for o in ops)
         if held and origin == "export":
             # A newer held plan supersedes an older one (README "Reliability": held plans).
             old = [r[0] for r in conn.execute(select(PL.c.id).where(PL.c.state == "held", PL.c.origin == "export"))]
@@ -96,7 +101,7 @@ class Outbox:
                 conn.execute(update(O).where(O.c.plan_id.in_(old)).values(state="cancelled", updated_at=now))
         conn.execute(PL.insert().values(id=plan_id, created_at=now, state=state, origin=origin, reasons=reasons,
                                         summary=summary, policy_hash=policy_hash, export_id=export_id))
-        bulk_write(conn, O, _OP_COLUMNS, rows)
+        bulk_write(conn, O, _OP_COLUMNS, rows, adapted=True)
 
     def plan(self, plan_id: str) -> PlanInfo | None:
         with self.engine.connect() as conn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,18 @@ from jml.model import (
     person_to_dict,
 )
 from jml.store.access import AccessStore
-from jml.store.db import bulk_write, make_engine, migrate, ping, raw_rows, read_stamp, upsert, utc
+from jml.store.db import (
+    bulk_write,
+    json_text,
+    make_engine,
+    migrate,
+    ping,
+    raw_rows,
+    read_stamp,
+    to_driver,
+    upsert,
+    utc,
+)
 from jml.store.dialects import DialectStore
 from jml.store.identity import IdentityStore
 from jml.store.remote import RemoteState
@@ -58,6 +69,10 @@ _DELETE_GRANT = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.e
                                 G.c.name == bindparam("k_name"))
 _SET_OVERRIDE = update(P).where(P.c.employee_id == bindparam("k_eid")).values(
     {c: bindparam(c) for c in ("override_kind", "override_at", "override_reason", "override_actor", "updated_at")})
+# Whether a table has any row: a first import asks for 100k people's states and accounts, 900
+# at a time, of tables that are still empty (112 statements each, compiled anew every time).
+_ANY_PERSON = select(P.c.employee_id).limit(1)
+_ANY_ACCOUNT = select(A.c.employee_id).limit(1)
 _ACCOUNT_COLUMNS = ("connector", "employee_id", "username", "active", "deleted", "attributes", "remote_id",
                     "created_at", "updated_at")
 _GRANT_COLUMNS = ("connector", "employee_id", "name", "rule", "since")
@@ -188,6 +203,8 @@ class Store:
     def load_states(self, eids: Iterable[str] | None = None) -> dict[str, PersonState]:
         out: dict[str, PersonState] = {}
         with self.engine.connect() as conn:
+            if conn.execute(_ANY_PERSON).first() is None:
+                return out
             for chunk in _chunks(eids):
                 q = select(P)
                 if chunk is not None:
@@ -204,8 +221,20 @@ class Store:
                 self.save_people(saves, now, c)
             return
         cols = list(_PERSON_COLUMNS)
-        bulk_write(conn, P, cols, (_row_from_state(s, now) for s in saves), conflict=["employee_id"],
-                   update=cols[1:])
+        # Rows in the driver's form: a first import writes 100k people in this transaction.
+        stamps: dict[dt.datetime, Any] = {}
+
+        def stamp(value: dt.datetime | None) -> Any:
+            if value is None:
+                return None
+            out = stamps.get(value)
+            if out is None:
+                out = stamps[value] = to_driver(conn, value, "ts")
+            return out
+
+        at = stamp(now)
+        bulk_write(conn, P, cols, (_row_from_state(s, at, stamp) for s in saves), conflict=["employee_id"],
+                   update=cols[1:], adapted=True)
 
     def set_override(self, employee_id: str, override: Override | None, now: dt.datetime) -> None:
         self.set_overrides({employee_id: override}, now)
@@ -271,6 +300,8 @@ class Store:
         if len(ids) == 1:
             one = {"eid": ids[0]}
             return _records(conn.execute(_ACCOUNTS_OF_ONE, one).mappings(), conn.execute(_GRANTS_OF_ONE, one))
+        if len(ids) > 900 and conn.execute(_ANY_ACCOUNT).first() is None:
+            return out  # (a grant row belongs to an account row: no accounts, no records)
         for chunk in _chunks(ids):
             out.update(_records(conn.execute(_ACCOUNTS_OF, {"eids": chunk}).mappings(),
                                 conn.execute(_GRANTS_OF, {"eids": chunk})))
@@ -472,22 +503,24 @@ _PERSON_COLUMNS = (
 )
 
 
-def _row_from_state(s: PersonSave, now: dt.datetime) -> tuple[Any, ...]:
+def _row_from_state(s: PersonSave, at: Any, stamp: Callable[[dt.datetime | None], Any]) -> tuple[Any, ...]:
+    """A person row as bulk_write(..., adapted=True) takes it (`at`: updated_at, adapted)."""
     st, lc = s.state, s.lifecycle
     ov = st.override
+    person = st.person
     return (
         st.employee_id,
-        person_to_dict(st.person) if st.person else None,
+        json_text(person_to_dict(person)) if person is not None else None,
         s.row_hash,
-        st.person.status.value if st.person else None,
-        st.first_seen_terminated_at,
+        person.status.value if person is not None else None,
+        stamp(st.first_seen_terminated_at),
         st.missing_count,
         ov.kind.value if ov else None,
-        ov.effective_at if ov else None,
+        stamp(ov.effective_at) if ov else None,
         ov.reason if ov else None,
         ov.actor if ov else None,
         lc.phase.value if lc else None,
-        lc.effective_termination if lc else None,
-        lc.next_change_at if lc else None,
-        now,
+        stamp(lc.effective_termination) if lc else None,
+        stamp(lc.next_change_at) if lc else None,
+        at,
     )
