@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import enum
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from tenacity import (
@@ -38,6 +37,7 @@ from connectors import pool as worker_pool
 from connectors.base import ApplyResult, Connector
 from jml import metrics
 from jml.errors import ConnectorError, RetryableError
+from jml.lanes import Lane, LanePool, RetryPolicy
 from jml.model import AccountRecord, Action, Operation, Priority
 from jml.redact import redact
 from jml.store.audit import AuditLog
@@ -69,14 +69,6 @@ def utcnow() -> dt.datetime:
 
 
 @dataclass
-class RetryPolicy:
-    max_attempts: int = 6
-    budget: float = 300.0  # seconds all attempts of one operation may take
-    initial: float = 0.5
-    maximum: float = 30.0
-
-
-@dataclass
 class _Done:
     """A pushed operation waiting to be recorded."""
 
@@ -85,57 +77,6 @@ class _Done:
     push: dict[str, object]
     at: dt.datetime
     written: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-@dataclass
-class _Lane:
-    """One connector's queue and workers."""
-
-    connector: Connector
-    concurrency: int
-    retry: RetryPolicy
-    timeout: float
-    queue: asyncio.PriorityQueue[tuple[int, int, int, list[QueuedOp]]] = field(default_factory=asyncio.PriorityQueue)
-    workers: list[asyncio.Task[None]] = field(default_factory=list)
-    busy: int = 0  # workers holding a chain
-    parked: int = 0  # of those, waiting for others' changes to ride along (connectors/pool.py)
-    spawn: Callable[[], None] = lambda: None  # start one more worker (set by the engine)
-
-    @property
-    def seats(self) -> int:
-        """Workers this lane may run: `concurrency` working, plus one per parked chain."""
-        return self.concurrency + self.parked
-
-
-class _LanePool:
-    """connectors/pool.py's WorkerPool over one lane: a parked chain gives its seat to the
-    next queued chain, and the lane is settled when every chain in hand is parked."""
-
-    poll = 0.005  # seconds between looks; settled needs two quiet looks in a row
-
-    def __init__(self, lane: _Lane) -> None:
-        self.lane = lane
-
-    @contextlib.contextmanager
-    def parked(self) -> Iterator[None]:
-        lane = self.lane
-        lane.parked += 1
-        if len(lane.workers) < lane.seats and not lane.queue.empty():
-            lane.spawn()
-        try:
-            yield
-        finally:
-            lane.parked -= 1
-
-    async def settled(self, most: float, until: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + most
-        quiet_before = False
-        while not until() and time.monotonic() < deadline:
-            quiet = self.lane.busy <= self.lane.parked and self.lane.queue.empty()
-            if quiet and quiet_before:
-                return
-            quiet_before = quiet
-            await asyncio.sleep(self.poll)
 
 
 class Engine:
@@ -159,7 +100,7 @@ class Engine:
         self.after_success: list[AfterSuccess] = []
         self.paused: set[str] = set(store.get_setting("paused_connectors", []) or [])
         self._lanes = {
-            name: _Lane(c, (concurrency or {}).get(name, 4), (retry or {}).get(name, RetryPolicy()),
+            name: Lane(c, (concurrency or {}).get(name, 4), (retry or {}).get(name, RetryPolicy()),
                         (timeouts or {}).get(name, 30.0))
             for name, c in connectors.items()
         }
@@ -228,7 +169,7 @@ class Engine:
                 for _ in range(lane.concurrency):
                     self._spawn_worker(name, lane)
 
-    def _spawn_worker(self, name: str, lane: _Lane) -> None:
+    def _spawn_worker(self, name: str, lane: Lane) -> None:
         if not self._stopping:
             lane.workers.append(asyncio.create_task(self._worker(name, lane)))
 
@@ -379,8 +320,8 @@ class Engine:
             lane.spawn()  # every worker holds a chain, some of them parked: a seat is free
 
     # ---- workers -------------------------------------------------------------------
-    async def _worker(self, name: str, lane: _Lane) -> None:
-        worker_pool.serve(_LanePool(lane))
+    async def _worker(self, name: str, lane: Lane) -> None:
+        worker_pool.serve(LanePool(lane))
         while True:
             me = asyncio.current_task()
             if len(lane.workers) > lane.seats and me in lane.workers:
@@ -436,7 +377,7 @@ class Engine:
             return
         self._chain_done(key, chain)
 
-    async def _execute(self, lane: _Lane, q: QueuedOp, known: AccountRecord | _Unset | None = _UNSET, *,
+    async def _execute(self, lane: Lane, q: QueuedOp, known: AccountRecord | _Unset | None = _UNSET, *,
                        last: bool = False) -> tuple[bool, AccountRecord | _Unset | None, _Done | None]:
         """Run one operation; returns (succeeded, the account record the chain's next step may
         reuse, or _UNSET when it must be read again, and — for the chain's `last` step — its
@@ -599,7 +540,7 @@ class Engine:
 
         retry_write(write, "recording finished operations")
 
-    async def _apply_once(self, lane: _Lane, op: Operation, record: object) -> ApplyResult:
+    async def _apply_once(self, lane: Lane, op: Operation, record: object) -> ApplyResult:
         # The connector's `timeout` bounds each request; one operation makes several (find,
         # create, read back) and may wait for the rate limiter, so the guard against a hung
         # connector allows OPERATION_TIMEOUT_FACTOR times that for the whole attempt.
