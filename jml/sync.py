@@ -252,6 +252,7 @@ def _plan_scope(
     why: dict[str, str] = {}
     # Approved requests in force and denials, once for the scope: desired() keeps the one, drops the other.
     beyond = access_state.extras(rt, scope.keys(), now) if scope else {}
+    connectors = list(rt.traits.values())
     for eid, (present, count_missing) in scope.items():
         prev = previous.get(eid)
         person = changed.get(eid)
@@ -262,14 +263,16 @@ def _plan_scope(
         lc = lifecycle.classify(state, now, rt.rules)
         row_hash = parsed.row_hashes.get(eid) if parsed is not None and present else (
             index[eid].row_hash if eid in index else None)
-        saves.append(PersonSave(state, row_hash, lc))
+        if not dry_run:  # (what is saved and audited: nothing in a dry run)
+            saves.append(PersonSave(state, row_hash, lc))
         old_phase = index[eid].phase if eid in index else None
         if old_phase != lc.phase.value or eid in changed:
-            transitions.append((eid, prev, state, lc, old_phase))
+            if not dry_run:
+                transitions.append((eid, prev, state, lc, old_phase))
             why[eid] = person_reason(prev, state, lc, old_phase)
         if state.person is not None:
             more = beyond.get(eid)
-            wishes.extend(desired(state.person, lc, list(rt.traits.values()), rt.policy,
+            wishes.extend(desired(state.person, lc, connectors, rt.policy,
                                   extra=more.extra if more else None, deny=more.deny if more else None))
     records = rt.store.load_accounts(scope.keys()) if scope else {}
     result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
@@ -392,12 +395,13 @@ def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[_Tra
     skips = list(skipped)
 
     def records() -> Iterator[tuple[str, object, str, str | None]]:
+        clean = redacting_memo()  # kinds, phases, reasons; connector, action, group and rule names: a few, repeated
         for eid, prev, state, lc, old_phase in transitions:
             # _describe's keys are fixed words, none a secret field name (the test of OPERATION_KEYS
             # checks them too): redacting each value is what redact_data would do to the record.
             data = _describe(prev, state, lc, old_phase)
             data["reason"] = lc.reason or None
-            yield "hr_change", Redacted({k: _clean(v) for k, v in data.items()}), "hr", eid
+            yield "hr_change", Redacted({k: clean(v) for k, v in data.items()}), "hr", eid
         # A protected account (policy.protected) is never deactivated or deleted; every skip is audited.
         for sk in skips:
             yield "skip", {"connector": sk.connector, "reason": sk.reason, "plan_id": outcome.plan_id,
@@ -409,7 +413,6 @@ def _audit_records(rt: Runtime, outcome: PlanOutcome, transitions: Iterable[_Tra
                        "summary": outcome.summary(), "policy_hash": rt.policy.fingerprint(),
                        "operations": len(ops)}, "jml", None
         plan_id = _clean(outcome.plan_id)
-        clean = redacting_memo()  # connector, action, group and rule names: a few, repeated
         actions = _ACTION_VALUES
         for i in range(0, len(ops), 5000):
             # Built redacted, as redact_data would leave it (OPERATION_KEYS are no secret field
