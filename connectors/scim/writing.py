@@ -191,7 +191,7 @@ class WritingMixin:
         caps = await self.capabilities()
         if (self.dialect.get("active") or ("patch" if caps.patch else "put")) != "patch":
             return False
-        body = p.user_patch({"active": False}, enterprise=self.enterprise, manager_ref=None)
+        body = p.deactivation_patch(self.enterprise)
         # RFC 7644 §3.5.2: with `attributes` the answer MUST be 200 and the resource, so the
         # read-back rides on the write; a server that refuses the parameter is remembered.
         ask = self.dialect.get("patch_attributes") is not False

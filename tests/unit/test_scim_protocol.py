@@ -140,3 +140,13 @@ def test_refusals_name_the_attributes_to_drop(message: str, sent: set[str], refu
     from connectors.scim.learning import refused_optional
 
     assert refused_optional(message, sent) == refused
+
+
+@pytest.mark.parametrize("enterprise", [True, False])
+def test_deactivation_patch_is_the_built_body_and_a_copy_each_time(enterprise: bool) -> None:
+    built = p.user_patch({"active": False}, enterprise=enterprise, manager_ref=None)
+    first = p.deactivation_patch(enterprise)
+    assert first == built == {"schemas": [p.PATCH_SCHEMA],
+                              "Operations": [{"op": "replace", "path": "active", "value": False}]}
+    first["Operations"].append({"op": "remove", "path": "title"})  # a caller adding to its body
+    assert p.deactivation_patch(enterprise) == built
