@@ -5,7 +5,8 @@ SLA read-back of a leaver's last deprovision on the engine's successes."""
 from __future__ import annotations
 
 from jml import sla
-from jml.engine import Engine, RetryPolicy
+from jml.engine import Engine
+from jml.lanes import RetryPolicy
 from jml.runtime import Runtime
 
 __all__ = ["build_engine"]
