@@ -265,6 +265,15 @@ class RemoteAccount:
     pending_invitation: bool = False
 
 
+def keyshared_dict(shape: type) -> dict[str, Any]:
+    """An empty dict whose key table is shared with every other dict made from `shape`: CPython's
+    key-sharing instance dicts (PEP 412). A plain `dict` to every reader (json, ==, copies, order
+    of insertion), less than half the memory of one built alone when 100k of them hold the same
+    few keys: 13 account attributes 464 -> 192 bytes, a 3-key operation detail 184 -> 105 (3.11).
+    `shape` is an empty class of its own per kind of dict; fill each in one fixed key order."""
+    return shape().__dict__  # type: ignore[no-any-return]
+
+
 _PERSON_FIELD_ORDER = tuple(f for f in Person.__dataclass_fields__ if f != "extra")
 
 

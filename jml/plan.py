@@ -18,6 +18,7 @@ from jml.model import (
     DesiredAccount,
     Operation,
     Priority,
+    keyshared_dict,
 )
 
 Key = tuple[str, str]  # (connector, employee_id)
@@ -46,16 +47,32 @@ def _is_assignment(grant: str, traits: ConnectorTraits) -> bool:
     return traits.assignment_grants and "@" in grant and not grant.startswith("group:")
 
 
+# Empty classes whose instances' __dict__ are operations' details (jml.model.keyshared_dict):
+# a first import makes ~3 operations a person, each detail with the same few keys.
+class _GroupDetail:
+    pass
+
+
+class _GrantDetail:
+    pass
+
+
+class _CreateDetail:
+    pass
+
+
 def _grant_op(connector: str, eid: str, username: str, grant: str, add: bool, traits: ConnectorTraits,
               priority: Priority, rule: str | None = None) -> Operation:
-    detail: dict[str, str] = {"username": username}
+    assignment = _is_assignment(grant, traits)
+    detail: dict[str, str] = keyshared_dict(_GrantDetail if assignment else _GroupDetail)
+    detail["username"] = username
     if rule:
         detail["rule"] = rule  # which rule granted it: kept with the grant for the audit trail
-    if _is_assignment(grant, traits):
-        action = Action.ASSIGN if add else Action.UNASSIGN
-        return Operation(connector, action, eid, {**detail, "grant": grant}, priority)
-    action = Action.ADD_MEMBER if add else Action.REMOVE_MEMBER
-    return Operation(connector, action, eid, {**detail, "group": grant}, priority)
+    if assignment:
+        detail["grant"] = grant
+        return Operation(connector, Action.ASSIGN if add else Action.UNASSIGN, eid, detail, priority)
+    detail["group"] = grant
+    return Operation(connector, Action.ADD_MEMBER if add else Action.REMOVE_MEMBER, eid, detail, priority)
 
 
 def _changed(desired: Mapping[str, str], recorded: Mapping[str, str]) -> dict[str, str]:
@@ -144,8 +161,11 @@ def _plan_account(plan: Plan, d: DesiredAccount, rec: AccountRecord | None, t: C
         if d.create and not d.delete:
             action = Action.INVITE if t.create_action == "invite" else Action.CREATE
             # The desired attributes are a fresh mapping per person, never mutated: share, don't copy.
-            ops.append(Operation(c, action, eid, {"username": d.username, "active": d.active,
-                                                  "attributes": d.attributes}, prio))
+            detail: dict[str, object] = keyshared_dict(_CreateDetail)
+            detail["username"] = d.username
+            detail["active"] = d.active
+            detail["attributes"] = d.attributes
+            ops.append(Operation(c, action, eid, detail, prio))
             for g in sorted(d.grants):
                 ops.append(_grant_op(c, eid, d.username, g, True, t, prio, d.grants[g]))
         return

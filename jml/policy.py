@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase, Status
+from jml.model import ConnectorTraits, DesiredAccount, Lifecycle, Person, Phase, Status, keyshared_dict
 from jml.review_items import ACCOUNT
 
 
@@ -106,23 +106,32 @@ def normalize_grant(grant: str, traits: ConnectorTraits) -> str:
     return f"group:{grant}"
 
 
+class _AccountAttributes:
+    """Its instances' __dict__ is an account's attributes (jml.model.keyshared_dict)."""
+
+
 def account_attributes(person: Person) -> dict[str, str]:
-    attrs = {
-        "given_name": person.preferred_name or person.first_name,
-        "family_name": person.last_name,
-        "display_name": person.display_name,
-        "email": person.work_email,
-        "title": person.job_title,
-        "department": person.department,
-        "cost_center": person.cost_center,
-        "employee_number": person.employee_id,
-        "manager_id": person.manager_id,
-        "location": person.location,
-        "country": person.country,
-        "employment_type": person.employment_type,
-        "github_username": person.github_username,
-    }
-    return {k: v for k, v in attrs.items() if v}
+    # One dict per person, kept by the desired accounts and their create operations of a
+    # first import: key-sharing (keyshared_dict), filled in this fixed order.
+    out: dict[str, str] = keyshared_dict(_AccountAttributes)
+    for key, value in (
+        ("given_name", person.preferred_name or person.first_name),
+        ("family_name", person.last_name),
+        ("display_name", person.display_name),
+        ("email", person.work_email),
+        ("title", person.job_title),
+        ("department", person.department),
+        ("cost_center", person.cost_center),
+        ("employee_number", person.employee_id),
+        ("manager_id", person.manager_id),
+        ("location", person.location),
+        ("country", person.country),
+        ("employment_type", person.employment_type),
+        ("github_username", person.github_username),
+    ):
+        if value:
+            out[key] = value
+    return out
 
 
 def grants_for(person: Person, policy: Policy) -> dict[str, dict[str, str]]:

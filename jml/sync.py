@@ -259,6 +259,8 @@ def _plan_scope(
     # Who changed, by reference (their audit record is made as it is written, never in a dry run).
     transitions: list[_Transition] = []
     why: dict[str, str] = {}
+    # The same words for many people (every joiner hired the same day): kept once, not per person.
+    texts: dict[str, str] = {}
     # Approved requests in force and denials, once for the scope: desired() keeps the one, drops the other.
     beyond = access_state.extras(rt, scope.keys(), now) if scope else {}
     connectors = list(rt.traits.values())
@@ -278,7 +280,8 @@ def _plan_scope(
         if old_phase != lc.phase.value or eid in changed:
             if not dry_run:
                 transitions.append((eid, prev, state, lc, old_phase))
-            why[eid] = person_reason(prev, state, lc, old_phase)
+            text = person_reason(prev, state, lc, old_phase)
+            why[eid] = texts.setdefault(text, text)
         if state.person is not None:
             more = beyond.get(eid)
             wishes.extend(desired(state.person, lc, connectors, rt.policy,
@@ -288,7 +291,7 @@ def _plan_scope(
                           protected=rt.policy.protected)
     # What the plan replaces, for `jml revert`: its people as stored before it (joiners: nothing).
     priors = [] if dry_run else _priors(result.operations, previous, index, records)
-    del wishes, records  # the largest intermediate values: free them before the writes
+    del wishes, records, texts  # the largest intermediate values: free them before the writes
     verdict = verdict_for(result.operations) if verdict_for is not None else guard.evaluate(
         result.operations, managed=rt.store.managed_counts(), limits=rt.limits, per_connector=rt.connector_limits(),
         export_rows=parsed.row_count if parsed is not None else None, last_good_rows=last_good_rows,
