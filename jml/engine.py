@@ -323,6 +323,11 @@ class Engine:
     async def _worker(self, name: str, lane: Lane) -> None:
         worker_pool.serve(LanePool(lane))
         while True:
+            if self._stopping:
+                # Stopping cancels every worker, but Python 3.11's wait_for can swallow a
+                # cancellation that meets the inner call's completion (gh-86296): a worker that
+                # went on would wait on the empty queue forever, and stopping with it.
+                return
             me = asyncio.current_task()
             if len(lane.workers) > lane.seats and me in lane.workers:
                 lane.workers.remove(me)  # started for a chain that was parked and has gone on since

@@ -34,7 +34,7 @@ from connectors.scim.dialect import Dialect
 from connectors.scim.member_checks import MemberChecksMixin
 from connectors.scim.removal_cost import RemovalCosts
 from connectors.scim.transport import ScimTransport
-from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError
+from jml.errors import ConflictError, ConnectorError, NotFoundError, PermanentError, RetryableError
 
 # Membership forms, in the order tried (connectors/scim/dialect.py remembers the one that works).
 ADD_FORMS = ("value", "replace", "put")
@@ -180,6 +180,14 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
                     batch, self._queued[gid] = self._queued[gid], []
                     try:
                         await self._flush(gid, batch)
+                    except BaseException as e:
+                        # Cancelled (the engine's limit on an attempt) or a bug: the others whose
+                        # changes rode in this batch must not wait for a PATCH nobody will send.
+                        error = e if isinstance(e, ConnectorError) else RetryableError(self.name, "interrupted")
+                        for _, _, fut in batch:
+                            if fut is not mine and not fut.done():
+                                fut.set_exception(error)
+                        raise
                     finally:
                         self._last_write[gid] = time.monotonic()
             finally:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from connectors.scim import ScimConnector
+from jml.errors import RetryableError
 from jml.model import AccountRecord, Action, Operation
 from tests.integration.contract.target_scim import ERROR, PeerReader, WriteFaultProxy, connector_for
 from tests.peers import ScimPeer, scim2_server
@@ -669,3 +670,33 @@ async def test_costly_removals_replace_the_member_list_where_that_is_cheaper(pee
     finally:
         await c.close()
         proxy.stop()
+
+
+async def test_a_cancelled_group_write_fails_the_changes_that_rode_in_it(
+        plain: tuple[ScimConnector, WriteFaultProxy]) -> None:
+    """The chain holding a group's lock sends everyone's queued changes; cancelled mid-PATCH
+    (the engine's limit on an attempt), the others' changes fail as retryable at once instead
+    of waiting for a PATCH nobody will send."""
+    c, _ = plain
+    made = []
+    for i in range(2):
+        res = await c.apply(op(Action.CREATE, f"K{i}", username=f"k{i}@acme.example", active=True, attributes={}),
+                            None)
+        made.append(_record(f"K{i}", f"k{i}@acme.example", str(res.remote_id)))
+    await c.apply(op(Action.ADD_MEMBER, "K0", username="k0@acme.example", group="stuck"), made[0])
+    sending = asyncio.Event()
+
+    async def hung_flush(gid: str, batch: list[Any]) -> None:
+        sending.set()
+        await asyncio.sleep(3600)
+
+    c._flush = hung_flush  # type: ignore[method-assign]
+    # Both queued before the PATCH goes (grants nobody waits on are held a moment): one batch.
+    first = asyncio.ensure_future(c.apply(op(Action.ADD_MEMBER, "K1", username="k1@acme.example",
+                                             group="stuck"), made[1]))
+    second = asyncio.ensure_future(c.apply(op(Action.REMOVE_MEMBER, "K0", username="k0@acme.example",
+                                              group="stuck"), made[0]))
+    await asyncio.wait_for(sending.wait(), 5)
+    first.cancel()  # the lock holder, sending both
+    with pytest.raises(RetryableError, match="interrupted"):
+        await asyncio.wait_for(second, 5)
