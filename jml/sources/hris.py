@@ -12,12 +12,17 @@ Row numbers: CSV rows are numbered as a spreadsheet shows them (the header is ro
 first data row is row 2; a multi-line quoted cell stays one row). JSON rows are the 1-based
 position in the list; JSON lines rows are the line number.
 
-Speed (100,000 rows): csv.reader with column indices, one blake2b per row, and rows whose
-hash the caller already knows are only checked for duplicates, never converted.
+Speed (100,000 rows): a CSV row's hash is taken over its raw line, before any split, all
+lines in one pass of C calls; a line whose hash the caller already knows (`known_hashes`) is
+an unchanged record, taken with one dictionary probe and never split, and only the other
+lines go through csv.reader (column indices, conversion). Each hash carries a short tag of
+the row's work_email, so duplicate ids and e-mails are still looked for over the whole
+export. JSON rows are hashed over their values (one blake2b per row, as before).
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import datetime as dt
@@ -27,8 +32,11 @@ import io
 import json
 import operator
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
+from itertools import compress, islice, repeat
 from types import MappingProxyType
 from typing import Any
 
@@ -38,7 +46,17 @@ from jml.sources.profiles import REQUIRED_FIELDS, Profile, resolve_profile
 from jml.timeparse import date_out_of_range
 
 # Bumped when the hash input changes, so stored hashes from older versions never match.
+# JSON rows: blake2b over the values. CSV rows: over the raw record text, then the e-mail tag
+# (jml-line-v2, which covers the tag's form too; v1 hashed the values there too, so the first
+# poll after the upgrade re-plans everyone once).
 _HASH_VERSION = b"jml-row-v1"
+_LINE_VERSION = b"jml-line-v2"
+_DIGEST_LEN = 32  # hex characters of a CSV row hash; an e-mail tag (16 hex) may follow
+_DIGEST_OF = operator.itemgetter(slice(0, _DIGEST_LEN))
+_TAG_OF = operator.itemgetter(slice(_DIGEST_LEN, None))
+# Set to False (tests only) to send every CSV line through csv.reader: the slow path the
+# fast one must agree with.
+_FAST_LINES = True
 _SEP = "\x1f"
 _EMPTY_EXTRA: Mapping[str, str] = MappingProxyType({})
 _DATE_FIELDS = ("hire_date", "termination_date")
@@ -120,36 +138,66 @@ def _parse(
     data: bytes, name: str, format: str | None, prof: Profile, known_hashes: Mapping[str, str] | None
 ) -> ParsedExport:
     fmt = _format_of(format, name)
-    text = _decode(data, name)
-    if not text.strip():
-        raise ExportRejected("the export is empty", file=name)
-    pre: dict[int, _RowError] = {}
     if fmt == "csv":
-        # strict: an unterminated quote at the end (a cut file) is an error, not a silent field.
-        delimiter = _delimiter(text)
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
-        header, header_row = _csv_header(reader, name)
         try:
-            parser = _Parser(name, header, prof, known_hashes, pre, csv_mode=True)
-        except ExportRejected as e:
-            if "missing required columns" not in str(e):
-                raise
-            # Name what was read, so a wrong delimiter or header row is plain to see (issue 17).
-            seen = ", ".join(repr(h) for h in header[:8]) + (" …" if len(header) > 8 else "")
-            shown = {"\t": "tab"}.get(delimiter, repr(delimiter))
-            raise ExportRejected(f"{str(e).removeprefix(name + ': ')}; the header read with delimiter {shown} has "
-                                 f"{len(header)} column(s): {seen}", file=name) from None
-        try:
-            result = parser.run(enumerate(reader, header_row + 1))
-        except csv.Error as e:
-            raise ExportRejected(
-                f"malformed CSV near line {reader.line_num}: {e}; the file may be cut off", file=name
-            ) from None
+            result = _parse_csv(data, name, prof, known_hashes)
+        except (ExportRejected, UnicodeDecodeError):
+            _decode(data, name)  # an export that is not UTF-8 is refused as that, whatever else is wrong
+            raise
     else:
+        text = _decode(data, name)
+        if not text.strip():
+            raise ExportRejected("the export is empty", file=name)
+        pre: dict[int, _RowError] = {}
         header, records = _json_records(text, name, fmt, prof, pre)
         result = _Parser(name, header, prof, known_hashes, pre, csv_mode=False).run(records)
     result.checksum = hashlib.sha256(data).hexdigest()
     return result
+
+
+def _parse_csv(data: bytes, name: str, prof: Profile, known_hashes: Mapping[str, str] | None) -> ParsedExport:
+    """A CSV export. Not decoded as a whole: each line csv.reader reads is decoded (strictly),
+    and a known line is, byte for byte, part of an export read before. So a file that is not
+    UTF-8 raises UnicodeDecodeError here (or a rejection for what it made of the bytes), and
+    _parse names the invalid byte as a whole-file decode does."""
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    if _blank(body):
+        raise ExportRejected("the export is empty", file=name)
+    # The delimiter from the first 65,536 characters (at most 4 bytes each); an invalid byte
+    # there is found when its line is read.
+    delimiter = _delimiter(body[:4 * 65536].decode("utf-8", "replace")[:65536])
+    lines = _CsvLines(body)
+    # strict: an unterminated quote at the end (a cut file) is an error, not a silent field.
+    reader = csv.reader(lines.feed(0), strict=True, delimiter=delimiter)
+    header, header_row = _csv_header(reader, name)
+    try:
+        parser = _Parser(name, header, prof, known_hashes, {}, csv_mode=True, delimiter=delimiter)
+    except ExportRejected as e:
+        if "missing required columns" not in str(e):
+            raise
+        # Name what was read, so a wrong delimiter or header row is plain to see (issue 17).
+        seen = ", ".join(repr(h) for h in header[:8]) + (" …" if len(header) > 8 else "")
+        shown = {"\t": "tab"}.get(delimiter, repr(delimiter))
+        raise ExportRejected(f"{str(e).removeprefix(name + ': ')}; the header read with delimiter {shown} has "
+                             f"{len(header)} column(s): {seen}", file=name) from None
+    return parser.run_lines(lines, reader, header_row)
+
+
+# What str.strip() strips among ASCII characters (str.isspace).
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _blank(body: bytes) -> bool:
+    """Whether the decoded text would be only white space (not decoding it, mostly)."""
+    rest = body.strip(_ASCII_SPACE)
+    if not rest:
+        return True
+    if rest[0] < 0x80 or rest[-1] < 0x80:
+        return False  # a character that is not white space
+    try:
+        return not body.decode().strip()
+    except UnicodeDecodeError:
+        return False  # refused as not UTF-8 (by _parse)
 
 
 def health_problems(current: ParsedExport, *, last_columns: tuple[str, ...] | None) -> list[str]:
@@ -215,6 +263,89 @@ def _delimiter(text: str) -> str:
     counts = {d: first.count(d) for d in (";", "\t", "|")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
+
+
+class _CsvLines:
+    """A CSV export's physical lines exactly as csv.reader reads them from
+    io.StringIO(text, newline=""): each ended by \r\n, \n or \r. `raw[i]` is line i's bytes
+    without its line break, what a row hash is taken over; `feed(i)` gives csv.reader the
+    lines from i on, and it never reads a line ahead of the record it is on (so
+    reader.line_num says where a record ended).
+
+    The file is split on its usual break (that of its first line, \r\n or \n): one C call.
+    A piece holding another break (a spreadsheet cell with \n in a \r\n file, a trailing \n
+    added to one, an old \r file) is split again as io.StringIO splits it."""
+
+    __slots__ = ("_breaks", "_sep", "n", "raw")
+
+    def __init__(self, body: bytes) -> None:
+        nl = body.find(b"\n")
+        crlf = nl > 0 and body[nl - 1] == 0x0D
+        sep = b"\r\n" if crlf else b"\n"
+        raw = body.split(sep)
+        tail = raw.pop() if raw else b""  # the text after the last break: b"" if the file ends with one
+        seps = len(raw)
+        self._sep = sep.decode()
+        self._breaks: list[str] | None = None  # each line's break, when not all are `sep`
+        stray_cr = body.count(b"\r") - (seps if crlf else 0)
+        stray_lf = body.count(b"\n") - seps if crlf else 0
+        if tail:
+            raw.append(tail)
+        if not (stray_cr or stray_lf or tail):
+            self.raw, self.n = raw, len(raw)
+            return
+        breaks = [self._sep] * len(raw)
+        if tail:
+            breaks[-1] = ""  # the last line has no break in the file: none is added
+        if stray_cr or stray_lf:
+            odd: list[int]
+            if tail and tail.count(b"\r") == stray_cr and tail.count(b"\n") == stray_lf:
+                odd = [len(raw) - 1]  # only in the text after the last break (say, a blank line added)
+            else:
+                flags: Iterable[bool] = map(operator.contains, raw, repeat(b"\r" if stray_cr else b"\n"))
+                if stray_cr and stray_lf:
+                    flags = map(operator.or_, flags, map(operator.contains, raw, repeat(b"\n")))
+                odd = list(compress(range(len(raw)), flags))
+            lines: list[bytes] = []
+            brks: list[str] = []
+            done = 0
+            for k in odd:
+                lines += raw[done:k]
+                brks += breaks[done:k]
+                for piece in io.StringIO(raw[k].decode() + breaks[k], newline=""):
+                    line = _without_break(piece)
+                    lines.append(line.encode())
+                    brks.append(piece[len(line):])
+                done = k + 1
+            raw, breaks = lines + raw[done:], brks + breaks[done:]
+        self.raw, self.n, self._breaks = raw, len(raw), breaks
+
+    def feed(self, start: int) -> Iterator[str]:
+        """Lines from `start` on, each with its line break, as csv.reader wants them."""
+        breaks = repeat(self._sep) if self._breaks is None else islice(self._breaks, start, None)
+        return map(operator.add, map(bytes.decode, islice(self.raw, start, None)), breaks)
+
+    def record(self, start: int, end: int) -> bytes:
+        """The raw text of lines start..end-1 (one record), the breaks between them included."""
+        if self._breaks is None:
+            return self._sep.encode().join(self.raw[start:end])
+        parts: list[bytes] = []
+        for j in range(start, end - 1):
+            parts += (self.raw[j], self._breaks[j].encode())
+        parts.append(self.raw[end - 1])
+        return b"".join(parts)
+
+    def text(self, i: int) -> str:
+        return self.raw[i].decode()
+
+
+def _without_break(line: str) -> str:
+    """A line without the one line break (\r\n, \n or \r) that ends it, if any."""
+    if line.endswith("\r\n"):
+        return line[:-2]
+    if line.endswith(("\n", "\r")):
+        return line[:-1]
+    return line
 
 
 def _csv_header(reader: Iterator[list[str]], name: str) -> tuple[list[str], int]:
@@ -315,9 +446,10 @@ class _Parser:
         known: Mapping[str, str] | None,
         pre: dict[int, _RowError],
         csv_mode: bool,
+        delimiter: str = ",",
     ) -> None:
         self.name, self.header, self.prof, self.known = name, header, prof, known
-        self.pre, self.csv_mode = pre, csv_mode
+        self.pre, self.csv_mode, self.delimiter = pre, csv_mode, delimiter
         if not header:
             raise ExportRejected("no header row and no data rows", file=name)
         seen: set[str] = set()
@@ -347,6 +479,12 @@ class _Parser:
         self.key = hashlib.blake2b(
             _HASH_VERSION + prof.fingerprint() + _SEP.join(header).encode(), digest_size=64
         ).digest()
+        # CSV lines: the same inputs and the delimiter, as blake2b's salt and personalisation
+        # (free, unlike a key: no extra block per line). One C call per line.
+        ctx = hashlib.blake2b(_LINE_VERSION + _SEP.encode() + delimiter.encode() + _SEP.encode()
+                              + prof.fingerprint() + _SEP.join(header).encode(), digest_size=32).digest()
+        self.line_hash: Callable[[bytes], Any] = partial(hashlib.blake2b, digest_size=16, salt=ctx[:16],
+                                                         person=ctx[16:])
         self.problems: dict[int, Quarantined] = {}
 
     def _quarantine(self, row: int, fieldname: str, message: str, eid: str | None,
@@ -451,6 +589,242 @@ class _Parser:
             quarantined_ids={q.employee_id for q in quarantined if q.employee_id},
         )
 
+    def run_lines(self, lines: _CsvLines, reader: Any, header_row: int) -> ParsedExport:
+        """The CSV pass. Every line after the header is hashed first (raw bytes, C calls only);
+        a line whose hash is a known row hash is that person's unchanged record: it is taken
+        without csv.reader. Every other line, and each line a multi-line record spans, is read
+        by csv.reader as `run` reads a row. The result is the one reading every line would
+        give (tests/unit/test_hris_lines.py), the unchanged rows' names aside: those are set
+        aside only for a duplicate, and then named from their line.
+
+        Why a known line needs no reading: its text is, byte for byte, a record read before
+        under the same header, delimiter and profile (all in the hash), and csv.reader reads
+        the same text from the start of a record the same way. The start of a record is known
+        at every step: after the header, after a known line (one whole record) and after
+        what csv.reader read."""
+        ncols = len(self.header)
+        id_i, st_i = self.index["employee_id"], self.index["status"]
+        em_i = self.index.get("work_email")
+        vocab, known = self.prof.status_values, self.known
+        line_hash, hexdigest = self.line_hash, hashlib.blake2b.hexdigest
+        terminated = Status.TERMINATED
+        status_cache: dict[str, Status | None] = {}
+        raw, n = lines.raw, lines.n
+        start = reader.line_num  # csv.reader read the header from line 0: this line is a record's start
+        # Per line from `start`: (employee_id, row hash) of the unchanged record it is, or None.
+        hits: list[tuple[str, str] | None] | None = None
+        misses: Iterable[int] = range(start, n)
+        # Known entries no line is: those that were not found, and those found on a line that
+        # turned out to be inside a multi-line record.
+        unmatched: list[tuple[str, str]] = []
+        whole = False
+        if known and _FAST_LINES and start < n:
+            # Known row hashes by the line digest they begin with, each taken by the first line
+            # that has it (pop): a line there twice is read the second time, and its id counts
+            # twice like any other.
+            rev = dict(zip(map(_DIGEST_OF, known.values()), known.items(), strict=True))
+            whole = len(rev) == len(known)  # (no two hashes with one digest: each entry is in rev)
+            hits = list(map(rev.pop, map(hexdigest, map(line_hash, islice(raw, start, None))), repeat(None)))
+            unmatched = list(rev.values()) if whole else []
+            del rev
+            misses = compress(range(start, n), map(operator.not_, hits))
+        # The records csv.reader read, as in `run`.
+        ids: list[str] = []
+        rownums: list[int] = []
+        emails: list[str] = []  # non-terminated rows only
+        tags: list[str] = []  # _email_tag of each of `emails`
+        email_at: list[int] = []  # index into ids/rownums
+        people: list[tuple[int, Person]] = []
+        hashes: dict[str, str] = {}
+        unchanged: list[int] = []
+        kept: dict[int, list[str]] = {}  # unchanged records read all the same (multi-line): named if set aside
+        runs: list[tuple[int, int, int]] = []  # (first line, end line, row number of the first) of known lines
+        short_row = last_row = -1
+        rownum = header_row
+        pos = start  # the next line not taken: always a record's start
+        rd: Any = reader
+        rd_start = 0  # the line rd began at (rd.line_num counts from there)
+        try:
+            for i in misses:
+                if i < pos:
+                    continue  # inside the multi-line record just read
+                if i > pos:  # lines pos..i-1 are known: one record each
+                    runs.append((pos, i, rownum + 1))
+                    rownum += i - pos
+                    last_row, pos, rd = rownum, i, None
+                if rd is None:
+                    rd, rd_start = csv.reader(lines.feed(i), strict=True, delimiter=self.delimiter), i
+                row = next(rd, None)
+                if row is None:  # cannot be (line i is there): never count what was not read
+                    raise ExportRejected(f"could not read the record at line {i + 1}", file=self.name)
+                end = rd_start + rd.line_num
+                rownum += 1
+                if end == i + 1:
+                    digest = hexdigest(line_hash(raw[i]))
+                else:  # a record spanning lines: none of them is a record of its own
+                    digest = hexdigest(line_hash(lines.record(i, end)))
+                    if hits is not None:
+                        for j in range(i + 1 - start, end - start):
+                            if hits[j] is not None:
+                                unmatched.append(hits[j])  # type: ignore[arg-type]
+                                hits[j] = None
+                pos = end
+                if len(row) != ncols:
+                    if not row:
+                        continue  # a blank line is no record
+                    eid = row[id_i].strip() if id_i < len(row) else ""
+                    ids.append(eid)
+                    rownums.append(rownum)
+                    last_row = rownum
+                    if len(row) < ncols:
+                        short_row = rownum
+                    self._quarantine(rownum, "(row)", f"has {len(row)} fields, the header has {ncols}", eid, row)
+                    continue
+                eid = row[id_i].strip()
+                ids.append(eid)
+                rownums.append(rownum)
+                last_row = rownum
+                raw_status = row[st_i]
+                if raw_status in status_cache:
+                    status = status_cache[raw_status]
+                else:  # a handful of distinct values per export: normalise each once
+                    status = status_cache[raw_status] = vocab.get(raw_status.strip().casefold())
+                tag = ""
+                if em_i is not None and status is not terminated:
+                    email = row[em_i].strip().lower()
+                    if email:
+                        tag = _email_tag(email)
+                        emails.append(email)
+                        tags.append(tag)
+                        email_at.append(len(ids) - 1)
+                row_hash = digest + tag
+                if known is not None and known.get(eid) == row_hash:
+                    hashes[eid] = row_hash
+                    unchanged.append(rownum)
+                    kept[rownum] = row
+                    continue
+                try:
+                    people.append((rownum, self._person(row, eid, status, raw_status)))
+                    hashes[eid] = row_hash
+                except _RowError as e:
+                    self._quarantine(rownum, e.field, e.message, eid, row)
+        except csv.Error as e:
+            line = rd_start + rd.line_num if rd is not None else pos
+            raise ExportRejected(
+                f"malformed CSV near line {line}: {e}; the file may be cut off", file=self.name
+            ) from None
+        if pos < n:
+            runs.append((pos, n, rownum + 1))
+            rownum += n - pos
+            last_row = rownum
+        n_known = len(hits) - hits.count(None) if hits is not None else 0
+        if not ids and not n_known:
+            raise ExportRejected("no data rows", file=self.name)
+        if short_row == last_row:
+            raise ExportRejected(
+                f"the last row ({short_row}) has fewer fields than the header: the file looks cut off", file=self.name
+            )
+        set_aside_known = 0
+        if not n_known:
+            self._duplicates(ids, rownums, emails, email_at, hashes)
+        else:
+            assert hits is not None and known is not None
+            if whole and len(unmatched) < n_known:  # (a poll: the known entries, less the few not there)
+                known_hashes = dict(known)
+                for eid, _ in unmatched:
+                    del known_hashes[eid]
+            else:  # (say, after an upgrade: hardly a line known)
+                known_hashes = dict(filter(None, hits))
+            # Duplicates over the whole export, from sets: the ids and e-mail tags seen twice.
+            twice: set[str] = set()
+            if len(set(ids)) < len(ids):
+                twice.update(e for e, c in Counter(ids).items() if c > 1)
+            twice.update(known_hashes.keys() & set(ids))
+            known_tags = list(filter(None, map(_TAG_OF, known_hashes.values())))
+            shared = set(tags)
+            shared.update(known_tags)
+            if len(shared) < len(tags) + len(known_tags):
+                shared = {t for t, c in Counter([*tags, *known_tags]).items() if c > 1}
+            else:
+                shared = set()
+            known_hashes.update(hashes)
+            hashes = known_hashes
+            if twice or shared:
+                set_aside_known = self._duplicates_with_known(
+                    lines, runs, hits, start, twice, shared, ids, rownums, emails, tags, email_at, hashes)
+        problems = self.problems
+        if problems:
+            for rownum, p in people:  # a duplicate's row was read fine: name it
+                q = problems.get(rownum)
+                if q is not None and not q.name:
+                    problems[rownum] = replace(q, name=" ".join(x for x in (p.preferred_name or p.first_name,
+                                                                             p.last_name) if x),
+                                               email=p.work_email)
+            for rownum, values in kept.items():
+                q = problems.get(rownum)
+                if q is not None and not q.name:
+                    who, email = self._who(values)
+                    problems[rownum] = replace(q, name=who, email=email)
+            people = [p for p in people if p[0] not in problems]
+            unchanged = [r for r in unchanged if r not in problems]
+        quarantined = sorted(problems.values(), key=lambda q: q.row)
+        return ParsedExport(
+            file=self.name,
+            checksum="",
+            columns=tuple(self.header),
+            row_count=len(ids) + n_known,
+            people=[p for _, p in people],
+            row_hashes=hashes,
+            unchanged=len(unchanged) + n_known - set_aside_known,
+            quarantined=quarantined,
+            quarantined_ids={q.employee_id for q in quarantined if q.employee_id},
+        )
+
+    def _duplicates_with_known(
+        self, lines: _CsvLines, runs: list[tuple[int, int, int]], hits: list[tuple[str, str] | None], start: int,
+        twice: set[str], shared: set[str], ids: list[str], rownums: list[int], emails: list[str], tags: list[str],
+        email_at: list[int], hashes: dict[str, str],
+    ) -> int:
+        """`_duplicates` over the records read and the known lines whose id is there twice or
+        whose e-mail tag is shared (tags are short: a shared tag need not be a shared address,
+        so those lines' addresses are read). Returns how many known lines were set aside;
+        they are named from their line."""
+        known = self.known
+        assert known is not None
+        wanted = {(e, known[e]) for e in twice if e in known}
+        wanted.update((e, h) for e, h in hashes.items() if _TAG_OF(h) in shared)
+        em_i = self.index.get("work_email")
+        address = dict(zip(email_at, emails, strict=True))
+        # The records in row order: (row, employee_id, e-mail to compare or None, known line or -1).
+        records: list[tuple[int, str, str | None, int]] = [
+            (r, eid, address.get(k), -1) for k, (r, eid) in enumerate(zip(rownums, ids, strict=True))]
+        firsts = [first for first, _, _ in runs]
+        for j in compress(range(start, start + len(hits)), map(wanted.__contains__, hits)):
+            first, _, row = runs[bisect.bisect_right(firsts, j) - 1]
+            hit = hits[j - start]
+            assert hit is not None
+            email = None
+            if em_i is not None and _TAG_OF(hit[1]) in shared:
+                email = self._line_values(lines, j)[em_i].strip().lower()
+            records.append((row + j - first, hit[0], email, j))
+        records.sort(key=lambda rec: rec[0])
+        compared = [(k, rec[2]) for k, rec in enumerate(records) if rec[2] is not None]
+        self._duplicates([rec[1] for rec in records], [rec[0] for rec in records], [e for _, e in compared],
+                         [k for k, _ in compared], hashes)
+        set_aside = 0
+        for r, _, _, j in records:
+            q = self.problems.get(r)
+            if j >= 0 and q is not None:
+                set_aside += 1
+                if not q.name:
+                    name, email = self._who(self._line_values(lines, j))
+                    self.problems[r] = replace(q, name=name, email=email)
+        return set_aside
+
+    def _line_values(self, lines: _CsvLines, i: int) -> list[str]:
+        """The cells of line i, a whole record."""
+        return next(csv.reader([lines.text(i)], strict=True, delimiter=self.delimiter))
+
     def _duplicates(
         self, ids: list[str], rownums: list[int], emails: list[str], email_at: list[int], hashes: dict[str, str]
     ) -> None:
@@ -503,3 +877,11 @@ class _Parser:
         extra = {h: v for h, i in self.extra_fields if (v := row[i].strip())} if self.extra_fields else None
         values.append(extra or _EMPTY_EXTRA)
         return Person(eid, status, *values)
+
+
+def _email_tag(email: str) -> str:
+    """A short tag of a normalised work_email, kept after a CSV row's hash: unchanged lines are
+    never split, yet their addresses count for duplicates. 64 bits: two of 500,000 addresses
+    share one about once in 10^8 exports (then both lines are read and the addresses compared;
+    32 bits would do that on almost every read of a large export)."""
+    return hashlib.blake2b(email.encode(), digest_size=8).hexdigest()
