@@ -566,14 +566,25 @@ class _Parser:
                 f"the last row ({short_row}) has fewer fields than the header: the file looks cut off", file=self.name
             )
         self._duplicates(ids, rownums, emails, email_at, hashes)
+        return self._result(people, unchanged, {}, hashes, rows=len(ids), unchanged_extra=0)
+
+    def _result(self, people: list[tuple[int, Person]], unchanged: list[int], kept: Mapping[int, list[str]],
+                hashes: dict[str, str], *, rows: int, unchanged_extra: int) -> ParsedExport:
+        """The export, rows set aside taken out of it. A duplicate's row was read fine: its
+        problem is named after it (from the person, or from the values `kept` of a known line)."""
         problems = self.problems
         if problems:
-            for rownum, p in people:  # a duplicate's row was read fine: name it
+            for rownum, p in people:
                 q = problems.get(rownum)
                 if q is not None and not q.name:
                     problems[rownum] = replace(q, name=" ".join(x for x in (p.preferred_name or p.first_name,
                                                                              p.last_name) if x),
                                                email=p.work_email)
+            for rownum, values in kept.items():
+                q = problems.get(rownum)
+                if q is not None and not q.name:
+                    who, email = self._who(values)
+                    problems[rownum] = replace(q, name=who, email=email)
             people = [p for p in people if p[0] not in problems]
             unchanged = [r for r in unchanged if r not in problems]
         quarantined = sorted(problems.values(), key=lambda q: q.row)
@@ -581,10 +592,10 @@ class _Parser:
             file=self.name,
             checksum="",
             columns=tuple(self.header),
-            row_count=len(ids),
+            row_count=rows,
             people=[p for _, p in people],
             row_hashes=hashes,
-            unchanged=len(unchanged),
+            unchanged=len(unchanged) + unchanged_extra,
             quarantined=quarantined,
             quarantined_ids={q.employee_id for q in quarantined if q.employee_id},
         )
@@ -752,33 +763,8 @@ class _Parser:
             if twice or shared:
                 set_aside_known = self._duplicates_with_known(
                     lines, runs, hits, start, twice, shared, ids, rownums, emails, tags, email_at, hashes)
-        problems = self.problems
-        if problems:
-            for rownum, p in people:  # a duplicate's row was read fine: name it
-                q = problems.get(rownum)
-                if q is not None and not q.name:
-                    problems[rownum] = replace(q, name=" ".join(x for x in (p.preferred_name or p.first_name,
-                                                                             p.last_name) if x),
-                                               email=p.work_email)
-            for rownum, values in kept.items():
-                q = problems.get(rownum)
-                if q is not None and not q.name:
-                    who, email = self._who(values)
-                    problems[rownum] = replace(q, name=who, email=email)
-            people = [p for p in people if p[0] not in problems]
-            unchanged = [r for r in unchanged if r not in problems]
-        quarantined = sorted(problems.values(), key=lambda q: q.row)
-        return ParsedExport(
-            file=self.name,
-            checksum="",
-            columns=tuple(self.header),
-            row_count=len(ids) + n_known,
-            people=[p for _, p in people],
-            row_hashes=hashes,
-            unchanged=len(unchanged) + n_known - set_aside_known,
-            quarantined=quarantined,
-            quarantined_ids={q.employee_id for q in quarantined if q.employee_id},
-        )
+        return self._result(people, unchanged, kept, hashes, rows=len(ids) + n_known,
+                            unchanged_extra=n_known - set_aside_known)
 
     def _duplicates_with_known(
         self, lines: _CsvLines, runs: list[tuple[int, int, int]], hits: list[tuple[str, str] | None], start: int,
