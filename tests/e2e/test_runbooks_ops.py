@@ -226,7 +226,10 @@ def test_sla_breach_dead_letter(tmp_path: Path, fresh: ScimPeer) -> None:
     good_url = doc["connectors"]["demo"]["url"]
     doc["connectors"]["demo"]["url"] = f"http://127.0.0.1:{free_port()}/v2/"  # the app is unreachable
     cli.config.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    rows[1].update(status="Terminated", termination_date=dt.datetime.now(dt.UTC).date().isoformat())
+    # Today in the source's time zone (Europe/Berlin): a UTC date is yesterday there between 23:00 and
+    # 24:00 UTC, and a leaver dated yesterday was late before jml saw them (hr_data_late, not app_errors).
+    today = dt.datetime.now(ZoneInfo("Europe/Berlin")).date()
+    rows[1].update(status="Terminated", termination_date=today.isoformat())
     cli.write(rows)
     assert cli.run("sync").returncode == 1  # dead-lettered
     # Step 1: `jml status`: the leaver's line, MISSED; step 2: its state, `dead_letter` -> Dead letter.
