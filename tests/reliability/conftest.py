@@ -41,8 +41,13 @@ from tests.vendor_peers.proxy import VendorProxy
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_ENV = "JML_REL_SCIM_TOKEN"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
-# The day jml will see (its clock; sources.hris.timezone is UTC here); hire dates are drawn around it.
-TODAY = dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def today() -> dt.date:
+    """The day jml sees (its clock; sources.hris.timezone is UTC here); hire dates are drawn around
+    it. Read when a test runs, not when the tests are collected: a run may cross midnight."""
+    return dt.datetime.now(dt.UTC).date()
+
 PREHIRE_DAYS = 3  # lifecycle.prehire_days default
 
 
@@ -127,14 +132,14 @@ TITLES = sorted({t for ts in GEN.TITLES.values() for t in ts})
 
 def generate(people: int, seed: int) -> list[dict[str, str]]:
     """gen_hris.py's day-0 export."""
-    return list(GEN.generate(people, seed, dt.date.fromisoformat(TODAY)))
+    return list(GEN.generate(people, seed, today()))
 
 
 def evolve(rows: list[dict[str, str]], seed: int, *, joiners: float, movers: float,
            leavers: float) -> list[dict[str, str]]:
     """gen_hris.py's next day (joiners, movers, leavers marked Terminated today)."""
     rows = [dict(r) for r in rows]
-    return list(GEN.evolve(rows, seed, dt.date.fromisoformat(TODAY), joiners, movers, leavers))
+    return list(GEN.evolve(rows, seed, today(), joiners, movers, leavers))
 
 
 def csv_bytes(rows: list[dict[str, str]]) -> bytes:
@@ -193,18 +198,16 @@ def desired_state(rows: list[dict[str, str]], previously: Mapping[str, str] | No
     userName) lists who had an account before: a leaver keeps it, inactive, with no groups.
     A pre-hire gets an inactive account without groups `PREHIRE_DAYS` before the hire date."""
     out: dict[str, Wanted] = {}
-    import datetime as dt
-
-    today = dt.date.fromisoformat(TODAY)
+    day = today()
     for r in rows:
         status = r["status"]
         if status == "Pre-hire" and r["hire_date"]:
             # The account exists, inactive and ungranted, from `prehire_days` before the hire
             # date; from the hire date on the person is the employee the rules describe.
             hire = dt.date.fromisoformat(r["hire_date"])
-            if hire <= today:
+            if hire <= day:
                 status = "Active"
-            elif hire - dt.timedelta(days=PREHIRE_DAYS) <= today:
+            elif hire - dt.timedelta(days=PREHIRE_DAYS) <= day:
                 out[r["work_email"]] = Wanted(False, frozenset())
                 continue
         if status in EMPLOYED:
