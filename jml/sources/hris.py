@@ -17,7 +17,8 @@ lines in one pass of C calls; a line whose hash the caller already knows (`known
 an unchanged record, taken with one dictionary probe and never split, and only the other
 lines go through csv.reader (column indices, conversion). Each hash carries a short tag of
 the row's work_email, so duplicate ids and e-mails are still looked for over the whole
-export. JSON rows are hashed over their values (one blake2b per row, as before).
+export. JSON rows are hashed over their values (one blake2b per row, as before). The lines
+and their hash format are jml/sources/csv_lines.py's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import csv
 import datetime as dt
 import gc
 import hashlib
-import io
 import json
 import operator
 import re
@@ -42,18 +42,13 @@ from typing import Any
 
 from jml.errors import ExportRejected
 from jml.model import Person, Status
+from jml.sources.csv_lines import DIGEST_OF, LINE_VERSION, TAG_OF, CsvLines, email_tag
 from jml.sources.profiles import REQUIRED_FIELDS, Profile, resolve_profile
 from jml.timeparse import date_out_of_range
 
 # Bumped when the hash input changes, so stored hashes from older versions never match.
-# JSON rows: blake2b over the values. CSV rows: over the raw record text, then the e-mail tag
-# (jml-line-v2, which covers the tag's form too; v1 hashed the values there too, so the first
-# poll after the upgrade re-plans everyone once).
+# JSON rows: blake2b over the values. CSV rows: csv_lines.LINE_VERSION.
 _HASH_VERSION = b"jml-row-v1"
-_LINE_VERSION = b"jml-line-v2"
-_DIGEST_LEN = 32  # hex characters of a CSV row hash; an e-mail tag (16 hex) may follow
-_DIGEST_OF = operator.itemgetter(slice(0, _DIGEST_LEN))
-_TAG_OF = operator.itemgetter(slice(_DIGEST_LEN, None))
 # Set to False (tests only) to send every CSV line through csv.reader: the slow path the
 # fast one must agree with.
 _FAST_LINES = True
@@ -166,7 +161,7 @@ def _parse_csv(data: bytes, name: str, prof: Profile, known_hashes: Mapping[str,
     # The delimiter from the first 65,536 characters (at most 4 bytes each); an invalid byte
     # there is found when its line is read.
     delimiter = _delimiter(body[:4 * 65536].decode("utf-8", "replace")[:65536])
-    lines = _CsvLines(body)
+    lines = CsvLines(body)
     # strict: an unterminated quote at the end (a cut file) is an error, not a silent field.
     reader = csv.reader(lines.feed(0), strict=True, delimiter=delimiter)
     header, header_row = _csv_header(reader, name)
@@ -263,89 +258,6 @@ def _delimiter(text: str) -> str:
     counts = {d: first.count(d) for d in (";", "\t", "|")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
-
-
-class _CsvLines:
-    """A CSV export's physical lines exactly as csv.reader reads them from
-    io.StringIO(text, newline=""): each ended by \r\n, \n or \r. `raw[i]` is line i's bytes
-    without its line break, what a row hash is taken over; `feed(i)` gives csv.reader the
-    lines from i on, and it never reads a line ahead of the record it is on (so
-    reader.line_num says where a record ended).
-
-    The file is split on its usual break (that of its first line, \r\n or \n): one C call.
-    A piece holding another break (a spreadsheet cell with \n in a \r\n file, a trailing \n
-    added to one, an old \r file) is split again as io.StringIO splits it."""
-
-    __slots__ = ("_breaks", "_sep", "n", "raw")
-
-    def __init__(self, body: bytes) -> None:
-        nl = body.find(b"\n")
-        crlf = nl > 0 and body[nl - 1] == 0x0D
-        sep = b"\r\n" if crlf else b"\n"
-        raw = body.split(sep)
-        tail = raw.pop() if raw else b""  # the text after the last break: b"" if the file ends with one
-        seps = len(raw)
-        self._sep = sep.decode()
-        self._breaks: list[str] | None = None  # each line's break, when not all are `sep`
-        stray_cr = body.count(b"\r") - (seps if crlf else 0)
-        stray_lf = body.count(b"\n") - seps if crlf else 0
-        if tail:
-            raw.append(tail)
-        if not (stray_cr or stray_lf or tail):
-            self.raw, self.n = raw, len(raw)
-            return
-        breaks = [self._sep] * len(raw)
-        if tail:
-            breaks[-1] = ""  # the last line has no break in the file: none is added
-        if stray_cr or stray_lf:
-            odd: list[int]
-            if tail and tail.count(b"\r") == stray_cr and tail.count(b"\n") == stray_lf:
-                odd = [len(raw) - 1]  # only in the text after the last break (say, a blank line added)
-            else:
-                flags: Iterable[bool] = map(operator.contains, raw, repeat(b"\r" if stray_cr else b"\n"))
-                if stray_cr and stray_lf:
-                    flags = map(operator.or_, flags, map(operator.contains, raw, repeat(b"\n")))
-                odd = list(compress(range(len(raw)), flags))
-            lines: list[bytes] = []
-            brks: list[str] = []
-            done = 0
-            for k in odd:
-                lines += raw[done:k]
-                brks += breaks[done:k]
-                for piece in io.StringIO(raw[k].decode() + breaks[k], newline=""):
-                    line = _without_break(piece)
-                    lines.append(line.encode())
-                    brks.append(piece[len(line):])
-                done = k + 1
-            raw, breaks = lines + raw[done:], brks + breaks[done:]
-        self.raw, self.n, self._breaks = raw, len(raw), breaks
-
-    def feed(self, start: int) -> Iterator[str]:
-        """Lines from `start` on, each with its line break, as csv.reader wants them."""
-        breaks = repeat(self._sep) if self._breaks is None else islice(self._breaks, start, None)
-        return map(operator.add, map(bytes.decode, islice(self.raw, start, None)), breaks)
-
-    def record(self, start: int, end: int) -> bytes:
-        """The raw text of lines start..end-1 (one record), the breaks between them included."""
-        if self._breaks is None:
-            return self._sep.encode().join(self.raw[start:end])
-        parts: list[bytes] = []
-        for j in range(start, end - 1):
-            parts += (self.raw[j], self._breaks[j].encode())
-        parts.append(self.raw[end - 1])
-        return b"".join(parts)
-
-    def text(self, i: int) -> str:
-        return self.raw[i].decode()
-
-
-def _without_break(line: str) -> str:
-    """A line without the one line break (\r\n, \n or \r) that ends it, if any."""
-    if line.endswith("\r\n"):
-        return line[:-2]
-    if line.endswith(("\n", "\r")):
-        return line[:-1]
-    return line
 
 
 def _csv_header(reader: Iterator[list[str]], name: str) -> tuple[list[str], int]:
@@ -481,7 +393,7 @@ class _Parser:
         ).digest()
         # CSV lines: the same inputs and the delimiter, as blake2b's salt and personalisation
         # (free, unlike a key: no extra block per line). One C call per line.
-        ctx = hashlib.blake2b(_LINE_VERSION + _SEP.encode() + delimiter.encode() + _SEP.encode()
+        ctx = hashlib.blake2b(LINE_VERSION + _SEP.encode() + delimiter.encode() + _SEP.encode()
                               + prof.fingerprint() + _SEP.join(header).encode(), digest_size=32).digest()
         self.line_hash: Callable[[bytes], Any] = partial(hashlib.blake2b, digest_size=16, salt=ctx[:16],
                                                          person=ctx[16:])
@@ -600,7 +512,7 @@ class _Parser:
             quarantined_ids={q.employee_id for q in quarantined if q.employee_id},
         )
 
-    def run_lines(self, lines: _CsvLines, reader: Any, header_row: int) -> ParsedExport:
+    def run_lines(self, lines: CsvLines, reader: Any, header_row: int) -> ParsedExport:
         """The CSV pass. Every line after the header is hashed first (raw bytes, C calls only);
         a line whose hash is a known row hash is that person's unchanged record: it is taken
         without csv.reader. Every other line, and each line a multi-line record spans, is read
@@ -633,7 +545,7 @@ class _Parser:
             # Known row hashes by the line digest they begin with, each taken by the first line
             # that has it (pop): a line there twice is read the second time, and its id counts
             # twice like any other.
-            rev = dict(zip(map(_DIGEST_OF, known.values()), known.items(), strict=True))
+            rev = dict(zip(map(DIGEST_OF, known.values()), known.items(), strict=True))
             whole = len(rev) == len(known)  # (no two hashes with one digest: each entry is in rev)
             hits = list(map(rev.pop, map(hexdigest, map(line_hash, islice(raw, start, None))), repeat(None)))
             unmatched = list(rev.values()) if whole else []
@@ -643,7 +555,7 @@ class _Parser:
         ids: list[str] = []
         rownums: list[int] = []
         emails: list[str] = []  # non-terminated rows only
-        tags: list[str] = []  # _email_tag of each of `emails`
+        tags: list[str] = []  # email_tag of each of `emails`
         email_at: list[int] = []  # index into ids/rownums
         people: list[tuple[int, Person]] = []
         hashes: dict[str, str] = {}
@@ -704,7 +616,7 @@ class _Parser:
                 if em_i is not None and status is not terminated:
                     email = row[em_i].strip().lower()
                     if email:
-                        tag = _email_tag(email)
+                        tag = email_tag(email)
                         emails.append(email)
                         tags.append(tag)
                         email_at.append(len(ids) - 1)
@@ -751,7 +663,7 @@ class _Parser:
             if len(set(ids)) < len(ids):
                 twice.update(e for e, c in Counter(ids).items() if c > 1)
             twice.update(known_hashes.keys() & set(ids))
-            known_tags = list(filter(None, map(_TAG_OF, known_hashes.values())))
+            known_tags = list(filter(None, map(TAG_OF, known_hashes.values())))
             shared = set(tags)
             shared.update(known_tags)
             if len(shared) < len(tags) + len(known_tags):
@@ -767,7 +679,7 @@ class _Parser:
                             unchanged_extra=n_known - set_aside_known)
 
     def _duplicates_with_known(
-        self, lines: _CsvLines, runs: list[tuple[int, int, int]], hits: list[tuple[str, str] | None], start: int,
+        self, lines: CsvLines, runs: list[tuple[int, int, int]], hits: list[tuple[str, str] | None], start: int,
         twice: set[str], shared: set[str], ids: list[str], rownums: list[int], emails: list[str], tags: list[str],
         email_at: list[int], hashes: dict[str, str],
     ) -> int:
@@ -778,7 +690,7 @@ class _Parser:
         known = self.known
         assert known is not None
         wanted = {(e, known[e]) for e in twice if e in known}
-        wanted.update((e, h) for e, h in hashes.items() if _TAG_OF(h) in shared)
+        wanted.update((e, h) for e, h in hashes.items() if TAG_OF(h) in shared)
         em_i = self.index.get("work_email")
         address = dict(zip(email_at, emails, strict=True))
         # The records in row order: (row, employee_id, e-mail to compare or None, known line or -1).
@@ -790,7 +702,7 @@ class _Parser:
             hit = hits[j - start]
             assert hit is not None
             email = None
-            if em_i is not None and _TAG_OF(hit[1]) in shared:
+            if em_i is not None and TAG_OF(hit[1]) in shared:
                 email = self._line_values(lines, j)[em_i].strip().lower()
             records.append((row + j - first, hit[0], email, j))
         records.sort(key=lambda rec: rec[0])
@@ -807,7 +719,7 @@ class _Parser:
                     self.problems[r] = replace(q, name=name, email=email)
         return set_aside
 
-    def _line_values(self, lines: _CsvLines, i: int) -> list[str]:
+    def _line_values(self, lines: CsvLines, i: int) -> list[str]:
         """The cells of line i, a whole record."""
         return next(csv.reader([lines.text(i)], strict=True, delimiter=self.delimiter))
 
@@ -863,11 +775,3 @@ class _Parser:
         extra = {h: v for h, i in self.extra_fields if (v := row[i].strip())} if self.extra_fields else None
         values.append(extra or _EMPTY_EXTRA)
         return Person(eid, status, *values)
-
-
-def _email_tag(email: str) -> str:
-    """A short tag of a normalised work_email, kept after a CSV row's hash: unchanged lines are
-    never split, yet their addresses count for duplicates. 64 bits: two of 500,000 addresses
-    share one about once in 10^8 exports (then both lines are read and the addresses compared;
-    32 bits would do that on almost every read of a large export)."""
-    return hashlib.blake2b(email.encode(), digest_size=8).hexdigest()

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jml.errors import ExportRejected
-from jml.sources import hris
+from jml.sources import csv_lines, hris
 from jml.sources.hris import ParsedExport, parse_export
 from jml.sources.profiles import resolve_profile
 
@@ -318,20 +318,20 @@ def test_arbitrary_bytes_after_a_header(junk0: bytes, junk1: bytes) -> None:
 def test_fast_path_is_taken() -> None:
     """Known lines are never split: csv.reader sees only the header and the changed line."""
     seen: list[str] = []
-    real = hris._CsvLines.feed
+    real = csv_lines.CsvLines.feed
 
-    def feed(self: hris._CsvLines, start: int) -> Iterator[str]:
+    def feed(self: csv_lines.CsvLines, start: int) -> Iterator[str]:
         for s in real(self, start):
             seen.append(s)
             yield s
 
     day1 = export([ROWS[0], person(1, department="Sales"), *ROWS[2:]])
     known = read(export(ROWS), None).row_hashes
-    hris._CsvLines.feed = feed  # type: ignore[method-assign]
+    csv_lines.CsvLines.feed = feed  # type: ignore[method-assign]
     try:
         got = read(day1, known)
     finally:
-        hris._CsvLines.feed = real  # type: ignore[method-assign]
+        csv_lines.CsvLines.feed = real  # type: ignore[method-assign]
     assert [p.employee_id for p in got.people] == ["E1"]
     assert len(seen) == 2 and seen[1].startswith("E1,")
 
@@ -341,18 +341,18 @@ def test_fast_path_is_taken() -> None:
 @example(["a", "\r\n", "b", "\r\n", "\n"])  # the bench's no-change file: CRLF plus a stray LF at the end
 def test_lines_are_the_lines_csv_reader_reads(parts: list[str]) -> None:
     text = "".join(parts)
-    lines = hris._CsvLines(text.encode())
+    lines = csv_lines.CsvLines(text.encode())
     want = io.StringIO(text, newline="").readlines()
     assert list(lines.feed(0)) == want
-    assert [lines.raw[i].decode() for i in range(lines.n)] == [hris._without_break(x) for x in want]
+    assert [lines.raw[i].decode() for i in range(lines.n)] == [csv_lines.without_break(x) for x in want]
     for i in range(lines.n):
         assert list(lines.feed(i)) == want[i:]
-        assert lines.record(i, lines.n).decode() == hris._without_break("".join(want[i:]))
+        assert lines.record(i, lines.n).decode() == csv_lines.without_break("".join(want[i:]))
 
 
 def test_a_shared_tag_is_not_a_shared_address(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tags are short: when two are equal, the addresses on the lines decide."""
-    monkeypatch.setattr(hris, "_email_tag", lambda email: "0" * 16)  # every address one tag
+    monkeypatch.setattr(hris, "email_tag", lambda email: "0" * 16)  # every address one tag (where the parser calls it)
     rows = [person(1, work_email="b@x.example"), person(2, work_email="c@x.example"), person(3),
             person(4, work_email="B@x.example")]
     got = check(export(rows[:3]), export(rows))
