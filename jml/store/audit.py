@@ -81,7 +81,8 @@ class AuditLog:
         at = now.astimezone(dt.UTC).isoformat()
         head = conn.execute(_HEAD).mappings().first()
         state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
-        if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, to_driver(conn, now, "ts"), at), adapted=True):
+        if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, to_driver(conn, now, "ts"), at), adapted=True,
+                          weigh=_COLUMNS.index("data")):
             return state.count
         if head:
             conn.execute(_MOVE_HEAD, {"n": state.count, "h": state.prev})

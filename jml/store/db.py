@@ -160,12 +160,15 @@ def _kinds(table: Any, columns: Sequence[str]) -> list[str]:
 
 def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
                conflict: Sequence[str] = (), update: Sequence[str] = (), chunk: int = 5000,
-               adapted: bool = False) -> int:
+               adapted: bool = False, weigh: int | None = None, chunk_bytes: int = 1 << 20) -> int:
     """Fast executemany straight on the DB-API cursor: for 100k-row writes SQLAlchemy's
     per-row bind processing dominates, so JSON, timestamps and booleans are adapted here,
     once, the way SQLAlchemy's own types store them. `conflict`+`update` make it an upsert
     (INSERT … ON CONFLICT … DO UPDATE, valid on SQLite ≥ 3.24 and PostgreSQL). `adapted`: the
-    rows are already in that form (`to_driver`, `json_text`), written as they come."""
+    rows are already in that form (`to_driver`, `json_text`), written as they come. `weigh`: the
+    index of a text column whose sizes also bound a batch (`chunk_bytes`): the audit's
+    plan_operations records are 5,000 operations each, and 5,000 of them in one batch held a
+    100k import's whole plan as JSON text (~0.4 KB a person at the first sync's peak)."""
     dialect = conn.dialect.name
     mark = "?" if dialect == "sqlite" else "%s"
     quoted = [f'"{c}"' for c in columns]
@@ -182,15 +185,18 @@ def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Itera
     n = 0
     try:
         batch: list[Sequence[Any]] = []
+        size = 0
         for row in rows:
             if not plain:
                 row = [_stamp(stamps, dialect, v) if k == "ts" else (_adapt(dialect, v, k) if k else v)
                        for v, k in zip(row, kinds, strict=True)]
             batch.append(row)
-            if len(batch) >= chunk:
+            if weigh is not None:
+                size += len(row[weigh] or "")
+            if len(batch) >= chunk or size >= chunk_bytes:
                 cursor.executemany(sql, batch)
                 n += len(batch)
-                batch = []
+                batch, size = [], 0
         if batch:
             cursor.executemany(sql, batch)
             n += len(batch)

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ from jml.redact import MASK, Redacted, is_secret_field, redact_data, redacting_m
 from jml.store import db
 from jml.store.outbox import O, Outbox
 from jml.store.repo import P, PersonSave, Store
+from jml.store.tables import AuditRow
 
 SECRET = "s3cr3t-store-encoding-test-value"
 register_secret(SECRET)
@@ -211,3 +213,40 @@ def test_a_redacting_memo_forgets_what_it_kept_when_a_secret_is_registered() -> 
     register_secret("late-registered-secret-4711")
     assert clean(text) == f"group:{MASK}"
     assert clean(None) is None and clean(3) == 3
+
+
+class _Cursor:
+    def __init__(self, batches: list[int]) -> None:
+        self.batches = batches
+
+    def executemany(self, _sql: str, rows: list[Any]) -> None:
+        self.batches.append(len(rows))
+
+    def close(self) -> None:
+        pass
+
+
+class _Conn:
+    """What bulk_write touches of a SQLAlchemy connection, recording each executemany's rows."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.dialect = type("D", (), {"name": "sqlite"})()
+        driver = type("R", (), {"cursor": lambda _s: _Cursor(self.batches)})()
+        self.connection = type("C", (), {"driver_connection": driver})()
+
+
+@pytest.mark.parametrize(("sizes", "weigh", "chunk", "expect"), [
+    ([10] * 12, None, 5, [5, 5, 2]),                 # by rows only
+    ([400_000] * 5, None, 5000, [5]),                # big texts, unweighed: one batch
+    ([400_000] * 5, 1, 5000, [3, 2]),                # weighed: a batch ends past 1 MiB
+    ([10] * 7 + [2_000_000] + [10] * 3, 1, 5, [5, 3, 3]),  # one big text closes its batch
+    ([], 1, 5, []),
+])
+def test_bulk_write_bounds_a_batch_by_rows_and_by_the_weighed_text(sizes: list[int], weigh: int | None, chunk: int,
+                                                                    expect: list[int]) -> None:
+    conn = _Conn()
+    table = AuditRow.__table__  # type: ignore[attr-defined]
+    rows = [(i, "x" * n) for i, n in enumerate(sizes)]
+    n = db.bulk_write(conn, table, ("seq", "kind"), rows, chunk=chunk, adapted=True, weigh=weigh)  # type: ignore[arg-type]
+    assert conn.batches == expect and n == len(sizes)
