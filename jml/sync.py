@@ -278,7 +278,9 @@ def _plan_scope(
             saves.append(PersonSave(state, row_hash, lc))
         old_phase = index[eid].phase if eid in index else None
         if old_phase != lc.phase.value or eid in changed:
-            if not dry_run:
+            # A row whose hash changed but whose values did not (re-quoted, or the first poll after
+            # a new hash version: every row) is planned again but is no HR change to record.
+            if not dry_run and (old_phase != lc.phase.value or prev is None or prev.person != state.person):
                 transitions.append((eid, prev, state, lc, old_phase))
             text = person_reason(prev, state, lc, old_phase)
             why[eid] = texts.setdefault(text, text)

@@ -76,6 +76,8 @@ def test_the_upgrade_re_plans_everyone_once_and_changes_nothing(
 
     first = asyncio.run(poll("a.csv", data, push=True))
     assert len(first.why) == 40 and first.operations and not first.held
+    first_seq = Runtime(cfg).audit.head()[0]
+    assert sum(r["kind"] == "hr_change" for r in Runtime(cfg).audit.records()) == 40
 
     # What a store written before the upgrade holds: value hashes.
     store = Runtime(cfg).store
@@ -87,7 +89,9 @@ def test_the_upgrade_re_plans_everyone_once_and_changes_nothing(
 
     # The same people in a byte-different file: everyone is read and planned once, nothing changes.
     upgrade = asyncio.run(poll("b.csv", data + b"\r\n"))
-    assert len(upgrade.why) == 40  # everyone re-planned (an hr_change record each, no field changed)
+    assert len(upgrade.why) == 40  # everyone re-planned, no field changed: no hr_change record
+    trail = list(Runtime(cfg).audit.records())
+    assert [r for r in trail if r["kind"] == "hr_change" and r["seq"] > first_seq] == []
     assert upgrade.operations == [] and not upgrade.held and upgrade.missing == [] and upgrade.quarantined == []
     stored = {e: i.row_hash or "" for e, i in Runtime(cfg).store.person_index().items()}
     assert set(stored) == set(old) and not set(stored.values()) & set(old.values())
@@ -104,3 +108,5 @@ def test_the_upgrade_re_plans_everyone_once_and_changes_nothing(
     mover = asyncio.run(poll("e.csv", moved))
     assert list(mover.why) == ["E001"] and {o.employee_id for o in mover.operations} == {"E001"}
     assert sorted(o.action.value for o in mover.operations) == ["remove_member", "update"]
+    moves = [r for r in Runtime(cfg).audit.records() if r["kind"] == "hr_change" and r["seq"] > first_seq]
+    assert [(r["subject"], r["data"]["changes"]) for r in moves] == [("E001", {"department": ["Engineering", "Sales"]})]
