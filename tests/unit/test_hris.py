@@ -170,6 +170,19 @@ def test_bad_rows_are_quarantined(rows: list[dict[str, str]], bad_rows: list[int
     assert str(res.quarantined[0]).startswith(f"day.csv, row {bad_rows[0]}, field {field}")
 
 
+def test_repeated_values_are_kept_once_and_a_bad_date_fails_every_row_that_has_it() -> None:
+    """A first import holds every person while it is planned: the departments, titles and dates
+    100k people share are one object each (issue 16's memory per person); a date's refusal is
+    not remembered as a value, so each row carrying it is set aside."""
+    rows = [row(employee_id=f"E{i}", work_email=f"p{i}@x.example", job_title=" Engineer ") for i in range(3)]
+    rows += [row(employee_id=f"B{i}", work_email=f"b{i}@x.example", hire_date="31/12/2020") for i in range(2)]
+    res = parse(to_csv(rows))
+    a, b, c = res.people
+    assert a.department is b.department is c.department and a.job_title is c.job_title == "Engineer"
+    assert a.hire_date is b.hire_date is c.hire_date == dt.date(2020, 1, 2)
+    assert [(q.row, q.field) for q in res.quarantined] == [(5, "hire_date"), (6, "hire_date")]
+
+
 def test_terminated_rows_do_not_clash_on_email() -> None:
     # A conversion: the old id is terminated, the new id carries the same address.
     rows = [row(status="Terminated", termination_date="2024-01-31"), row(employee_id="E2")]
