@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scim2_models import PatchOp
 
 from connectors.scim import protocol as p
@@ -150,3 +153,90 @@ def test_deactivation_patch_is_the_built_body_and_a_copy_each_time(enterprise: b
                               "Operations": [{"op": "replace", "path": "active", "value": False}]}
     first["Operations"].append({"op": "remove", "path": "title"})  # a caller adding to its body
     assert p.deactivation_patch(enterprise) == built
+
+
+_KEYS = ["username", "external_id", "active", "given_name", "family_name", "display_name", "title",
+         "employment_type", "email", "location", "country", "department", "cost_center", "employee_number",
+         "manager_id"]
+_texts = st.one_of(st.just(""), st.text(max_size=12), st.sampled_from(['o"brien', "back\\slash", "Émile", "\u2028"]))
+
+
+def _slow_patch(changes: dict[str, str | bool], enterprise: bool, manager_ref: str | None) -> dict[str, object]:
+    saved = set(p._PLAIN_OPS), dict(p._PATCH_HEAD)
+    p._PLAIN_OPS.clear()
+    p._PATCH_HEAD.clear()
+    try:
+        return p.user_patch(changes, enterprise=enterprise, manager_ref=manager_ref)
+    finally:
+        p._PLAIN_OPS.update(saved[0])
+        p._PATCH_HEAD.update(saved[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes=st.lists(st.dictionaries(st.sampled_from(_KEYS), st.one_of(_texts, st.booleans()), max_size=6),
+                        min_size=1, max_size=4),
+       enterprise=st.booleans(), manager_ref=st.one_of(st.none(), st.just("m-1")))
+def test_a_patch_of_checked_kinds_equals_what_scim2_models_builds(changes: list[dict[str, str | bool]],
+                                                                  enterprise: bool, manager_ref: str | None) -> None:
+    """A PATCH whose operations are all of kinds scim2-models has checked and left as given is
+    built without it (0.3 ms an update): byte for byte what it would build, valid, its own copy."""
+    for one in changes:
+        one = {k: (bool(v) if k == "active" else ("" if v is False else ("x" if v is True else v)))
+               for k, v in one.items()}
+        for _ in range(2):  # the first time may check and learn, the second may take the fast path
+            try:
+                slow = _slow_patch(one, enterprise, manager_ref)
+            except pydantic.ValidationError:  # (removing userName): refused either way
+                with pytest.raises(pydantic.ValidationError):
+                    p.user_patch(one, enterprise=enterprise, manager_ref=manager_ref)
+                continue
+            body = p.user_patch(one, enterprise=enterprise, manager_ref=manager_ref)
+            assert body == slow and list(body) == list(slow)
+            assert [list(o) for o in body.get("Operations", [])] == [list(o) for o in slow.get("Operations", [])]
+            if body:
+                PatchOp[p.FullUser if enterprise else p.User].model_validate(body)
+                body["schemas"].append("mutated")  # a caller changing its body changes no later one
+
+
+def test_a_second_patch_of_the_same_kinds_is_not_built_by_the_models_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(p, "_PLAIN_OPS", set())  # nothing learnt by earlier tests
+    monkeypatch.setattr(p, "_PATCH_HEAD", {})
+    p.user_patch({"title": "A", "department": ""}, enterprise=True, manager_ref=None)
+
+    def no_models(_cls: type) -> None:
+        raise AssertionError("built by scim2-models again")
+
+    monkeypatch.setattr(p, "_patch_models", no_models)
+    assert p.user_patch({"title": "B", "department": ""}, enterprise=True, manager_ref=None) == {
+        "schemas": [p.PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "title", "value": "B"},
+                                                    {"op": "remove", "path": f"{p.ENTERPRISE}:department"}]}
+    with pytest.raises(AssertionError):  # a kind not checked yet still is
+        p.user_patch({"title": "B", "employment_type": "x"}, enterprise=True, manager_ref=None)
+
+
+_ids = st.one_of(st.uuids().map(str), st.integers(0, 10**9).map(str), st.text(max_size=8),
+                 st.sampled_from(['a"b', "a]b", "x\\y", "a b", "ä"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.lists(_ids, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_a_filtered_member_removal_equals_what_scim2_models_builds(batches: list[list[str]]) -> None:
+    for ids in batches:
+        for _ in range(2):
+            saved = set(p._PLAIN_OPS), dict(p._PATCH_HEAD)
+            p._PLAIN_OPS.clear()
+            p._PATCH_HEAD.clear()
+            try:
+                slow: dict[str, object] | None = p.remove_members_filtered(iter(ids))
+            except pydantic.ValidationError:
+                slow = None
+            finally:
+                p._PLAIN_OPS.update(saved[0])
+                p._PATCH_HEAD.update(saved[1])
+            if slow is None:
+                with pytest.raises(pydantic.ValidationError):
+                    p.remove_members_filtered(iter(ids))
+                continue
+            body = p.remove_members_filtered(iter(ids))  # (an iterator: read once)
+            assert body == slow and len(body["Operations"]) == len(ids)
+            PatchOp[p.Group].model_validate(body)
