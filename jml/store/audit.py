@@ -24,7 +24,7 @@ __all__ = ["AuditLog", "Records"]
 
 AU = AuditRow.__table__  # type: ignore[attr-defined]
 AH = AuditHeadRow.__table__  # type: ignore[attr-defined]
-# Every transaction that audits reads and moves the head: built once (see repo._ACCOUNTS_OF).
+# Every transaction that audits reads and moves the head: built once (see the statements atop repo.py).
 _HEAD = select(AH).where(AH.c.id == 1).with_for_update()
 _MOVE_HEAD = update(AH).where(AH.c.id == 1).values(count=bindparam("n"), head_hash=bindparam("h"))
 Records = Iterable[tuple[str, Any, str, str | None]]

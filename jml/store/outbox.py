@@ -29,7 +29,7 @@ O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 PL = PlanRow.__table__  # type: ignore[attr-defined]
 L = LeaseRow.__table__  # type: ignore[attr-defined]
 
-# Run for every operation: built once (see repo._ACCOUNTS_OF).
+# Run for every operation: built once (see the statements atop repo.py).
 _CLAIM = update(O).where(O.c.id.in_(bindparam("ids", expanding=True)), O.c.state == "pending").values(
     state="running", updated_at=bindparam("now"))
 # The engine claims one operation at a time: an expanding IN is rendered again on every

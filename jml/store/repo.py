@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,13 +57,7 @@ S = SettingRow.__table__  # type: ignore[attr-defined]
 
 # Statements the engine runs for every operation, built once: building a Core statement and
 # its cache key costs more than SQLite executing it (measured: 350 µs built, 130 µs reused).
-_ACCOUNTS_OF = select(A).where(A.c.employee_id.in_(bindparam("eids", expanding=True)))
-_GRANTS_OF = select(G.c.connector, G.c.employee_id, G.c.name).where(
-    G.c.employee_id.in_(bindparam("eids", expanding=True)))
-# One person (every operation the engine runs): an expanding IN is rendered again on every
-# execution, `employee_id = ?` is compiled once.
-_ACCOUNTS_OF_ONE = select(A).where(A.c.employee_id == bindparam("eid"))
-_GRANTS_OF_ONE = select(G.c.connector, G.c.employee_id, G.c.name).where(G.c.employee_id == bindparam("eid"))
+# (The accounts the engine reads, it reads on the driver's cursor: Store._accounts_of.)
 _DELETE_ACCOUNT = delete(A).where(A.c.connector == bindparam("k_connector"), A.c.employee_id == bindparam("k_eid"))
 _DELETE_GRANTS = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"))
 _DELETE_GRANT = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"),
@@ -294,17 +289,27 @@ class Store:
 
     @staticmethod
     def _accounts_of(conn: Connection, eids: Iterable[str]) -> dict[Key, AccountRecord]:
-        """Every connector's account of these people, 900 at a time (SQLite's bound-parameter cap)."""
+        """Every connector's account of these people, 900 at a time (SQLite's bound-parameter cap).
+        Read on the DB-API cursor: the engine reads a person's accounts before every chain and
+        again in every group-committed result, and SQLAlchemy's statement and row handling cost
+        several times SQLite's query (8% of a leaver wave's CPU)."""
         out: dict[Key, AccountRecord] = {}
         ids = eids if isinstance(eids, list) else list(eids)
-        if len(ids) == 1:
-            one = {"eid": ids[0]}
-            return _records(conn.execute(_ACCOUNTS_OF_ONE, one).mappings(), conn.execute(_GRANTS_OF_ONE, one))
         if len(ids) > 900 and conn.execute(_ANY_ACCOUNT).first() is None:
             return out  # (a grant row belongs to an account row: no accounts, no records)
-        for chunk in _chunks(ids):
-            out.update(_records(conn.execute(_ACCOUNTS_OF, {"eids": chunk}).mappings(),
-                                conn.execute(_GRANTS_OF, {"eids": chunk})))
+        mark = "?" if conn.dialect.name == "sqlite" else "%s"
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for chunk in _chunks(ids):
+                assert chunk is not None
+                marks = ", ".join([mark] * len(chunk))
+                # Identifiers are our own table's; the values are bound.
+                cursor.execute(f"{_ACCOUNT_READ} ({marks})", chunk)
+                accounts = cursor.fetchall()
+                cursor.execute(f"{_GRANT_READ} ({marks})", chunk)
+                out.update(_records_raw(accounts, cursor.fetchall()))
+        finally:
+            cursor.close()
         return out
 
     def grant_details(self, eids: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -458,6 +463,25 @@ def _touched(op: Operation) -> list[str]:
     if "previous_employee_id" in op.detail:
         return [op.employee_id, str(op.detail["previous_employee_id"])]
     return [op.employee_id]
+
+
+_ACCOUNT_READ = ('SELECT "connector", "employee_id", "username", "active", "attributes", "remote_id", "deleted" '
+                 'FROM "account" WHERE "employee_id" IN')
+_GRANT_READ = 'SELECT "connector", "employee_id", "name" FROM "grant" WHERE "employee_id" IN'
+
+
+def _records_raw(accounts: Iterable[Sequence[Any]], grants: Iterable[Sequence[Any]]) -> dict[Key, AccountRecord]:
+    """_records of the driver's rows (SQLite: JSON as text, booleans as 0/1; PostgreSQL: parsed)."""
+    held: dict[Key, set[str]] = {}
+    for c, e, n in grants:
+        held.setdefault((c, e), set()).add(n)
+    out: dict[Key, AccountRecord] = {}
+    for c, e, username, active, attributes, remote_id, deleted in accounts:
+        if isinstance(attributes, str):
+            attributes = json.loads(attributes)
+        out[(c, e)] = AccountRecord(c, e, username, bool(active), dict(attributes or {}),
+                                    frozenset(held.get((c, e), ())), remote_id, bool(deleted))
+    return out
 
 
 def _records(accounts: Iterable[Any], grants: Iterable[Any]) -> dict[Key, AccountRecord]:

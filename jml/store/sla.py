@@ -24,7 +24,7 @@ C = SlaClockRow.__table__  # type: ignore[attr-defined]
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 P = PersonRow.__table__  # type: ignore[attr-defined]
 # Run for every verified clock: built once (building a Core statement and its cache key costs
-# more than SQLite running it; see repo._ACCOUNTS_OF).
+# more than SQLite running it; see the statements atop repo.py).
 _STOP_VERIFIED = update(C).where(C.c.id == bindparam("clock_id"), C.c.verified_at.is_(None)).values(
     verified_at=bindparam("now"), predicted_breach=False, last_check=bindparam("check"))
 

@@ -173,6 +173,37 @@ def test_accounts_and_grants_via_record_success(db_url: str) -> None:
     store.close()
 
 
+def test_accounts_read_on_the_cursor_equal_what_sqlalchemy_reads(db_url: str) -> None:
+    """The engine's account reads (Store._accounts_of, on the driver's cursor) give what the
+    SQLAlchemy read of every account gives: JSON attributes, flags, grants, ids, on both
+    databases and past the 900-parameter chunk."""
+    store = Store(db_url)
+    results: list[tuple[Operation, str | None, dt.datetime]] = []
+    for i in range(950):
+        eid = f"E{i:04d}"
+        connector = "demo" if i % 3 else "other"
+        results.append((Operation(connector, Action.CREATE, eid, {
+            "username": f"{eid.lower()}@example.com", "active": True,
+            "attributes": {"given_name": "Émile \u2028 \"q\"", "title": f"T{i % 7}"} if i % 5 else {}}),
+            None if i % 11 == 0 else f"r-{i}", T0))
+        if i % 4 == 0:
+            results.append((_add(eid, f"G{i % 3}", connector=connector), None, T0))
+        if i % 9 == 0:
+            results.append((_deactivate(eid, connector), None, T0))
+    store.record_results(results)
+    store.record_success(Operation("demo", Action.DELETE, "E0001", {"username": "e0001@example.com"},
+                                   Priority.LEAVER), None, T0)
+    everyone = store.load_accounts()
+    assert len(everyone) == 950 and everyone[("demo", "E0001")].deleted
+    assert store.load_accounts([f"E{i:04d}" for i in range(950)] + ["NOBODY"]) == everyone
+    assert store.load_accounts(["E0003"]) == {("other", "E0003"): everyone[("other", "E0003")]}
+    assert everyone[("other", "E0000")].attributes == {} and everyone[("other", "E0000")].remote_id is None
+    assert everyone[("demo", "E0004")].grants == {"group:G1"} and everyone[("demo", "E0005")].grants == frozenset()
+    assert everyone[("demo", "E0004")].attributes == {"given_name": "Émile \u2028 \"q\"", "title": "T4"}
+    assert not everyone[("other", "E0009")].active and everyone[("demo", "E0010")].active
+    store.close()
+
+
 # ---- outbox ---------------------------------------------------------------------------
 
 def _plan(outbox: Outbox, plan_id: str, ops: list[Operation], *, held: bool = False, at: dt.datetime = T0,
