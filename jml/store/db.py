@@ -205,6 +205,28 @@ def bulk_write(conn: Connection, table: Any, columns: Sequence[str], rows: Itera
     return n
 
 
+def raw_execute(conn: Connection, sql: str, params: Sequence[Any] | Sequence[Sequence[Any]], *,
+                many: bool = False) -> int:
+    """One statement (or `many` rows of it) on the DB-API cursor; returns the rows it changed.
+    `sql` marks its parameters `?`, rewritten for PostgreSQL's driver. For the engine's
+    per-operation writes, where SQLAlchemy's statement handling costs more than the write;
+    values in the driver's form (`to_driver`)."""
+    if conn.dialect.name != "sqlite":
+        sql = _PG_MARKS.get(sql) or _PG_MARKS.setdefault(sql, sql.replace("?", "%s"))
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+_PG_MARKS: dict[str, str] = {}  # (our own statements: a handful)
+
+
 def raw_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
     """A plain SELECT on the DB-API cursor, rows as the driver's tuples: reading 100k rows,
     SQLAlchemy's per-row result processing costs more than the query. Timestamps come as the
