@@ -59,6 +59,10 @@ class VendorProxy:
     async def rewrite(self, method: str, path: str, query: str, body: Any) -> tuple[str, str, str, Any]:
         return method, path, query, body
 
+    def keeps_etag(self, path: str) -> bool:
+        """Whether the upstream's ETag header is passed on for `path` (a dialect may drop it)."""
+        return True
+
     async def transform_response(self, method: str, path: str, status: int, body: Any) -> tuple[int, Any]:
         return status, body
 
@@ -111,7 +115,7 @@ class VendorProxy:
             out = payload.decode("utf-8", "replace")
         status, out = await self.transform_response(method, path, status, out)
         seen.status = status
-        extra = {"ETag": etag} if etag else {}
+        extra = {"ETag": etag} if etag and self.keeps_etag(path) else {}
         if out is None:
             return web.Response(status=status, headers=extra)
         return web.Response(status=status, text=json.dumps(out), content_type=ctype.split(";")[0], headers=extra)
