@@ -161,6 +161,27 @@ class Store:
         return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
                 for eid, h, due, missing, phase, kind in rows}
 
+    def flagged_index(self) -> dict[str, IndexEntry]:
+        """person_index of the people every poll looks at, whatever the export says: a change
+        due at a set time, or missing from earlier exports."""
+        sql = ("SELECT employee_id, row_hash, next_change_at, missing_count, phase, override_kind FROM person "
+               "WHERE next_change_at IS NOT NULL OR missing_count > 0")
+        with self.engine.connect() as conn:
+            rows = raw_rows(conn, sql)
+        return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
+                for eid, h, due, missing, phase, kind in rows}
+
+    def row_hashes(self) -> dict[str, str]:
+        """employee_id -> stored row hash, for everyone read from an export: what a poll's parser
+        compares each row with (the driver's pairs straight into one dict)."""
+        with self.engine.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute("SELECT employee_id, row_hash FROM person WHERE row_hash IS NOT NULL")
+                return dict(cursor.fetchall())
+            finally:
+                cursor.close()
+
     def index_of(self, eids: Iterable[str]) -> dict[str, IndexEntry]:
         """person_index for these people only (an event's, a reconciliation's)."""
         cols = [P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missing_count, P.c.phase, P.c.override_kind]

@@ -512,6 +512,26 @@ def test_missing_person_is_reported_after_one_export_and_deprovisioned_after_two
     assert dee["active"] is False and env.server.groups_of("dee.ode@example.com") == set()
 
 
+@pytest.mark.parametrize("env", [{"guard.max_shrink_percent": 30}], indirect=True)
+def test_a_missing_person_back_in_the_export_unchanged_is_no_longer_missing(env: Env) -> None:
+    """Their row is byte for byte the one read before (its hash known: not parsed again), yet
+    they are planned: their missing count goes back to 0 and the next absence counts from one."""
+    team = [row("E1", "Ana", "Silva"), row("E2", "Bob", "Kim"), row("E3", "Cy", "Ng"), row("E4", "Dee", "Ode")]
+    env.write(team)
+    env.sync()
+    env.write(team[:3])
+    assert env.sync().missing == ["E4"]
+    assert env.runtime().store.person_index()["E4"].missing_count == 1
+    env.write([*team[1:], team[0]])  # E4 back, unchanged (the rows in another order: another file)
+    out = env.sync()
+    assert out.missing == [] and out.operations == []
+    assert env.runtime().store.person_index()["E4"].missing_count == 0
+    env.write([team[0], team[1], team[3]])  # E3 gone once: reported, not deprovisioned
+    out = env.sync()
+    assert out.missing == ["E3"] and out.operations == []
+    assert env.server.by_name()["dee.ode@example.com"]["active"] is True
+
+
 def test_conversion_new_employee_id_adopts_the_account(env: Env) -> None:
     env.write([row("C1", "Ana", "Silva", etype="Contractor"), row("E2", "Bob", "Kim")])
     env.sync()
