@@ -201,6 +201,9 @@ def test_accounts_read_on_the_cursor_equal_what_sqlalchemy_reads(db_url: str) ->
     assert everyone[("demo", "E0004")].grants == {"group:G1"} and everyone[("demo", "E0005")].grants == frozenset()
     assert everyone[("demo", "E0004")].attributes == {"given_name": "Émile \u2028 \"q\"", "title": "T4"}
     assert not everyone[("other", "E0009")].active and everyone[("demo", "E0010")].active
+    # A manager's reference: a live account's id; none for a deleted one, another app's, or nobody.
+    assert store.remote_id("demo", "E0002") == "r-2" and store.remote_id("demo", "E0001") is None
+    assert store.remote_id("other", "E0002") is None and store.remote_id("demo", "NOBODY") is None
     store.close()
 
 
