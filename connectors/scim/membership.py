@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from connectors import pool
 from connectors.base import ApplyResult
+from connectors.scim import patches
 from connectors.scim import protocol as p
 from connectors.scim.batching import BatchingMixin
 from connectors.scim.dialect import Dialect
@@ -90,12 +91,12 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
         return p.group_payload(display_name)
 
     def add_member_ops(self, member_ids: list[str]) -> dict[str, Any]:
-        return p.add_members_patch(member_ids, self._ref_base())
+        return patches.add_members_patch(member_ids, self._ref_base())
 
     def remove_member_ops(self, member_ids: list[str]) -> dict[str, Any]:
         if self.dialect.get("remove_member") == "value":
-            return p.remove_members_by_value(member_ids, self._ref_base())
-        return p.remove_members_filtered(member_ids)
+            return patches.remove_members_by_value(member_ids, self._ref_base())
+        return patches.remove_members_filtered(member_ids)
 
     def _ref_base(self) -> str | None:
         return f"{self.transport.base_url}Users/" if self.dialect.get("member_ref") else None
@@ -256,8 +257,8 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
         if form == "value" and add:
             await self.transport.send(p.patch(path, self.add_member_ops(ids)))
         elif form in ("value", "filter"):
-            body = p.remove_members_by_value(ids, self._ref_base()) if form == "value" else \
-                p.remove_members_filtered(ids)
+            body = patches.remove_members_by_value(ids, self._ref_base()) if form == "value" else \
+                patches.remove_members_filtered(ids)
             started = time.monotonic()
             await self.transport.send(p.patch(path, body))
             self.removal_costs.filtered(group_id, len(ids), time.monotonic() - started)
@@ -315,7 +316,7 @@ class MembershipMixin(BatchingMixin, MemberChecksMixin):
         if versioned and if_match is None:
             return False
         if patch:
-            await self.transport.send(p.patch(self.group_path(group_id), p.replace_members_patch(
+            await self.transport.send(p.patch(self.group_path(group_id), patches.replace_members_patch(
                 members, self._ref_base()), if_match=if_match))
         else:
             await self.transport.send(p.put(self.group_path(group_id), p.group_replacement(

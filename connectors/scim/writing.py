@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import ApplyResult
+from connectors.scim import patches
 from connectors.scim import protocol as p
 from connectors.scim.dialect import Dialect
 from connectors.scim.index import ResourceIndex
@@ -191,7 +192,7 @@ class WritingMixin:
         caps = await self.capabilities()
         if (self.dialect.get("active") or ("patch" if caps.patch else "put")) != "patch":
             return False
-        body = p.deactivation_patch(self.enterprise)
+        body = patches.deactivation_patch(self.enterprise)
         # RFC 7644 §3.5.2: with `attributes` the answer MUST be 200 and the resource, so the
         # read-back rides on the write; a server that refuses the parameter is remembered.
         ask = self.dialect.get("patch_attributes") is not False
@@ -229,8 +230,8 @@ class WritingMixin:
         if form != "patch" or not all(self.dialect.verified(f"patch:{_fact_key(k)}") for k in changes) \
                 or any(self.dialect.has("put_only", _fact_key(k)) for k in changes):
             return False
-        body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=await self.manager_ref(attrs),
-                            shape=self.shape())
+        body = patches.user_patch(changes, enterprise=self.enterprise, manager_ref=await self.manager_ref(attrs),
+                                  shape=self.shape())
         if not body:
             return True
         try:
@@ -323,7 +324,7 @@ class WritingMixin:
         rid = str(user["id"])
         etag = self._version(user)
         if form == "patch":
-            body = p.user_patch(changes, enterprise=self.enterprise, manager_ref=ref, shape=self.shape())
+            body = patches.user_patch(changes, enterprise=self.enterprise, manager_ref=ref, shape=self.shape())
             if body:
                 await self.transport.send(p.patch(self.user_path(rid), body, if_match=etag))
             return

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scim2_models import PatchOp
 
+from connectors.scim import patches
 from connectors.scim import protocol as p
 from connectors.scim.transport import default_classify
 from jml.errors import ConflictError, NotFoundError, PermanentError, RetryableError
@@ -53,8 +54,8 @@ def test_build_user_without_enterprise_drops_extension() -> None:
 
 
 def test_user_patch_replaces_and_removes() -> None:
-    body = p.user_patch({"active": False, "title": "", "department": "Ops", "username": "new"},
-                        enterprise=True, manager_ref=None)
+    body = patches.user_patch({"active": False, "title": "", "department": "Ops", "username": "new"},
+                              enterprise=True, manager_ref=None)
     PatchOp[p.FullUser].model_validate(body)  # a valid PatchOp message for User+enterprise
     ops = {(o["op"], o["path"]): o.get("value") for o in body["Operations"]}
     assert ops == {("replace", "active"): False, ("remove", "title"): None,
@@ -72,11 +73,11 @@ def test_replacement_payload_keeps_unmanaged_attributes() -> None:
 
 
 def test_group_member_patches() -> None:
-    add = p.add_members_patch(["u1", "u2"])
+    add = patches.add_members_patch(["u1", "u2"])
     assert add["Operations"] == [{"op": "add", "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]}]
-    rm = p.remove_members_filtered(['we"ird'])
+    rm = patches.remove_members_filtered(['we"ird'])
     assert rm["Operations"] == [{"op": "remove", "path": 'members[value eq "we\\"ird"]'}]
-    by_value = p.remove_members_by_value(["u1"])
+    by_value = patches.remove_members_by_value(["u1"])
     assert by_value["Operations"] == [{"op": "remove", "path": "members", "value": [{"value": "u1"}]}]
     assert p.group_name_of("group:eng") == p.group_name_of("eng") == "eng"
 
@@ -147,12 +148,12 @@ def test_refusals_name_the_attributes_to_drop(message: str, sent: set[str], refu
 
 @pytest.mark.parametrize("enterprise", [True, False])
 def test_deactivation_patch_is_the_built_body_and_a_copy_each_time(enterprise: bool) -> None:
-    built = p.user_patch({"active": False}, enterprise=enterprise, manager_ref=None)
-    first = p.deactivation_patch(enterprise)
+    built = patches.user_patch({"active": False}, enterprise=enterprise, manager_ref=None)
+    first = patches.deactivation_patch(enterprise)
     assert first == built == {"schemas": [p.PATCH_SCHEMA],
                               "Operations": [{"op": "replace", "path": "active", "value": False}]}
     first["Operations"].append({"op": "remove", "path": "title"})  # a caller adding to its body
-    assert p.deactivation_patch(enterprise) == built
+    assert patches.deactivation_patch(enterprise) == built
 
 
 _KEYS = ["username", "external_id", "active", "given_name", "family_name", "display_name", "title",
@@ -162,14 +163,14 @@ _texts = st.one_of(st.just(""), st.text(max_size=12), st.sampled_from(['o"brien'
 
 
 def _slow_patch(changes: dict[str, str | bool], enterprise: bool, manager_ref: str | None) -> dict[str, object]:
-    saved = set(p._PLAIN_OPS), dict(p._PATCH_HEAD)
-    p._PLAIN_OPS.clear()
-    p._PATCH_HEAD.clear()
+    saved = set(patches._PLAIN_OPS), dict(patches._PATCH_HEAD)
+    patches._PLAIN_OPS.clear()
+    patches._PATCH_HEAD.clear()
     try:
-        return p.user_patch(changes, enterprise=enterprise, manager_ref=manager_ref)
+        return patches.user_patch(changes, enterprise=enterprise, manager_ref=manager_ref)
     finally:
-        p._PLAIN_OPS.update(saved[0])
-        p._PATCH_HEAD.update(saved[1])
+        patches._PLAIN_OPS.update(saved[0])
+        patches._PATCH_HEAD.update(saved[1])
 
 
 @settings(max_examples=200, deadline=None)
@@ -188,9 +189,9 @@ def test_a_patch_of_checked_kinds_equals_what_scim2_models_builds(changes: list[
                 slow = _slow_patch(one, enterprise, manager_ref)
             except pydantic.ValidationError:  # (removing userName): refused either way
                 with pytest.raises(pydantic.ValidationError):
-                    p.user_patch(one, enterprise=enterprise, manager_ref=manager_ref)
+                    patches.user_patch(one, enterprise=enterprise, manager_ref=manager_ref)
                 continue
-            body = p.user_patch(one, enterprise=enterprise, manager_ref=manager_ref)
+            body = patches.user_patch(one, enterprise=enterprise, manager_ref=manager_ref)
             assert body == slow and list(body) == list(slow)
             assert [list(o) for o in body.get("Operations", [])] == [list(o) for o in slow.get("Operations", [])]
             if body:
@@ -199,19 +200,19 @@ def test_a_patch_of_checked_kinds_equals_what_scim2_models_builds(changes: list[
 
 
 def test_a_second_patch_of_the_same_kinds_is_not_built_by_the_models_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(p, "_PLAIN_OPS", set())  # nothing learnt by earlier tests
-    monkeypatch.setattr(p, "_PATCH_HEAD", {})
-    p.user_patch({"title": "A", "department": ""}, enterprise=True, manager_ref=None)
+    monkeypatch.setattr(patches, "_PLAIN_OPS", set())  # nothing learnt by earlier tests
+    monkeypatch.setattr(patches, "_PATCH_HEAD", {})
+    patches.user_patch({"title": "A", "department": ""}, enterprise=True, manager_ref=None)
 
     def no_models(_cls: type) -> None:
         raise AssertionError("built by scim2-models again")
 
-    monkeypatch.setattr(p, "_patch_models", no_models)
-    assert p.user_patch({"title": "B", "department": ""}, enterprise=True, manager_ref=None) == {
+    monkeypatch.setattr(patches, "_patch_models", no_models)
+    assert patches.user_patch({"title": "B", "department": ""}, enterprise=True, manager_ref=None) == {
         "schemas": [p.PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "title", "value": "B"},
                                                     {"op": "remove", "path": f"{p.ENTERPRISE}:department"}]}
     with pytest.raises(AssertionError):  # a kind not checked yet still is
-        p.user_patch({"title": "B", "employment_type": "x"}, enterprise=True, manager_ref=None)
+        patches.user_patch({"title": "B", "employment_type": "x"}, enterprise=True, manager_ref=None)
 
 
 _ids = st.one_of(st.uuids().map(str), st.integers(0, 10**9).map(str), st.text(max_size=8),
@@ -223,20 +224,20 @@ _ids = st.one_of(st.uuids().map(str), st.integers(0, 10**9).map(str), st.text(ma
 def test_a_filtered_member_removal_equals_what_scim2_models_builds(batches: list[list[str]]) -> None:
     for ids in batches:
         for _ in range(2):
-            saved = set(p._PLAIN_OPS), dict(p._PATCH_HEAD)
-            p._PLAIN_OPS.clear()
-            p._PATCH_HEAD.clear()
+            saved = set(patches._PLAIN_OPS), dict(patches._PATCH_HEAD)
+            patches._PLAIN_OPS.clear()
+            patches._PATCH_HEAD.clear()
             try:
-                slow: dict[str, object] | None = p.remove_members_filtered(iter(ids))
+                slow: dict[str, object] | None = patches.remove_members_filtered(iter(ids))
             except pydantic.ValidationError:
                 slow = None
             finally:
-                p._PLAIN_OPS.update(saved[0])
-                p._PATCH_HEAD.update(saved[1])
+                patches._PLAIN_OPS.update(saved[0])
+                patches._PATCH_HEAD.update(saved[1])
             if slow is None:
                 with pytest.raises(pydantic.ValidationError):
-                    p.remove_members_filtered(iter(ids))
+                    patches.remove_members_filtered(iter(ids))
                 continue
-            body = p.remove_members_filtered(iter(ids))  # (an iterator: read once)
+            body = patches.remove_members_filtered(iter(ids))  # (an iterator: read once)
             assert body == slow and len(body["Operations"]) == len(ids)
             PatchOp[p.Group].model_validate(body)
