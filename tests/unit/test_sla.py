@@ -137,6 +137,7 @@ def test_predicted_breach_at_queue_depth(ahead: int, left: float, breach: bool) 
 @pytest.mark.parametrize(("seconds", "text"), [
     (0, "0s"), (59.4, "59s"), (60, "1m"), (598, "9m 58s"), (3600 + 5 * 60 + 7, "1h 5m"),
     (3 * 86400 + 4 * 3600, "3d 4h"), (-62, "overdue by 1m 2s"), (float("inf"), "never"),
+    (-0.3, "overdue by under 1s"), (-0.0, "0s"), (-0.6, "overdue by 1s"),
 ])
 def test_humanize(seconds: float, text: str) -> None:
     assert sla.humanize(seconds) == text
