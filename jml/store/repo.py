@@ -156,23 +156,16 @@ class Store:
 
     # ---- people ------------------------------------------------------------------
     def person_index(self) -> dict[str, IndexEntry]:
-        # Every poll reads this for every person (100k rows): one plain cursor, no ORM rows.
-        sql = "SELECT employee_id, row_hash, next_change_at, missing_count, phase, override_kind FROM person"
+        # Everyone (a plan of more than 20,000 people, the people page): one plain cursor, no ORM rows.
         with self.engine.connect() as conn:
-            rows = raw_rows(conn, sql)
-        # next_change_at is empty for almost everyone: parse only the stamps there are.
-        return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
-                for eid, h, due, missing, phase, kind in rows}
+            return _index_entries(raw_rows(conn, _INDEX_READ))
 
     def flagged_index(self) -> dict[str, IndexEntry]:
         """person_index of the people every poll looks at, whatever the export says: a change
         due at a set time, or missing from earlier exports."""
-        sql = ("SELECT employee_id, row_hash, next_change_at, missing_count, phase, override_kind FROM person "
-               "WHERE next_change_at IS NOT NULL OR missing_count > 0")
         with self.engine.connect() as conn:
-            rows = raw_rows(conn, sql)
-        return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
-                for eid, h, due, missing, phase, kind in rows}
+            return _index_entries(raw_rows(conn, f"{_INDEX_READ} WHERE next_change_at IS NOT NULL "
+                                                 "OR missing_count > 0"))
 
     def row_hashes(self) -> dict[str, str]:
         """employee_id -> stored row hash, for everyone read from an export: what a poll's parser
@@ -485,6 +478,15 @@ def _touched(op: Operation) -> list[str]:
     if "previous_employee_id" in op.detail:
         return [op.employee_id, str(op.detail["previous_employee_id"])]
     return [op.employee_id]
+
+
+_INDEX_READ = "SELECT employee_id, row_hash, next_change_at, missing_count, phase, override_kind FROM person"
+
+
+def _index_entries(rows: Iterable[Sequence[Any]]) -> dict[str, IndexEntry]:
+    # next_change_at is empty for almost everyone: parse only the stamps there are.
+    return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
+            for eid, h, due, missing, phase, kind in rows}
 
 
 _ACCOUNT_READ = ('SELECT "connector", "employee_id", "username", "active", "attributes", "remote_id", "deleted" '
