@@ -26,6 +26,7 @@ from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.explain import changed_fields, operation_reason, person_reason
 from jml.model import AccountRecord, Action, Lifecycle, Operation, Person, PersonState, Phase, Priority
+from jml.plan_json import write_operations
 from jml.policy import desired
 from jml.redact import Redacted, redact, redact_data, redacting_memo
 from jml.revert_plan import Prior
@@ -474,17 +475,13 @@ def _operation_json(o: Operation, why: Mapping[str, str]) -> dict[str, object]:
 
 def write_plan_json(outcome: PlanOutcome, write: Callable[[str], object], chunk: int = 2000) -> None:
     """`plan_json(outcome)` as `json.dumps(..., ensure_ascii=False, default=str)` writes it, byte
-    for byte, but encoded and written `chunk` operations at a time: the plan is decided (guard
-    included) before the first byte, and 288k operations never sit in memory twice more as
-    dicts and as one string."""
+    for byte, but written `chunk` operations at a time: the plan is decided (guard included)
+    before the first byte, and 288k operations never sit in memory twice more as dicts and as
+    one string. The operations' text is built from pieces (jml.plan_json), not by the encoder."""
     def dumps(value: object) -> str:
         return json.dumps(value, ensure_ascii=False, default=str)
 
     write('{"plan_id": ' + dumps(outcome.plan_id) + ', "operations": [')
-    ops = outcome.operations
-    for i in range(0, len(ops), chunk):
-        if i:
-            write(", ")
-        write(dumps([_operation_json(o, outcome.why) for o in ops[i:i + chunk]])[1:-1])
+    write_operations(outcome.operations, outcome.why, write, chunk)
     write('], "summary": ' + dumps(outcome.summary()) + ', "guard": '
           + dumps({"held": outcome.held, "reasons": outcome.reasons}) + "}")
