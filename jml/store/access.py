@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jml.store.db import utc
@@ -21,6 +21,12 @@ from jml.store.tables import AccessDenialRow, AccessRequestRow, AccessVoteRow, O
 R = AccessRequestRow.__table__  # type: ignore[attr-defined]
 V = AccessVoteRow.__table__  # type: ignore[attr-defined]
 D = AccessDenialRow.__table__  # type: ignore[attr-defined]
+# Read by every plan for the people it plans (an event pass's too): built once.
+_IN_FORCE_OF = (select(R).where(R.c.state == "active", (R.c.expires_at.is_(None)) | (R.c.expires_at > bindparam("now")),
+                                R.c.employee_id.in_(bindparam("eids", expanding=True)))
+                .order_by(R.c.created_at, R.c.id))
+_DENIALS_OF = (select(D).where(D.c.employee_id.in_(bindparam("eids", expanding=True)))
+               .order_by(D.c.employee_id, D.c.connector, D.c.grant))
 OP = OperationRow.__table__  # type: ignore[attr-defined]
 
 STATES = ("pending", "approved", "denied", "active", "expired", "revoked", "cancelled")
@@ -159,11 +165,13 @@ class AccessStore:
 
     def in_force(self, now: dt.datetime, eids: Collection[str] | None = None) -> list[AccessRequest]:
         """Active grants not yet expired (votes not loaded: this runs every sync cycle)."""
-        q = select(R).where(R.c.state == "active", (R.c.expires_at.is_(None)) | (R.c.expires_at > now))
-        if eids is not None:
-            q = q.where(R.c.employee_id.in_(list(eids)))
         with self.engine.connect() as conn:
-            return [_request(r) for r in conn.execute(q.order_by(R.c.created_at, R.c.id)).mappings()]
+            if eids is not None:  # (each plan asks, an event pass's too: built once)
+                rows = conn.execute(_IN_FORCE_OF, {"now": now, "eids": list(eids)})
+            else:
+                rows = conn.execute(select(R).where(R.c.state == "active", (R.c.expires_at.is_(None))
+                                                    | (R.c.expires_at > now)).order_by(R.c.created_at, R.c.id))
+            return [_request(r) for r in rows.mappings()]
 
     def due(self, now: dt.datetime) -> list[AccessRequest]:
         """Active grants whose expiry has come."""
@@ -237,12 +245,10 @@ class AccessStore:
         return True
 
     def denials(self, eids: Collection[str] | None = None) -> list[Denial]:
-        q = select(D)
-        if eids is not None:
-            q = q.where(D.c.employee_id.in_(list(eids)))
         with self.engine.connect() as conn:
-            return [_denial(r) for r in conn.execute(q.order_by(D.c.employee_id, D.c.connector, D.c.grant))
-                    .mappings()]
+            rows = conn.execute(_DENIALS_OF, {"eids": list(eids)}) if eids is not None else conn.execute(
+                select(D).order_by(D.c.employee_id, D.c.connector, D.c.grant))
+            return [_denial(r) for r in rows.mappings()]
 
     def remove_denial(self, employee_id: str, connector: str, grant: str) -> bool:
         """False when there was no such denial."""

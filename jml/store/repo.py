@@ -70,6 +70,13 @@ _SET_OVERRIDE = update(P).where(P.c.employee_id == bindparam("k_eid")).values(
 # Whether a table has any row: a first import asks for 100k people's states and accounts, 900
 # at a time, of tables that are still empty (112 statements each, compiled anew every time).
 _ANY_PERSON = select(P.c.employee_id).limit(1)
+# Run on every event pass (a leaver wave: one pass every 0.1 s), with the people as one
+# expanding parameter: an IN built per call (operator, coercion, cache key) cost ~0.4 ms.
+_STATES_OF = select(P).where(P.c.employee_id.in_(bindparam("eids", expanding=True)))
+_INDEX_OF = select(P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missing_count, P.c.phase,
+                   P.c.override_kind).where(P.c.employee_id.in_(bindparam("eids", expanding=True)))
+_EXISTING = select(P.c.employee_id).where(P.c.employee_id.in_(bindparam("eids", expanding=True)))
+_MATCH: dict[str, Any] = {}  # attribute -> its match statement (a few attributes, built once each)
 _ANY_ACCOUNT = select(A.c.employee_id).limit(1)
 _ACCOUNT_COLUMNS = ("connector", "employee_id", "username", "active", "deleted", "attributes", "remote_id",
                     "created_at", "updated_at")
@@ -180,11 +187,10 @@ class Store:
 
     def index_of(self, eids: Iterable[str]) -> dict[str, IndexEntry]:
         """person_index for these people only (an event's, a reconciliation's)."""
-        cols = [P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missing_count, P.c.phase, P.c.override_kind]
         out: dict[str, IndexEntry] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(eids):
-                for r in conn.execute(select(*cols).where(P.c.employee_id.in_(chunk or []))):
+                for r in conn.execute(_INDEX_OF, {"eids": chunk or []}):
                     out[r[0]] = IndexEntry(r[1], utc(r[2]), r[3] or 0, r[4], r[5] is not None)
         return out
 
@@ -194,18 +200,23 @@ class Store:
         wanted = sorted({v.casefold() for v in values if v})
         if not wanted:
             return {}
-        col: Any
-        if attribute == "employee_id":
-            col = P.c.employee_id
-        elif attribute in CANONICAL_FIELDS:
-            col = P.c.data[attribute].as_string()
-        else:
-            col = P.c.data[("extra", attribute)].as_string()
+        q = _MATCH.get(attribute)
+        if q is None:
+            col: Any
+            if attribute == "employee_id":
+                col = P.c.employee_id
+            elif attribute in CANONICAL_FIELDS:
+                col = P.c.data[attribute].as_string()
+            else:
+                col = P.c.data[("extra", attribute)].as_string()
+            q = select(P.c.employee_id, func.lower(col), P.c.status).where(
+                func.lower(col).in_(bindparam("values", expanding=True)))
+            if len(_MATCH) < 64:  # (configured attributes: a handful)
+                _MATCH[attribute] = q
         out: dict[str, tuple[bool, str]] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), 500):
-                q = select(P.c.employee_id, func.lower(col), P.c.status).where(func.lower(col).in_(wanted[i:i + 500]))
-                for eid, value, status in conn.execute(q):
+                for eid, value, status in conn.execute(q, {"values": wanted[i:i + 500]}):
                     live = status != Status.TERMINATED.value
                     key = str(value).casefold()
                     if key not in out or (live and not out[key][0]):
@@ -214,14 +225,15 @@ class Store:
 
     def load_states(self, eids: Iterable[str] | None = None) -> dict[str, PersonState]:
         out: dict[str, PersonState] = {}
+        ids = None if eids is None else list(eids)
         with self.engine.connect() as conn:
-            if conn.execute(_ANY_PERSON).first() is None:
+            # An empty table answers many chunks at once (a first import); one chunk (an
+            # event's few people) is asked for directly.
+            if (ids is None or len(ids) > 900) and conn.execute(_ANY_PERSON).first() is None:
                 return out
-            for chunk in _chunks(eids):
-                q = select(P)
-                if chunk is not None:
-                    q = q.where(P.c.employee_id.in_(chunk))
-                for r in conn.execute(q).mappings():
+            for chunk in _chunks(ids):
+                rows = conn.execute(select(P)) if chunk is None else conn.execute(_STATES_OF, {"eids": chunk})
+                for r in rows.mappings():
                     out[r["employee_id"]] = _state_from_row(r)
         return out
 
@@ -253,17 +265,27 @@ class Store:
 
     def set_overrides(self, overrides: Mapping[str, Override | None], now: dt.datetime) -> None:
         """Set (or lift, with None) people's sticky overrides, in one transaction."""
-        with self.engine.begin() as conn:
-            for employee_id, override in overrides.items():
-                values = {
-                    "override_kind": override.kind.value if override else None,
+        def values(override: Override | None) -> dict[str, Any]:
+            return {"override_kind": override.kind.value if override else None,
                     "override_at": override.effective_at if override else None,
                     "override_reason": override.reason if override else None,
                     "override_actor": override.actor if override else None,
-                    "updated_at": now,
-                }
-                if conn.execute(_SET_OVERRIDE, {"k_eid": employee_id, **values}).rowcount == 0:
-                    conn.execute(P.insert().values(employee_id=employee_id, missing_count=0, **values))
+                    "updated_at": now}
+
+        if not overrides:
+            return
+        with self.engine.begin() as conn:
+            # One update of them all, then one read of who has a row (an event pass sets a
+            # wave's overrides: a statement per person cost 0.4 ms each). The update first:
+            # on SQLite it opens the write transaction, so the read sees what the inserts meet.
+            if conn.execute(_SET_OVERRIDE, [{"k_eid": e, **values(o)} for e, o in overrides.items()]).rowcount \
+                    == len(overrides):
+                return
+            eids = list(overrides)
+            present = {r[0] for chunk in _chunks(eids) for r in conn.execute(_EXISTING, {"eids": chunk})}
+            for employee_id, override in overrides.items():
+                if employee_id not in present:
+                    conn.execute(P.insert().values(employee_id=employee_id, missing_count=0, **values(override)))
 
     def due_people(self, now: dt.datetime) -> list[str]:
         """People whose phase changes by time alone at or before `now` (pre-hire day, termination)."""
