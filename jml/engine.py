@@ -551,7 +551,10 @@ class Engine:
         # connector allows OPERATION_TIMEOUT_FACTOR times that for the whole attempt.
         limit = lane.timeout * OPERATION_TIMEOUT_FACTOR
         try:
-            return await asyncio.wait_for(lane.connector.apply(op, record), limit)  # type: ignore[arg-type]
+            # (asyncio.timeout, not wait_for: in 3.11 wait_for runs the call as a task of its own,
+            # one more task per operation.)
+            async with asyncio.timeout(limit):
+                return await lane.connector.apply(op, record)  # type: ignore[arg-type]
         except TimeoutError:
             raise RetryableError(op.connector, f"{op.action.value} timed out after {limit:g}s",
                                  reason="timeout") from None

@@ -138,3 +138,63 @@ def test_grants_nobody_waits_on_share_one_patch_per_group(
             assert await reader.groups(str(user["id"])) == {"Staff": 1, "Eng": 1}, i
 
     asyncio.run(check())
+
+
+def test_an_apply_that_never_answers_is_cut_off_and_tried_again(
+        tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connector call that hangs is stopped at `timeout` x OPERATION_TIMEOUT_FACTOR, cancelled
+    (not left running), counted as a `timeout` retry, and the next attempt does the work."""
+    from jml import metrics
+    from jml.engine import OPERATION_TIMEOUT_FACTOR
+
+    monkeypatch.setenv("C_TOKEN", scim_peer.token)
+    export = tmp_path / "hr.csv"
+    cfg_path = tmp_path / "jml.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
+        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
+        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": ["Staff"]}}]},
+        "connectors": {"app": {"type": "scim", "url": scim_peer.url, "token_env": "C_TOKEN", "timeout": "0.1s",
+                               "retry_backoff": "0.05s"}},
+    }))
+    cfg = config_mod.load(cfg_path)
+    _export(export, ["Active"])
+    retries = metrics.retries.labels("app", "timeout")
+    before = retries._value.get()
+    hung: list[str] = []
+
+    async def sync() -> float:
+        rt = Runtime(cfg)
+        try:
+            outcome = await plan_cycle(rt)
+            assert "create" in [o.action.value for o in outcome.operations]
+            await rt.open_connectors()
+            connector = rt.connector("app")
+            real = connector.apply
+
+            async def first_hangs(op: Any, record: Any) -> Any:
+                if not hung and op.action.value == "create":
+                    hung.append("started")
+                    try:
+                        await asyncio.sleep(3600)
+                    finally:
+                        hung.append("cancelled")
+                return await real(op, record)
+
+            monkeypatch.setattr(connector, "apply", first_hangs)
+            engine = build_engine(rt, poll_interval=0.05)
+            engine.after_success.clear()
+            t0 = asyncio.get_running_loop().time()
+            await engine.run_until_idle(timeout=60)
+            assert engine.outbox.ops(["dead"]) == []
+            return asyncio.get_running_loop().time() - t0
+        finally:
+            await rt.close()
+            rt.store.close()
+
+    took = asyncio.run(sync())
+    assert hung == ["started", "cancelled"]
+    assert retries._value.get() == before + 1
+    assert took >= 0.1 * OPERATION_TIMEOUT_FACTOR
+    reader = PeerReader(scim_peer)
+    assert asyncio.run(reader.find("E0", "")) is not None
