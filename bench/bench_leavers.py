@@ -63,7 +63,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jml import events, metrics
+from jml import events, heap, metrics
 from jml.config import from_dict
 from jml.context import ServiceContext
 from jml.outbox_workers import build_engine
@@ -436,6 +436,7 @@ async def measure(args: argparse.Namespace, tmp: Path, peers: Peers, connectors:
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    heap.settle()  # as `jml serve` does once it is up (jml/heap.py)
     tasks = [asyncio.create_task(engine.run_forever(ctx.stopping, grace=1)),
              asyncio.create_task(events.run_event_processor(ctx))]
     leavers = [f"E{i:05d}" for i in range(args.leavers)]

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from jml import health, metrics, webhooks
+from jml import health, heap, metrics, webhooks
 from jml import web as web_ui
 from jml.config import Config
 from jml.context import ServiceContext
@@ -219,11 +219,13 @@ async def serve(cfg: Config, *, on_ready: Callable[[str], None] | None = None) -
     events: asyncio.Task[Any] | None = None
     try:
         await workers.tick()  # take the lease and resume the outbox before anything new arrives
+        frozen = heap.settle()  # start-up's objects, out of the collector's way (jml/heap.py)
         scheduler.start()
         ctx.extra["scheduler"] = scheduler
         events = asyncio.create_task(run_event_processor(ctx), name="jml-events")
         metrics.build_info.labels(_version()).set(1)
-        log.info("jml serving", extra={"url": url, "leader": workers.leader, "grace_s": grace})
+        log.info("jml serving", extra={"url": url, "leader": workers.leader, "grace_s": grace,
+                                       "frozen_objects": frozen})
         if on_ready is not None:
             on_ready(url)
         await stop.wait()
