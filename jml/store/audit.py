@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, select, update
+from sqlalchemy import Connection, Text, cast, select
 
 from jml.audit import GENESIS, VerifyResult, canonical, chain, dump, verify_lines
 from jml.redact import Redacted, redact_data
-from jml.store.db import bulk_write, to_driver, utc
+from jml.store.db import bulk_write, raw_execute, raw_rows, to_driver, utc
 from jml.store.repo import Store
 from jml.store.retry import retry_write
 from jml.store.tables import AuditHeadRow, AuditRow
@@ -24,9 +24,10 @@ __all__ = ["AuditLog", "Records"]
 
 AU = AuditRow.__table__  # type: ignore[attr-defined]
 AH = AuditHeadRow.__table__  # type: ignore[attr-defined]
-# Every transaction that audits reads and moves the head: built once (see the statements atop repo.py).
-_HEAD = select(AH).where(AH.c.id == 1).with_for_update()
-_MOVE_HEAD = update(AH).where(AH.c.id == 1).values(count=bindparam("n"), head_hash=bindparam("h"))
+# Every transaction that audits reads and moves the head (on the cursor: AuditLog.append_in).
+_HEAD_SQL = 'SELECT "count", "head_hash" FROM "audit_head" WHERE "id" = 1'
+_HEAD_PG = _HEAD_SQL + " FOR UPDATE"  # (SQLite has no row locks: its write lock serialises appenders)
+_MOVE_HEAD = 'UPDATE "audit_head" SET "count" = ?, "head_hash" = ? WHERE "id" = 1'
 Records = Iterable[tuple[str, Any, str, str | None]]
 _COLUMNS = ("seq", "at", "kind", "actor", "subject", "data", "prev_hash", "hash")
 
@@ -79,13 +80,17 @@ class AuditLog:
         """Append inside the caller's transaction (the caller holds `lock`, taken before any
         write of that transaction, and retries the whole transaction on a write conflict)."""
         at = now.astimezone(dt.UTC).isoformat()
-        head = conn.execute(_HEAD).mappings().first()
-        state = _Head(head["count"], head["head_hash"]) if head else _Head(0, GENESIS)
+        # On the driver's cursor, as the rows themselves (bulk_write): every result the engine
+        # records and every event pass audits here, and SQLAlchemy's handling of these two
+        # one-row statements cost more than SQLite running them.
+        found = raw_rows(conn, _HEAD_PG if conn.dialect.name == "postgresql" else _HEAD_SQL)
+        head = found[0] if found else None
+        state = _Head(head[0], head[1]) if head else _Head(0, GENESIS)
         if not bulk_write(conn, AU, _COLUMNS, _rows(records, state, to_driver(conn, now, "ts"), at), adapted=True,
                           weigh=_COLUMNS.index("data")):
             return state.count
         if head:
-            conn.execute(_MOVE_HEAD, {"n": state.count, "h": state.prev})
+            raw_execute(conn, _MOVE_HEAD, (state.count, state.prev))
         else:
             conn.execute(AH.insert().values(id=1, count=state.count, head_hash=state.prev))
         return state.count
