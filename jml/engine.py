@@ -285,9 +285,10 @@ class Engine:
         fresh = [q for q in self.outbox.pending(limit=20000, exclude=self._claimed if full else (),
                                                 paused=self.paused, after_id=None if full else self._watermark)
                  if q.id not in self._claimed]
-        if plans and not full:
+        if plans and not full and self.store.engine.dialect.name != "sqlite":
             # Normally newer than the watermark and read above; but on PostgreSQL a plan whose
-            # transaction committed after a later one's has lower ids: read it by name.
+            # transaction committed after a later one's has lower ids: read it by name. (SQLite
+            # has one writer at a time: a later commit's ids are always higher.)
             seen = {q.id for q in fresh}
             fresh += [q for q in self.outbox.pending(limit=20000, exclude=self._claimed, paused=self.paused,
                                                      plan_ids=plans) if q.id not in seen]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, delete, func, or_, select, update
 
 from jml.model import Action, Operation, Priority
 from jml.store.db import bulk_write, json_text, raw_execute, to_driver, utc
@@ -42,6 +42,8 @@ _CANCEL_ALL = update(O).where(O.c.employee_id.in_(bindparam("eids", expanding=Tr
 _CANCEL_QUEUED = update(O).where(O.c.employee_id.in_(bindparam("eids", expanding=True)), O.c.state == "pending",
                                  O.c.priority != int(Priority.LEAVER)).values(state="cancelled",
                                                                                updated_at=bindparam("now"))
+_PENDING_AFTER = (select(O).where(O.c.state == "pending", O.c.id > bindparam("after"))
+                  .order_by(O.c.priority, O.c.id).limit(bindparam("limit", type_=Integer)))
 # The engine claims one operation at a time and records each done: on the driver's cursor
 # (db.raw_execute), as SQLAlchemy's statement handling cost more than SQLite's write (an
 # expanding IN rendered per claim was 4.6% of a leaver wave's CPU, the compiled `id = ?` 3.4%).
@@ -165,15 +167,19 @@ class Outbox:
                 after_id: int | None = None, plan_ids: Iterable[str] | None = None) -> list[QueuedOp]:
         """Pending operations, leavers first; `after_id` reads only ones newer than that,
         `plan_ids` only those of these plans."""
+        paused, ex = list(paused), list(exclude)
+        if after_id is not None and plan_ids is None and not paused and not ex:
+            # The engine's read of what is new since its last (every plan announced): built once.
+            with self.engine.connect() as conn:
+                return [_op_from_row(r) for r in conn.execute(_PENDING_AFTER, {"after": after_id, "limit": limit})
+                        .mappings()]
         q = select(O).where(O.c.state == "pending")
         if after_id is not None:
             q = q.where(O.c.id > after_id)
         if plan_ids is not None:
             q = q.where(O.c.plan_id.in_(list(plan_ids)))
-        paused = list(paused)
         if paused:
             q = q.where(O.c.connector.not_in(paused))
-        ex = list(exclude)
         if ex and len(ex) < 900:
             q = q.where(O.c.id.not_in(ex))
         q = q.order_by(O.c.priority, O.c.id).limit(limit + (len(ex) if len(ex) >= 900 else 0))
