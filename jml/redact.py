@@ -53,7 +53,7 @@ SECRET_FIELDS = frozenset({
 def register_secret(value: str | None) -> None:
     """Remember a secret so `redact` masks it wherever it appears."""
     global _pattern, _generation
-    if not value or len(value) < 4:
+    if not value or len(value) < 4 or value in _secrets:  # (known already: every request's token)
         return
     with _lock:
         if value in _secrets:

@@ -142,6 +142,17 @@ def _stamp(cache: dict[Any, Any], dialect: str, value: Any) -> Any:
 
 
 def _kinds(table: Any, columns: Sequence[str]) -> list[str]:
+    key = (table, tuple(columns))
+    known = _KINDS.get(key)
+    if known is None:
+        known = _KINDS[key] = _column_kinds(table, columns)
+    return known
+
+
+_KINDS: dict[tuple[Any, tuple[str, ...]], list[str]] = {}  # (our own tables and column lists: a few dozen)
+
+
+def _column_kinds(table: Any, columns: Sequence[str]) -> list[str]:
     out = []
     for name in columns:
         t = table.c[name].type

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jml.model import Priority
-from jml.store.db import utc
+from jml.store.db import raw_execute, to_driver, utc
 from jml.store.tables import OperationRow, PersonRow, SlaClockRow
 
 __all__ = ["OPEN_STATES", "Clock", "ClockView", "SlaClocks"]
@@ -23,10 +23,10 @@ __all__ = ["OPEN_STATES", "Clock", "ClockView", "SlaClocks"]
 C = SlaClockRow.__table__  # type: ignore[attr-defined]
 O = OperationRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 P = PersonRow.__table__  # type: ignore[attr-defined]
-# Run for every verified clock: built once (building a Core statement and its cache key costs
-# more than SQLite running it; see the statements atop repo.py).
-_STOP_VERIFIED = update(C).where(C.c.id == bindparam("clock_id"), C.c.verified_at.is_(None)).values(
-    verified_at=bindparam("now"), predicted_breach=False, last_check=bindparam("check"))
+# Run for every verified clock (600 in a wave of 200 leavers on three connectors): on the
+# driver's cursor (db.raw_execute), as the engine's claims and done marks.
+_STOP_VERIFIED = ('UPDATE "sla_clock" SET "verified_at" = ?, "predicted_breach" = ?, "last_check" = ? '
+                  'WHERE "id" = ? AND "verified_at" IS NULL')
 
 # Run on every event pass that has leavers (built once: an IN built per call cost ~0.4 ms).
 _EFFECTIVE_OF = select(P.c.employee_id, P.c.effective_termination).where(
@@ -218,7 +218,8 @@ class SlaClocks:
     def stop_verified(tx: Connection, clock_id: int, now: dt.datetime, last_check: str) -> bool:
         """Stop an open clock as verified, inside the caller's transaction (store.transaction());
         False when another path stopped it first."""
-        return bool(tx.execute(_STOP_VERIFIED, {"clock_id": clock_id, "now": now, "check": last_check}).rowcount)
+        return bool(raw_execute(tx, _STOP_VERIFIED, (to_driver(tx, now, "ts"), to_driver(tx, False, "bool"),
+                                                     last_check, clock_id)))
 
     # ---- what the clocks are judged against --------------------------------------
     def phase_and_termination(self, employee_id: str) -> tuple[str | None, dt.datetime | None]:
