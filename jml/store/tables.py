@@ -93,6 +93,8 @@ class GroupRow(SQLModel, table=True):
 
 class PlanRow(SQLModel, table=True):
     __tablename__ = "plan"
+    # The event-leaver bound counts the last hour's event and offboard plans every pass (0010).
+    __table_args__ = (Index("ix_plan_origin_created", "origin", "created_at"),)
     id: str = Field(primary_key=True)
     created_at: dt.datetime | None = _ts()
     state: str = Field(index=True)  # held | queued | done | discarded | superseded

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 
 from jml.model import (
     AccountRecord,
@@ -374,4 +374,41 @@ def test_audit_chain_appends_verifies_and_catches_tampering(db_url: str) -> None
         assert [r[0] for r in conn.execute(select(A.c.seq).order_by(A.c.seq))] == [1, 2, 3, 4]
     cut = audit.verify()
     assert not cut.ok and "deleted" in cut.problem
+    store.close()
+
+
+def test_recent_event_leavers_counted_from_the_last_hours_plans_through_their_index(db_url: str) -> None:
+    """The event-leaver bound's count (every event pass asks it): distinct people deprovisioned
+    by released event/offboard plans since `since`, not an export's, a held plan's or an older
+    plan's; on SQLite the plans are found through ix_plan_origin_created (0010), not by reading
+    every plan ever made."""
+    store = Store(db_url)
+    outbox = Outbox(store)
+    hour_ago = T0 - dt.timedelta(hours=1)
+    for plan_id, origin, at, held, ops in (
+            ("ev1", "event", T0, False, [_deactivate("E1"), _deactivate("E1", "other"), _deactivate("E2")]),
+            ("off", "offboard", T0, False, [_deactivate("E3")]),
+            ("old", "event", hour_ago - dt.timedelta(seconds=1), False, [_deactivate("E4")]),
+            ("exp", "export", T0, False, [_deactivate("E5")]),
+            ("held", "event", T0, True, [_deactivate("E6")]),
+            ("grant", "event", T0, False, [_add("E7", "Eng")])):
+        outbox.save_plan(plan_id, ops, held=held, origin=origin, reasons=[], summary={}, policy_hash=None,
+                         export_id=None, now=at)
+    seen: list[tuple[str, object]] = []
+
+    def capture(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        assert outbox.recent_leavers(("event", "offboard"), hour_ago) == 3  # E1 (twice), E2, E3
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    assert outbox.recent_leavers(("event",), hour_ago) == 2
+    assert "ix_plan_origin_created" in {i["name"] for i in inspect(store.engine).get_indexes("plan")}
+    if store.engine.dialect.name == "sqlite":
+        (statement, parameters), = seen
+        with store.engine.connect() as conn:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()  # type: ignore[arg-type]
+        assert any("ix_plan_origin_created" in str(row) for row in plan), plan
     store.close()
