@@ -48,7 +48,10 @@ def start_for_plan(rt: Runtime, plan_id: str, now: dt.datetime, *,
             pairs.setdefault((op.connector, op.employee_id), set()).add(op.action.value)
     if not pairs:
         return 0
-    known, existing = rt.store.sla.history(sorted({e for _, e in pairs}))
+    eids = sorted({e for _, e in pairs})
+    # An event's plan hands every leaver's effective termination over: no need to read them.
+    known, existing = rt.store.sla.history(eids, terminations=not effective or any(
+        effective.get(e) is None for e in eids))
     rows: list[dict[str, Any]] = []
     for (connector, eid), actions in sorted(pairs.items()):
         eff = (effective or {}).get(eid) or known.get(eid)

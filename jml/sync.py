@@ -265,9 +265,8 @@ def _plan_scope(
     why: dict[str, str] = {}
     # The same words for many people (every joiner hired the same day): kept once, not per person.
     texts: dict[str, str] = {}
-    # Approved requests in force and denials, once for the scope: desired() keeps the one, drops the other.
-    beyond = access_state.extras(rt, scope.keys(), now) if scope else {}
     connectors = list(rt.traits.values())
+    people: list[tuple[str, Person, Lifecycle]] = []  # whose desired accounts to work out, below
     for eid, (present, count_missing) in scope.items():
         prev = previous.get(eid)
         person = changed.get(eid)
@@ -289,9 +288,17 @@ def _plan_scope(
             text = person_reason(prev, state, lc, old_phase)
             why[eid] = texts.setdefault(text, text)
         if state.person is not None:
-            more = beyond.get(eid)
-            wishes.extend(desired(state.person, lc, connectors, rt.policy,
-                                  extra=more.extra if more else None, deny=more.deny if more else None))
+            people.append((eid, state.person, lc))
+    # Approved requests in force and denials, once, for those who keep access: desired() keeps
+    # the one and drops the other; a leaver's accounts are cut whatever was requested or denied
+    # (an event pass of leavers asks nothing).
+    keeping = [eid for eid, _, lc in people if lc.phase not in (Phase.LEAVER, Phase.GONE)]
+    beyond = access_state.extras(rt, keeping, now) if keeping else {}
+    for eid, person, lc in people:
+        more = beyond.get(eid)
+        wishes.extend(desired(person, lc, connectors, rt.policy,
+                              extra=more.extra if more else None, deny=more.deny if more else None))
+    del people
     records = rt.store.load_accounts(scope.keys()) if scope else {}
     result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
                           protected=rt.policy.protected)

@@ -176,14 +176,16 @@ class SlaClocks:
             return [_clock(r) for chunk in _chunks(eids) for r in conn.execute(
                 _OPEN_CLOCKS_OF, {"eids": chunk}).mappings()]
 
-    def history(self, eids: Sequence[str]) -> tuple[dict[str, dt.datetime | None], dict[tuple[str, str], list[Clock]]]:
-        """For opening clocks: each person's recorded effective termination, and every clock
-        they already have, by (connector, employee_id)."""
+    def history(self, eids: Sequence[str], *, terminations: bool = True,
+                ) -> tuple[dict[str, dt.datetime | None], dict[tuple[str, str], list[Clock]]]:
+        """For opening clocks: each person's recorded effective termination (unless
+        `terminations` is false: the caller knows them), and every clock they already have, by
+        (connector, employee_id)."""
         known: dict[str, dt.datetime | None] = {}
         existing: dict[tuple[str, str], list[Clock]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(eids):
-                for eid, eff in conn.execute(_EFFECTIVE_OF, {"eids": chunk}):
+                for eid, eff in conn.execute(_EFFECTIVE_OF, {"eids": chunk}) if terminations else ():
                     known[eid] = utc(eff)
                 for r in conn.execute(_CLOCKS_OF, {"eids": chunk}).mappings():
                     c = _clock(r)
