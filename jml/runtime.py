@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,9 @@ from jml.store.outbox import Outbox, process_holder
 from jml.store.repo import Store
 
 Clock = Callable[[], dt.datetime]
+
+
+SECRET_REUSE = 1.0  # seconds a connector's secret, once read, is used without reading it again
 
 
 @dataclass
@@ -95,8 +99,19 @@ class Runtime:
         return out
 
     def secret_getter(self, section: Any, path: str) -> Callable[[str], str | None]:
+        """A connector's secrets, re-read at most every SECRET_REUSE seconds: a rotated token
+        (a `*_file` changed) is picked up within that, and a request does not pay for reading
+        the environment or stat-ing the file (every request asks)."""
+        kept: dict[str, tuple[float, str | None]] = {}
+
         def get(name: str) -> str | None:
-            return resolve_secret(section, name, path, required=False)
+            now = time.monotonic()
+            hit = kept.get(name)
+            if hit is not None and now - hit[0] < SECRET_REUSE:
+                return hit[1]
+            value = resolve_secret(section, name, path, required=False)
+            kept[name] = (now, value)
+            return value
         return get
 
     def connector(self, name: str) -> Connector:

@@ -153,3 +153,33 @@ def test_access_mistakes_name_their_key_path(doc: dict[str, object], path: str, 
         config.from_dict(doc)
     assert err.value.path == path
     assert words in str(err.value)
+
+
+def test_a_connectors_secret_is_reused_for_a_second_then_read_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runtime.secret_getter: every request asks for its token; it is read (file stat, environment)
+    at most once per SECRET_REUSE, so a rotation is picked up within that and not before."""
+    import os
+
+    from jml import runtime
+
+    f = tmp_path / "tok"
+    f.write_text("first-secret\n")
+    cfg = config.from_dict({"state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
+                            "connectors": {"a": {"type": "scim", "url": "x", "token_file": str(f)}}})
+    get = runtime.Runtime(cfg).secret_getter(cfg.connectors["a"], "connectors.a")
+    clock = [100.0]
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: clock[0])  # (the module's clock, for this test)
+    assert get("token") == "first-secret"
+    f.write_text("second-secret\n")
+    os.utime(f, (1, 1))  # a different mtime, as a rotation would leave
+    clock[0] += runtime.SECRET_REUSE / 2
+    assert get("token") == "first-secret"  # within the reuse: not read again
+    clock[0] += runtime.SECRET_REUSE
+    assert get("token") == "second-secret"
+    f.unlink()
+    clock[0] += runtime.SECRET_REUSE
+    with pytest.raises(ConfigError):  # a failed read is not kept: raised each time it is asked
+        get("token")
+    with pytest.raises(ConfigError):
+        get("token")
