@@ -27,8 +27,10 @@ _PENDING = (select(W.c.id, W.c.source, W.c.occurred_at, W.c.payload).where(*_OPE
             .order_by(W.c.occurred_at, W.c.received_at, W.c.id).limit(bindparam("limit", type_=Integer)))
 _WAITING = select(func.count(), func.min(W.c.received_at)).where(*_OPEN)
 _QUARANTINED = select(func.count()).where(W.c.quarantined_at.is_not(None))
-_INSERT = {"postgresql": postgresql.insert(W).on_conflict_do_nothing(index_elements=["id"]),
-           "sqlite": sqlite.insert(W).on_conflict_do_nothing(index_elements=["id"])}
+# RETURNING says whether the row went in: PostgreSQL's driver reports no rowcount (-1) for an
+# INSERT ... ON CONFLICT DO NOTHING, and every event counted as a duplicate that woke nothing.
+_INSERT = {"postgresql": postgresql.insert(W).on_conflict_do_nothing(index_elements=["id"]).returning(W.c.id),
+           "sqlite": sqlite.insert(W).on_conflict_do_nothing(index_elements=["id"]).returning(W.c.id)}
 
 
 class OktaEventLike(Protocol):  # jml.webhooks.OktaEvent
@@ -70,7 +72,7 @@ class Inbox:
         new = 0
         with self.engine.begin() as conn:
             for row in rows:
-                new += int(conn.execute(stmt, row).rowcount or 0)
+                new += conn.execute(stmt, row).first() is not None
         return new
 
     def add_okta(self, events: Iterable[OktaEventLike], now: dt.datetime) -> int:

@@ -32,8 +32,10 @@ _STOP_VERIFIED = ('UPDATE "sla_clock" SET "verified_at" = ?, "predicted_breach" 
 _EFFECTIVE_OF = select(P.c.employee_id, P.c.effective_termination).where(
     P.c.employee_id.in_(bindparam("eids", expanding=True)))
 _CLOCKS_OF = select(C).where(C.c.employee_id.in_(bindparam("eids", expanding=True)))
-_OPEN_CLOCK = {"postgresql": postgresql.insert(C).on_conflict_do_nothing(),
-               "sqlite": sqlite.insert(C).on_conflict_do_nothing()}
+# RETURNING says whether a clock was opened (PostgreSQL's driver reports no rowcount for an
+# INSERT ... ON CONFLICT DO NOTHING: no clock counted or logged as started there).
+_OPEN_CLOCK = {"postgresql": postgresql.insert(C).on_conflict_do_nothing().returning(C.c.id),
+               "sqlite": sqlite.insert(C).on_conflict_do_nothing().returning(C.c.id)}
 OPEN_STATES = ("pending", "running", "held")
 
 
@@ -199,7 +201,7 @@ class SlaClocks:
         with self.engine.begin() as conn:
             ins = _OPEN_CLOCK[conn.dialect.name]
             for row in rows:
-                if conn.execute(ins, row).rowcount:
+                if conn.execute(ins, row).first() is not None:
                     opened.append(row)
         return opened
 

@@ -412,3 +412,26 @@ def test_recent_event_leavers_counted_from_the_last_hours_plans_through_their_in
             plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()  # type: ignore[arg-type]
         assert any("ix_plan_origin_created" in str(row) for row in plan), plan
     store.close()
+
+
+def test_an_event_and_a_clock_say_whether_they_went_in(db_url: str) -> None:
+    """A webhook's event is new once (the processor is woken, the HR webhook answers "accepted"),
+    and a clock is opened once: on PostgreSQL too, whose driver gives no rowcount for an
+    INSERT ... ON CONFLICT DO NOTHING (every event had counted as a duplicate there)."""
+    from types import SimpleNamespace
+
+    from jml.store.inbox import Inbox
+
+    store = Store(db_url)
+    inbox = Inbox(store)
+    event = SimpleNamespace(id="h-1", type="hire", occurred_at=T0, person={"employee_id": "E1"})
+    assert inbox.add_hr(event, T0) is True  # type: ignore[arg-type]
+    assert inbox.add_hr(event, T0) is False  # type: ignore[arg-type]
+    okta = [SimpleNamespace(uuid=u, published=T0, raw={"uuid": u}) for u in ("a", "b")]
+    assert inbox.add_okta(okta, T0) == 2  # type: ignore[arg-type]
+    assert inbox.add_okta([*okta, SimpleNamespace(uuid="c", published=T0, raw={})], T0) == 1  # type: ignore[arg-type]
+    row = {"connector": "demo", "employee_id": "E1", "started_at": T0, "deadline": T0 + dt.timedelta(hours=1),
+           "breached": False, "predicted_breach": False, "last_check": "started|x|plan p"}
+    assert store.sla.open([row]) == [row]
+    assert store.sla.open([row]) == []
+    store.close()
