@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import functools
@@ -232,6 +233,7 @@ class Engine:
         self._stopping = False
         self._start_workers()
         last_gauges = 0.0
+        relay = asyncio.create_task(self._wake_on(stop))  # stopping wakes the loop as work does
         try:
             while not stop.is_set():
                 self.dispatch()
@@ -241,17 +243,24 @@ class Engine:
                     last_gauges = time.monotonic()
                 await self._tick(stop)
         finally:
+            relay.cancel()
             await self._stop_workers(grace)
             self.outbox.finish_plans(self.clock())
 
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
     async def _tick(self, stop: asyncio.Event | None = None) -> None:
+        # Woken by new work, a finished chain or `stop` (through _wake_on), else after
+        # poll_interval. (One wait on one event: a tick comes with every finished chain, and two
+        # tasks and asyncio.wait per tick were measurable in a leaver wave.)
         self._wake.clear()
-        waits = [asyncio.create_task(self._wake.wait())]
-        if stop is not None:
-            waits.append(asyncio.create_task(stop.wait()))
-        _, pending = await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
+        if stop is not None and stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_interval):
+                await self._wake.wait()
 
     def _only_paused_left(self, plan_id: str | None) -> bool:
         if not self.paused:
