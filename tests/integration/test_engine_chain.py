@@ -33,19 +33,25 @@ def _export(path: Path, statuses: list[str]) -> None:
                         TODAY if status == "Terminated" else ""])
 
 
+def _config(tmp_path: Path, export: Path, url: str, groups: list[str], *, guard: dict[str, Any] | None = None,
+            **connector: Any) -> config_mod.Config:
+    """One SCIM connector "app" at `url`, everyone Active in `groups`, state in tmp_path."""
+    path = tmp_path / "jml.yaml"
+    path.write_text(yaml.safe_dump({
+        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
+        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
+        **({"guard": guard} if guard else {}),
+        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": groups}}]},
+        "connectors": {"app": {"type": "scim", "url": url, "token_env": "C_TOKEN", **connector}},
+    }))
+    return config_mod.load(path)
+
+
 def test_leaver_chain_reads_the_account_once_and_ends_deprovisioned(
         tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("C_TOKEN", scim_peer.token)
     export = tmp_path / "hr.csv"
-    cfg_path = tmp_path / "jml.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
-        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
-        "guard": {"max_deprovision_percent": 100},
-        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": ["Staff", "Eng"]}}]},
-        "connectors": {"app": {"type": "scim", "url": scim_peer.url, "token_env": "C_TOKEN"}},
-    }))
-    cfg = config_mod.load(cfg_path)
+    cfg = _config(tmp_path, export, scim_peer.url, ["Staff", "Eng"], guard={"max_deprovision_percent": 100})
 
     async def sync() -> int:
         rt = Runtime(cfg)
@@ -99,14 +105,7 @@ def test_grants_nobody_waits_on_share_one_patch_per_group(
     proxy.start()
     monkeypatch.setenv("C_TOKEN", scim_peer.token)
     export = tmp_path / "hr.csv"
-    cfg_path = tmp_path / "jml.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
-        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
-        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": ["Staff", "Eng"]}}]},
-        "connectors": {"app": {"type": "scim", "url": proxy.url + path, "token_env": "C_TOKEN", "concurrency": 4}},
-    }))
-    cfg = config_mod.load(cfg_path)
+    cfg = _config(tmp_path, export, proxy.url + path, ["Staff", "Eng"], concurrency=4)
     _export(export, ["Active"] * 60)
 
     async def sync() -> None:
@@ -149,15 +148,7 @@ def test_an_apply_that_never_answers_is_cut_off_and_tried_again(
 
     monkeypatch.setenv("C_TOKEN", scim_peer.token)
     export = tmp_path / "hr.csv"
-    cfg_path = tmp_path / "jml.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "state": {"url": f"sqlite:///{tmp_path / 'jml.db'}"},
-        "sources": {"hris": {"location": str(export), "timezone": "UTC"}},
-        "policy": {"rules": [{"name": "all", "when": {"status": "Active"}, "grant": {"app": ["Staff"]}}]},
-        "connectors": {"app": {"type": "scim", "url": scim_peer.url, "token_env": "C_TOKEN", "timeout": "0.1s",
-                               "retry_backoff": "0.05s"}},
-    }))
-    cfg = config_mod.load(cfg_path)
+    cfg = _config(tmp_path, export, scim_peer.url, ["Staff"], timeout="0.1s", retry_backoff="0.05s")
     _export(export, ["Active"])
     retries = metrics.retries.labels("app", "timeout")
     before = retries._value.get()
