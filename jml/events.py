@@ -121,7 +121,6 @@ HEALTH_EVERY = 1.0  # seconds between the inbox gauges' updates while events kee
 _health_at = -HEALTH_EVERY
 
 
-
 async def _isolating(rt: Runtime, inbox: Inbox, items: list[InboxItem], now: dt.datetime, batch: Batch) -> None:
     try:
         done = await _process(rt, inbox, items, now)

@@ -26,7 +26,7 @@ from jml import plan as planner
 from jml.errors import ExportRejected, SourceError
 from jml.explain import changed_fields, operation_reason, person_reason
 from jml.model import AccountRecord, Action, Lifecycle, Operation, Person, PersonState, Phase, Priority
-from jml.plan_json import write_operations
+from jml.plan_json import operation_json, write_operations
 from jml.policy import desired
 from jml.redact import Redacted, redact, redact_data, redacting_memo
 from jml.revert_plan import Prior
@@ -466,18 +466,13 @@ def plan_json(outcome: PlanOutcome) -> dict[str, object]:
     """The `plan --json` shape (README "Commands"; tests/e2e/test_cli.py checks it)."""
     return {
         "plan_id": outcome.plan_id,
-        "operations": [_operation_json(o, outcome.why) for o in outcome.operations],
+        "operations": [operation_json(o, operation_reason(o, outcome.why)) for o in outcome.operations],
         "summary": outcome.summary(),
         "guard": {"held": outcome.held, "reasons": outcome.reasons},
     }
 
 
 _ACTION_VALUES = {a: a.value for a in Action}  # (Action.value is an enum property: a dict probe is cheaper)
-
-
-def _operation_json(o: Operation, why: Mapping[str, str]) -> dict[str, object]:
-    return {"connector": o.connector, "action": _ACTION_VALUES[o.action], "person": o.employee_id,
-            "detail": {**o.detail, "reason": operation_reason(o, why)}}
 
 
 def write_plan_json(outcome: PlanOutcome, write: Callable[[str], object], chunk: int = 2000) -> None:
