@@ -9,78 +9,33 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+# Some sections' models live in their own modules: the `X as X` imports keep `from jml.config import X`.
+from jml._config_errors import config_error
+from jml.config_connectors import AwsConnectorConfig as AwsConnectorConfig
+from jml.config_connectors import ConnectorConfig as ConnectorConfig
+from jml.config_connectors import GithubConnectorConfig as GithubConnectorConfig
+from jml.config_connectors import GuardOverride as GuardOverride
+from jml.config_connectors import ScimConnectorConfig as ScimConnectorConfig
+from jml.config_connectors import SlackConnectorConfig as SlackConnectorConfig
+from jml.config_connectors import _ConnectorBase as _ConnectorBase
+from jml.config_sources import HrisSource as HrisSource
+from jml.config_sources import OktaSource as OktaSource
+from jml.config_sources import SourceAuth as SourceAuth
+from jml.config_sources import SourcesConfig as SourcesConfig
+from jml.config_sources import WebhookSource as WebhookSource
+from jml.config_values import Duration as Duration
+from jml.config_values import _SecretFile as _SecretFile
+from jml.config_values import _Strict as _Strict
+from jml.config_values import parse_duration as parse_duration
+from jml.config_values import resolve_secret as resolve_secret
 from jml.errors import ConfigError
-from jml.redact import register_secret
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(value: Any) -> dt.timedelta:
-    """'90s', '5m', '1h', '30d' or a number of seconds."""
-    if isinstance(value, dt.timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.timedelta(seconds=float(value))
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h, 30d)")
-    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-
-
-Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _SecretFile:
-    """A secret read from a file, re-read when its mtime changes (rotation)."""
-
-    _cache: dict[Path, tuple[float, str]] = {}
-
-    @classmethod
-    def read(cls, path: Path, key: str) -> str:
-        try:
-            mtime = path.stat().st_mtime
-            cached = cls._cache.get(path)
-            if cached and cached[0] == mtime:
-                return cached[1]
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read secret file {path}: {e.strerror}", key) from None
-        cls._cache[path] = (mtime, value)
-        register_secret(value)
-        return value
-
-
-def resolve_secret(model: BaseModel, name: str, path: str, *, required: bool = True) -> str | None:
-    """The value of secret `name` of `model` (from `name_env` or `name_file`).
-
-    `path` is the model's key path, for the error message.
-    """
-    env_key = getattr(model, f"{name}_env", None)
-    file_key = getattr(model, f"{name}_file", None)
-    if file_key:
-        return _SecretFile.read(Path(file_key), f"{path}.{name}_file")
-    if env_key:
-        value = os.environ.get(env_key)
-        if not value:
-            raise ConfigError(f"environment variable {env_key} is not set", f"{path}.{name}_env")
-        register_secret(value)
-        return value
-    if required:
-        raise ConfigError(f"missing secret: set {name}_env or {name}_file", path)
-    return None
 
 
 class StateConfig(_Strict):
@@ -194,56 +149,6 @@ class ServerConfig(_Strict):
         return v
 
 
-class SourceAuth(_Strict):
-    type: Literal["basic", "bearer"]
-    username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-
-
-class HrisSource(_Strict):
-    location: str
-    format: Literal["csv", "json", "jsonl"] | None = None  # None: from the file name
-    profile: str = "generic"
-    columns: dict[str, str] | None = None
-    status_values: dict[str, str] | None = None  # raw HR status -> Active|Leave|Terminated|Pre-hire
-    poll_interval: Duration = dt.timedelta(minutes=5)
-    timezone: str = "UTC"
-    auth: SourceAuth | None = None
-    endpoint_url: str | None = None
-    full_export: bool = True  # a full export: people absent from it are counted as missing
-    stale_after: Duration | None = None  # default: 3 poll intervals
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
-
-
-class OktaSource(_Strict):
-    secret_env: str | None = None
-    secret_file: str | None = None
-    match: str = "work_email"
-
-
-class WebhookSource(_Strict):
-    secret_env: str | None = None
-    secret_file: str | None = None
-    tolerance: Duration = dt.timedelta(minutes=5)
-
-
-class SourcesConfig(_Strict):
-    hris: HrisSource | None = None
-    okta: OktaSource | None = None
-    webhook: WebhookSource | None = None
-
-
 class LifecycleConfig(_Strict):
     prehire_days: int = Field(3, ge=0)
     delete_after: Duration | None = dt.timedelta(days=30)
@@ -275,11 +180,6 @@ class GuardConfig(_Strict):
     max_shrink_percent: float = Field(10, ge=0)
     max_event_leavers_per_hour: int = Field(1000, ge=0)
     approvals_required: int = Field(1, ge=1, le=10)  # people (other than the requester) to release a held plan
-
-
-class GuardOverride(_Strict):
-    max_deprovision_percent: float | None = Field(None, ge=0)
-    max_deprovision_count: int | None = Field(None, ge=0)
 
 
 class SmtpConfig(_Strict):
@@ -346,64 +246,6 @@ class PolicyConfig(_Strict):
     username: str = "{work_email}"
     protected: list[str] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
-
-
-class _ConnectorBase(_Strict):
-    rate_limit: float | None = Field(None, gt=0)  # writes per second; None = connector default
-    burst: int | None = Field(None, ge=1)
-    concurrency: int = Field(4, ge=1, le=64)
-    timeout: Duration = dt.timedelta(seconds=30)
-    max_attempts: int = Field(6, ge=1)
-    retry_budget: Duration = dt.timedelta(minutes=5)  # total time retries may take
-    retry_backoff: Duration = dt.timedelta(seconds=0.5)  # first wait; doubles, with jitter...
-    retry_backoff_max: Duration = dt.timedelta(seconds=30)  # ...up to this (a Retry-After wins)
-    sla: Duration | None = None
-    guard: GuardOverride | None = None
-    username: str | None = None  # per-connector username template
-
-
-class ScimConnectorConfig(_ConnectorBase):
-    type: Literal["scim"]
-    url: str
-    token_env: str | None = None
-    token_file: str | None = None
-    enterprise_extension: bool | None = None  # None: use it when the server's schemas list it
-
-
-class AwsConnectorConfig(_ConnectorBase):
-    type: Literal["aws_identity_center"]
-    scim_url: str
-    token_env: str | None = None
-    token_file: str | None = None
-    instance_arn: str
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    assignment_concurrency: int = Field(10, ge=1, le=10)
-
-
-class GithubConnectorConfig(_ConnectorBase):
-    type: Literal["github"]
-    mode: Literal["org", "emu"] = "org"
-    org: str | None = None
-    enterprise: str | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-    api_url: str = "https://api.github.com"
-    username_attribute: str = "github_username"
-    provisions_per_hour: int | None = Field(None, ge=1)
-
-
-class SlackConnectorConfig(_ConnectorBase):
-    type: Literal["slack"]
-    scim_url: str = "https://api.slack.com/scim/v2/"
-    token_env: str | None = None
-    token_file: str | None = None
-
-
-ConnectorConfig = Annotated[
-    ScimConnectorConfig | AwsConnectorConfig | GithubConnectorConfig | SlackConnectorConfig,
-    Field(discriminator="type"),
-]
 
 
 class CatalogueEntryConfig(_Strict):
@@ -486,83 +328,6 @@ class Config(_Strict):
         return c.sla if c is not None and c.sla is not None else self.sla.deprovision
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
-    # pydantic puts the discriminator tag in the location of union members: drop it.
-    parts = [str(p) for p in loc if p not in ("scim", "aws_identity_center", "github", "slack")]
-    return ".".join(parts)
-
-
-def _friendly(err: dict[str, Any]) -> str:
-    kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "union_tag_invalid":
-        return "unknown connector type (use scim, aws_identity_center, github or slack)"
-    if kind == "union_tag_not_found":
-        return "missing `type` (scim, aws_identity_center, github or slack)"
-    msg = str(err.get("msg", "invalid value"))
-    return msg.removeprefix("Value error, ")
-
-
-_TAGS = {"scim": ScimConnectorConfig, "aws_identity_center": AwsConnectorConfig,
-         "github": GithubConnectorConfig, "slack": SlackConnectorConfig}
-
-
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model at `loc` (a pydantic error location, without its last part) takes."""
-    import types
-    import typing
-
-    current: Any = Config
-    pending_dict = False
-    for part in loc:
-        if pending_dict:  # a mapping's key (a connector's name): its value type follows
-            pending_dict = False
-            continue
-        if isinstance(part, int):
-            continue
-        if part in _TAGS:
-            current = _TAGS[part]
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
-            return []
-        ann: Any = current.model_fields[part].annotation
-        while True:
-            origin = typing.get_origin(ann)
-            if origin is typing.Annotated:
-                ann = typing.get_args(ann)[0]
-            elif origin in (typing.Union, types.UnionType):
-                models = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
-                others = [a for a in typing.get_args(ann) if a is not type(None)]
-                ann = models[0] if len(models) == 1 else (others[0] if len(others) == 1 else Any)
-                if len(models) > 1:
-                    break  # a connector union: the tag in the location picks the model
-            elif origin is dict:
-                ann = typing.get_args(ann)[1]
-                pending_dict = True
-            elif origin is list:
-                ann = typing.get_args(ann)[0]
-            else:
-                break
-        current = ann
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [k for k in current.model_fields if k != "base_dir"]
-    return []
-
-
-def _unknown_key(loc: tuple[Any, ...]) -> str:
-    import difflib
-
-    path = _key_path(loc)
-    near = difflib.get_close_matches(str(loc[-1]), _known_keys(loc[:-1]), n=1, cutoff=0.6)
-    if near:
-        parent = _key_path(loc[:-1])
-        return f"{path}: unknown key (did you mean {parent + '.' if parent else ''}{near[0]}?)"
-    return f"{path}: unknown key"
-
-
 def from_dict(data: Any, base_dir: Path = Path(".")) -> Config:
     if data is None:
         data = {}
@@ -571,17 +336,7 @@ def from_dict(data: Any, base_dir: Path = Path(".")) -> Config:
     try:
         cfg = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as e:
-        errors = e.errors()
-        unknown = [err for err in errors if err.get("type") == "extra_forbidden"]
-        if unknown:
-            # Every unknown key at once, each with its nearest known key: one round trip to fix a file.
-            parts = [_unknown_key(tuple(err["loc"])) for err in unknown]
-            if len(parts) == 1:
-                path = _key_path(tuple(unknown[0]["loc"]))
-                raise ConfigError(parts[0].removeprefix(f"{path}: "), path) from None
-            raise ConfigError(f"{len(parts)} unknown keys: " + "; ".join(parts)) from None
-        first = errors[0]
-        raise ConfigError(_friendly(dict(first)), _key_path(first["loc"]) or "(top level)") from None
+        raise config_error(e, Config) from None
     _check_references(cfg)
     url = cfg.state.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
