@@ -189,3 +189,56 @@ def test_an_apply_that_never_answers_is_cut_off_and_tried_again(
     assert took >= 0.1 * OPERATION_TIMEOUT_FACTOR
     reader = PeerReader(scim_peer)
     assert asyncio.run(reader.find("E0", "")) is not None
+
+
+@pytest.mark.parametrize(("failures", "state", "attempts", "retries"), [
+    (0, "done", 1, 0),    # the usual case: one attempt, tenacity never started
+    (2, "done", 3, 2),    # the failed first attempt is tenacity's attempt 1: two retries, then done
+    (9, "dead", 3, 2),    # max_attempts counts the first attempt: dead after the third
+])
+def test_retries_count_the_first_attempt(tmp_path: Path, scim_peer: ScimPeer, monkeypatch: pytest.MonkeyPatch,
+                                         failures: int, state: str, attempts: int, retries: int) -> None:
+    """A retryable failure is retried with backoff until max_attempts, the first attempt
+    included (it runs before tenacity is set up); the push record and the dead letter carry
+    the attempts made."""
+    from jml import metrics
+    from jml.errors import RetryableError
+
+    monkeypatch.setenv("C_TOKEN", scim_peer.token)
+    export = tmp_path / "hr.csv"
+    cfg = _config(tmp_path, export, scim_peer.url, [], max_attempts=3, retry_backoff="0.01s",
+                  retry_budget="30s")
+    _export(export, ["Active"])
+    counter = metrics.retries.labels("app", "flaky")
+    before = counter._value.get()
+    calls: list[str] = []
+
+    async def sync() -> tuple[list[Any], list[dict[str, Any]]]:
+        rt = Runtime(cfg)
+        try:
+            await plan_cycle(rt)
+            await rt.open_connectors()
+            connector = rt.connector("app")
+            real = connector.apply
+
+            async def flaky(op: Any, record: Any) -> Any:
+                calls.append(op.action.value)
+                if len(calls) <= failures:
+                    raise RetryableError("app", "503 from the app", reason="flaky")
+                return await real(op, record)
+
+            monkeypatch.setattr(connector, "apply", flaky)
+            engine = build_engine(rt, poll_interval=0.05)
+            await engine.run_until_idle(timeout=60)
+            return engine.outbox.ops([state]), [r["data"] for r in rt.audit.records() if r["kind"] == "push"]
+        finally:
+            await rt.close()
+            rt.store.close()
+
+    ops, pushes = asyncio.run(sync())
+    assert len(calls) == attempts
+    assert counter._value.get() == before + retries
+    assert [q.op.action.value for q in ops] == ["create"]
+    assert [(p["result"], p["attempts"]) for p in pushes] == [("success" if state == "done" else "dead", attempts)]
+    if state == "dead":
+        assert ops[0].attempts == attempts and "503 from the app" in (ops[0].last_error or "")
