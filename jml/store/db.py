@@ -17,6 +17,7 @@ from sqlalchemy.types import TypeDecorator
 
 from jml.errors import ConfigError
 from jml.redact import redact
+from jml.store.kept import keep_main_thread_connection
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -40,6 +41,7 @@ def make_engine(url: str) -> Engine:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
+            keep_main_thread_connection(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     except (SQLAlchemyError, ValueError, ImportError) as e:
