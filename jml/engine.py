@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter, Histogram
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -126,6 +127,8 @@ class Engine:
         self._background: set[asyncio.Future[None]] = set()
         self._hooks_due: list[tuple[QueuedOp, ApplyResult]] = []  # finished chains' after-success hooks
         self._hooks_draining = False
+        # (connector, action) -> its success counter and duration histogram, labelled once.
+        self._success_metrics: dict[tuple[str, Action], tuple[Counter, Histogram]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------
     def wake(self, *plan_ids: str) -> None:
@@ -474,8 +477,13 @@ class Engine:
             self._record_behind(done)
         else:
             await self._record(done)
-        metrics.operations.labels(op.connector, op.action.value, "success").inc()
-        metrics.operation_duration.labels(op.connector, op.action.value).observe(elapsed)
+        counted = self._success_metrics.get((op.connector, op.action))
+        if counted is None:  # (prometheus_client's labels() per operation was 1.4% of a leaver wave)
+            counted = self._success_metrics[(op.connector, op.action)] = (
+                metrics.operations.labels(op.connector, op.action.value, "success"),
+                metrics.operation_duration.labels(op.connector, op.action.value))
+        counted[0].inc()
+        counted[1].observe(elapsed)
         log.info("operation done", extra={"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector,
                                           "employee_id": op.employee_id, "action": op.action.value,
                                           "adopted": result.adopted})
