@@ -239,6 +239,29 @@ def set_aside_rows(rt: Runtime) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {"file": None, "count": 0, "rows": []}
 
 
+class _KnownGroups(Mapping[str, frozenset[str]]):
+    """The groups jml has seen exist (store.known_groups()), read when the planner first asks:
+    it asks only for a plan with new memberships, and an event pass of leavers has none."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._groups: dict[str, frozenset[str]] | None = None
+
+    def _read(self) -> dict[str, frozenset[str]]:
+        if self._groups is None:
+            self._groups = self._rt.store.known_groups()
+        return self._groups
+
+    def __getitem__(self, connector: str) -> frozenset[str]:
+        return self._read()[connector]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
 def _due(index: dict[str, IndexEntry], now: dt.datetime) -> dict[str, tuple[bool, bool]]:
     return {eid: (True, False) for eid, e in index.items() if e.next_change_at is not None and e.next_change_at <= now}
 
@@ -300,7 +323,7 @@ def _plan_scope(
                               extra=more.extra if more else None, deny=more.deny if more else None))
     del people
     records = rt.store.load_accounts(scope.keys()) if scope else {}
-    result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=rt.store.known_groups(),
+    result = planner.diff(wishes, records, rt.traits, scope=scope.keys(), known_groups=_KnownGroups(rt),
                           protected=rt.policy.protected)
     # What the plan replaces, for `jml revert`: its people as stored before it (joiners: nothing).
     priors = [] if dry_run else _priors(result.operations, previous, index, records)

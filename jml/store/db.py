@@ -240,6 +240,21 @@ def raw_execute(conn: Connection, sql: str, params: Sequence[Any] | Sequence[Seq
 _PG_MARKS: dict[str, str] = {}  # (our own statements: a handful)
 
 
+def raw_first(conn: Connection, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    """One statement on the DB-API cursor (`?` marks, values as `to_driver` gives them), and the
+    first row it returns (an INSERT … RETURNING that inserted: its row; one that hit a conflict
+    and did nothing: None)."""
+    if conn.dialect.name != "sqlite":
+        sql = _PG_MARKS.get(sql) or _PG_MARKS.setdefault(sql, sql.replace("?", "%s"))
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        return tuple(row) if row is not None else None
+    finally:
+        cursor.close()
+
+
 def raw_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
     """A plain SELECT on the DB-API cursor, rows as the driver's tuples: reading 100k rows,
     SQLAlchemy's per-row result processing costs more than the query. Timestamps come as the
