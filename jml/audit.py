@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
+from jml.jsontext import one_shot
+
 GENESIS = "0" * 64
 ERASURE_KIND = "erasure"
 ERASED_KEY = "_erased"
@@ -33,7 +35,7 @@ ERASED_KEY = "_erased"
 
 # `json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)` byte
 # for byte, from one encoder (json.dumps with arguments builds an encoder per call).
-_DUMP = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+_DUMP = one_shot(json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str))
 
 
 def dump(data: Any) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 
 from jml.explain import operation_reason
+from jml.jsontext import one_shot
 from jml.model import Action, Operation
 
 __all__ = ["operation_json", "write_operations"]
@@ -42,20 +43,16 @@ class _Keys(dict[str, str]):
         return text
 
 
-# The encoder's C core, made once: JSONEncoder.encode makes it again on every call, which for a
-# create's attributes (100k small dicts at 100k people) cost as much as the encoding itself.
-# (The same arguments as _ENCODER's; its circular-reference marks are emptied after each value.)
-_C_ENCODE = c_make_encoder({}, str, encode_basestring, None, ": ", ", ", False, False, True) \
-    if c_make_encoder is not None else None
+# json.dumps(value, ensure_ascii=False, default=str), from one encoder (jml.jsontext): for a
+# create's attributes (100k small dicts at 100k people) JSONEncoder.encode remade its C core per call.
+_ENCODE = one_shot(_ENCODER)
 
 
 def _value(value: object) -> str:
     """A detail value other than a str."""
     if value is None or value is True or value is False:
         return _CONSTANTS[value]
-    if _C_ENCODE is not None and type(value) is dict:
-        return "".join(_C_ENCODE(value, 0))
-    return _ENCODER.encode(value)
+    return _ENCODE(value)
 
 
 def _encoded(ops: Sequence[Operation], why: Mapping[str, str], keys: _Keys,
@@ -71,7 +68,7 @@ def _encoded(ops: Sequence[Operation], why: Mapping[str, str], keys: _Keys,
         person, connector = op.employee_id, op.connector
         if (type(detail) is not dict or "reason" in detail or type(reason) is not str or type(person) is not str
                 or type(connector) is not str or not _STR.issuperset(map(type, detail))):
-            append(_ENCODER.encode(operation_json(op, reason)))
+            append(_ENCODE(operation_json(op, reason)))
             continue
         head = heads.get((connector, op.action))
         if head is None:  # '{"connector": "app", "action": "create", "person": '

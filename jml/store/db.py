@@ -16,6 +16,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from sqlalchemy.types import TypeDecorator
 
 from jml.errors import ConfigError
+from jml.jsontext import one_shot
 from jml.redact import redact
 from jml.store.kept import keep_main_thread_connection
 
@@ -108,7 +109,7 @@ class RawJSON(str):
 # `json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)`, byte for byte, from
 # one encoder: json.dumps with arguments builds a JSONEncoder per call, which for the small
 # documents of a bulk write (an operation's detail, a person) costs as much as the encoding.
-json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+json_text = one_shot(json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str))
 
 
 def to_driver(conn: Connection, value: Any, kind: str) -> Any:
