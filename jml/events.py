@@ -177,7 +177,11 @@ async def _process(rt: Runtime, inbox: Inbox, items: list[InboxItem], now: dt.da
 
 
 BUSY_WINDOW = 1.0  # seconds since the last pass within which the inbox counts as busy
-EVENT_LINGER = 0.1  # what a busy inbox waits before the next pass (an idle one: nothing)
+# What a busy inbox waits before the next pass (an idle one: nothing). A pass has a fixed cost (~16
+# statements, 6 transactions) shared by the leavers it carries: at 20 leavers/s, 0.25 s makes ~5 a
+# pass instead of ~2.3 at 0.1 s, for ~7% less of jml's CPU a leaver (issue 16, interleaved runs) and
+# a pushed p99 of ~1.0 s instead of ~0.6-0.9 s, well inside the 2 s goal and the SLA's minutes.
+EVENT_LINGER = 0.25
 
 
 async def run_event_processor(ctx: ServiceContext) -> None:
