@@ -5,9 +5,11 @@
   group write (connectors/pool.py) gives its seat to the next person until it goes on.
 - Leavers first: chains are queued by (priority, first operation id), and the
   dispatcher re-reads the outbox every tick, so a new leaver overtakes queued bulk work.
-- tenacity retries RetryableError with exponential backoff and jitter, honouring
-  Retry-After; the count and the total time are bounded; then the operation is
+- tenacity retries RetryableError (jml/engine_retry.py) with exponential backoff and jitter,
+  honouring Retry-After; the count and the total time are bounded; then the operation is
   dead-lettered with its reason (visible in `jml status`, re-queued by `jml retry`).
+- Results are written by group commit (jml/engine_results.py): a chain's last step is
+  recorded behind its worker, which moves on to the next chain.
 - A crash leaves at most the operations in flight as `running`; `recover()` re-queues
   them and the connectors' find-then-create makes the replay harmless.
 """
@@ -20,22 +22,17 @@ import datetime as dt
 import enum
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState
 
 from connectors import pool as worker_pool
 from connectors.base import ApplyResult, Connector
 from jml import metrics
+from jml.engine_results import Done, ResultWriter
+from jml.engine_retry import Attempts, retry_after_first
 from jml.errors import ConnectorError, RetryableError
 from jml.lanes import Lane, LanePool, RetryPolicy
 from jml.model import AccountRecord, Action, Operation, Priority
@@ -43,7 +40,6 @@ from jml.redact import redact
 from jml.store.audit import AuditLog
 from jml.store.outbox import Outbox, QueuedOp
 from jml.store.repo import Store
-from jml.store.retry import retry_write
 
 log = logging.getLogger("jml.engine")
 
@@ -66,17 +62,6 @@ _KEEPS_ACCOUNT = frozenset({Action.DEACTIVATE, Action.CANCEL_INVITE, Action.REMO
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass
-class _Done:
-    """A pushed operation waiting to be recorded."""
-
-    q: QueuedOp
-    remote_id: str | None
-    push: dict[str, object]
-    at: dt.datetime
-    written: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Engine:
@@ -109,14 +94,9 @@ class Engine:
         self._running: set[int] = set()
         self._wake = asyncio.Event()
         self._deferred: dict[tuple[str, str], list[QueuedOp]] = {}
-        self._finished: list[_Done] = []
-        self._record_lock = asyncio.Lock()
-        self._flusher: asyncio.Task[None] | None = None
-        self.write_error: BaseException | None = None
-        # How long the results of a chain's last step may wait to be written together with
-        # others' (group commit) while other operations are still running: the worker does
-        # not wait for it, so this costs a result's latency, never the app's throughput.
-        self.record_linger = 0.02
+        # Pushed operations' results, group-committed (jml/engine_results.py).
+        self.results = ResultWriter(store, self.outbox, self.audit,
+                                    lambda: bool(self._running) and not self._stopping)
         self._watermark = 0
         self._full_scan = True
         self._new_plans: set[str] = set()
@@ -190,7 +170,7 @@ class Engine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._flush_all()
+        await self.results.flush_all()
         claimed |= self._claimed  # results written behind leave their chains' claims here
         if self._background:
             # Follow-ups of finished operations (read-backs): what is cut off, tick() redoes.
@@ -217,8 +197,8 @@ class Engine:
         start = time.monotonic()
         try:
             while True:
-                if self.write_error is not None:
-                    raise self.write_error
+                if self.results.error is not None:
+                    raise self.results.error
                 self.dispatch()
                 if not self._in_flight and not self._background and self.outbox.open_count(plan_id) == 0:
                     break
@@ -347,7 +327,7 @@ class Engine:
                 return
             _prio, _first, _id, chain = await lane.queue.get()
             key = _chain_key(chain[0].op)
-            behind: _Done | None = None
+            behind: Done | None = None
             lane.busy += 1
             try:
                 failed: QueuedOp | None = None
@@ -396,7 +376,7 @@ class Engine:
         self._chain_done(key, chain)
 
     async def _execute(self, lane: Lane, q: QueuedOp, known: AccountRecord | _Unset | None = _UNSET, *,
-                       last: bool = False) -> tuple[bool, AccountRecord | _Unset | None, _Done | None]:
+                       last: bool = False) -> tuple[bool, AccountRecord | _Unset | None, Done | None]:
         """Run one operation; returns (succeeded, the account record the chain's next step may
         reuse, or _UNSET when it must be read again, and — for the chain's `last` step — its
         result still being written, or None once it is)."""
@@ -423,45 +403,27 @@ class Engine:
                                                    "employee_id": op.employee_id, "reason": reason,
                                                    "error": redact(str(exc))})
 
+        attempts = Attempts()
         try:
             first: RetryableError | None = None
-            attempts = 1
             try:
                 result = await self._apply_once(lane, op, record)
             except RetryableError as e:
                 first = e
-            if first is not None:
-                # Retried by tenacity, the failed first attempt included (it is handed to tenacity
-                # as its attempt 1): almost every operation succeeds at once, and setting
-                # tenacity up for each of them was ~2% of a leaver wave's CPU.
-                policy = lane.retry
-                retrying = AsyncRetrying(
-                    # The budget counts from the first attempt, which ran before tenacity started.
-                    stop=lambda rs: rs.attempt_number >= policy.max_attempts
-                    or time.monotonic() - started >= policy.budget,
-                    wait=_wait(policy),
-                    retry=retry_if_exception_type(RetryableError),
-                    before_sleep=before_sleep,
-                    reraise=True,
-                )
-                attempts = 0
-                async for attempt in retrying:
-                    with attempt:
-                        attempts += 1
-                        if first is not None:
-                            failed, first = first, None
-                            raise failed
-                        result = await self._apply_once(lane, op, record)
+            if first is not None:  # (retried outside the handler: later errors do not chain to it)
+                result = await retry_after_first(lane.retry, first, started,
+                                                 functools.partial(self._apply_once, lane, op, record),
+                                                 attempts=attempts, before_sleep=before_sleep)
         except asyncio.CancelledError:
             raise
         except ConnectorError as e:
             self._running.discard(q.id)
-            self._finish_failed(q, str(e), attempts, started)
+            self._finish_failed(q, str(e), attempts.count, started)
             return False, _UNSET, None
         except Exception as e:  # a bug or an unexpected library error: dead-letter, never crash the daemon
             log.exception("unexpected error applying operation", extra={"operation_id": q.id})
             self._running.discard(q.id)
-            self._finish_failed(q, f"{op.connector}: unexpected {type(e).__name__}: {redact(str(e))}", attempts,
+            self._finish_failed(q, f"{op.connector}: unexpected {type(e).__name__}: {redact(str(e))}", attempts.count,
                                 started)
             return False, _UNSET, None
         self._running.discard(q.id)
@@ -469,14 +431,14 @@ class Engine:
         elapsed = time.monotonic() - started
         push = {"operation_id": q.id, "plan_id": q.plan_id, "connector": op.connector, "action": op.action.value,
                 "detail": _audit_detail(op), "result": "success", "adopted": result.adopted,
-                "attempts": attempts, "note": result.note}
-        done = _Done(q, result.remote_id, push, done_at)
+                "attempts": attempts.count, "note": result.note}
+        done = Done(q, result.remote_id, push, done_at)
         if last:
             # Nothing in this chain needs the record: write it with others' (one transaction),
             # while this worker already pushes the next chain.
-            self._record_behind(done)
+            self.results.record_behind(done)
         else:
-            await self._record(done)
+            await self.results.record(done)
         counted = self._success_metrics.get((op.connector, op.action))
         if counted is None:  # (prometheus_client's labels() per operation was 1.4% of a leaver wave)
             counted = self._success_metrics[(op.connector, op.action)] = (
@@ -521,81 +483,6 @@ class Engine:
             except Exception:
                 log.exception("after-success hook failed", extra={"operation_id": q.id})
 
-    async def _record(self, done: _Done) -> None:
-        """Group commit of results: a finished operation's recorded state, outbox row and
-        audit record are written in ONE transaction (what jml believes, what it still owes
-        and what it can prove never disagree), together with every other operation that
-        finished meanwhile. (Written on the loop: a writer thread would contend with the loop's
-        own statements for SQLite's single write lock, and SQLite's busy wait sleeps.)"""
-        self._finished.append(done)
-        async with self._record_lock:
-            if done.written.done():
-                return
-            await asyncio.sleep(0)  # let operations finishing in this same turn join the batch
-            batch, self._finished = self._finished, []
-            try:
-                self._write_results(batch)
-            except BaseException as e:
-                for d in batch:
-                    if not d.written.done():
-                        d.written.set_exception(e if isinstance(e, Exception) else RuntimeError("interrupted"))
-                raise
-            for d in batch:
-                if not d.written.done():
-                    d.written.set_result(None)
-        await done.written
-
-    def _record_behind(self, done: _Done) -> None:
-        self._finished.append(done)
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush_behind())
-
-    async def _flush_behind(self) -> None:
-        try:
-            if self._running and not self._stopping:
-                await asyncio.sleep(self.record_linger)  # results of operations still running join
-            self._flusher = None  # what finishes from now on starts the next batch
-            async with self._record_lock:
-                batch, self._finished = self._finished, []
-                if not batch:
-                    return
-                try:
-                    self._write_results(batch)
-                except Exception as e:
-                    log.error("recording finished operations failed", exc_info=e)
-                    self.write_error = e
-                    for d in batch:
-                        if not d.written.done():
-                            d.written.set_exception(e)
-                            d.written.exception()  # retrieved: the error is the engine's, raised by run_until_idle
-                    return
-                for d in batch:
-                    if not d.written.done():
-                        d.written.set_result(None)
-        finally:
-            if self._flusher is asyncio.current_task():
-                self._flusher = None
-
-    async def _flush_all(self) -> None:
-        """Write every result still waiting (stopping: what was pushed is recorded as done)."""
-        while self._flusher is not None or self._finished:
-            flusher = self._flusher
-            if flusher is None:
-                flusher = self._flusher = asyncio.ensure_future(self._flush_behind())
-            await asyncio.gather(flusher, return_exceptions=True)
-            if self.write_error is not None:
-                return
-
-    def _write_results(self, batch: list[_Done]) -> None:
-        def write() -> None:
-            with self.audit.lock, self.store.transaction() as tx:
-                self.store.record_results([(d.q.op, d.remote_id, d.at) for d in batch], tx)
-                self.outbox.mark_done_many([(d.q.id, d.at) for d in batch], tx)
-                self.audit.append_in(tx, [("push", d.push, "jml", d.q.op.employee_id or None) for d in batch],
-                                     now=batch[-1].at)
-
-        retry_write(write, "recording finished operations")
-
     async def _apply_once(self, lane: Lane, op: Operation, record: object) -> ApplyResult:
         # The connector's `timeout` bounds each request; one operation makes several (find,
         # create, read back) and may wait for the rate limiter, so the guard against a hung
@@ -636,20 +523,6 @@ class Engine:
 def _chain_key(op: Operation) -> tuple[str, str]:
     """Operations of one chain run in order: a person's in one connector, or one group's."""
     return op.connector, op.employee_id or f"#group:{op.detail.get('group', '')}"
-
-
-def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
-
-    def wait(rs: RetryCallState) -> float:
-        exc = rs.outcome.exception() if rs.outcome else None
-        after = getattr(exc, "retry_after", None)
-        if isinstance(after, (int, float)):
-            # The vendor said when: wait that long (plus jitter so workers don't stampede).
-            return float(after) + random.uniform(0, 0.1 * max(after, 1.0))
-        return float(backoff(rs))
-
-    return wait
 
 
 def _audit_detail(op: Operation) -> dict[str, object]:

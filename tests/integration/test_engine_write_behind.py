@@ -50,14 +50,14 @@ def test_results_are_group_committed_and_all_recorded(
         try:
             engine = build_engine(rt, poll_interval=0.05)
             batches = 0
-            write = engine._write_results
+            write = engine.results.write
 
             def counting(batch: list[Any]) -> None:
                 nonlocal batches
                 batches += 1
                 write(batch)
 
-            monkeypatch.setattr(engine, "_write_results", counting)
+            monkeypatch.setattr(engine.results, "write", counting)
             await engine.run_until_idle(timeout=120)
             return batches, rt.outbox.plan_state_counts(outcome.plan_id)
         finally:
@@ -84,7 +84,7 @@ def test_a_failed_write_stops_the_run_and_leaves_the_work_pending(
             def failing(_batch: list[Any]) -> None:
                 raise WriteConflict("recording finished operations: database is locked")
 
-            monkeypatch.setattr(engine, "_write_results", failing)
+            monkeypatch.setattr(engine.results, "write", failing)
             with pytest.raises(WriteConflict):
                 await engine.run_until_idle(timeout=60)
             return rt.outbox.plan_state_counts(outcome.plan_id)
