@@ -282,3 +282,13 @@ def ping(engine: Engine) -> bool:
         return True
     except SQLAlchemyError:
         return False
+
+
+def chunks(eids: Iterable[str] | None, size: int = 900) -> Iterable[list[str] | None]:
+    # SQLite caps bound parameters; a None chunk means "everyone".
+    if eids is None:
+        yield None
+        return
+    ids = list(eids)
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]

@@ -1,4 +1,5 @@
-"""People, accounts, grants, exports and settings. Sync SQLAlchemy Core for bulk speed.
+"""The Store: people here; accounts and grants (accounts.py), exports and settings (exports.py)
+mixed in. Sync SQLAlchemy Core for bulk speed.
 
 The same code runs on SQLite and PostgreSQL; `Store(url)` migrates on open.
 """
@@ -7,20 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
-from jml import plan as planner
 from jml.model import (
     CANONICAL_FIELDS,
-    AccountRecord,
-    Action,
     Lifecycle,
-    Operation,
     Override,
     OverrideKind,
     PersonState,
@@ -29,8 +25,10 @@ from jml.model import (
     person_to_dict,
 )
 from jml.store.access import AccessStore
+from jml.store.accounts import AccountRepo
 from jml.store.db import (
     bulk_write,
+    chunks,
     json_text,
     make_engine,
     migrate,
@@ -38,33 +36,20 @@ from jml.store.db import (
     raw_rows,
     read_stamp,
     to_driver,
-    upsert,
     utc,
 )
 from jml.store.dialects import DialectStore
+from jml.store.exports import ExportRepo
 from jml.store.identity import IdentityStore
 from jml.store.remote import RemoteState
 from jml.store.reviews import ReviewStore
 from jml.store.sla import SlaClocks
-from jml.store.tables import AccountRow, ExportRow, GrantRow, GroupRow, PersonRow, SettingRow
+from jml.store.tables import PersonRow
 
 P = PersonRow.__table__  # type: ignore[attr-defined]
-A = AccountRow.__table__  # type: ignore[attr-defined]
-G = GrantRow.__table__  # type: ignore[attr-defined]
-GR = GroupRow.__table__  # type: ignore[attr-defined]
-E = ExportRow.__table__  # type: ignore[attr-defined]
-S = SettingRow.__table__  # type: ignore[attr-defined]
 
-# Statements the engine runs for every operation, built once: building a Core statement and
-# its cache key costs more than SQLite executing it (measured: 350 µs built, 130 µs reused).
-# (The accounts the engine reads, it reads on the driver's cursor: Store._accounts_of.)
-# A manager's id, once per manager a connector meets (350 µs a statement built per call).
-_REMOTE_ID = select(A.c.remote_id).where(A.c.connector == bindparam("k_connector"),
-                                         A.c.employee_id == bindparam("k_eid"), A.c.deleted.is_(False))
-_DELETE_ACCOUNT = delete(A).where(A.c.connector == bindparam("k_connector"), A.c.employee_id == bindparam("k_eid"))
-_DELETE_GRANTS = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"))
-_DELETE_GRANT = delete(G).where(G.c.connector == bindparam("k_connector"), G.c.employee_id == bindparam("k_eid"),
-                                G.c.name == bindparam("k_name"))
+# Statements built once: building a Core statement and its cache key costs more than SQLite
+# executing it (measured: 350 µs built, 130 µs reused).
 _SET_OVERRIDE = update(P).where(P.c.employee_id == bindparam("k_eid")).values(
     {c: bindparam(c) for c in ("override_kind", "override_at", "override_reason", "override_actor", "updated_at")})
 # Whether a table has any row: a first import asks for 100k people's states and accounts, 900
@@ -77,11 +62,6 @@ _INDEX_OF = select(P.c.employee_id, P.c.row_hash, P.c.next_change_at, P.c.missin
                    P.c.override_kind).where(P.c.employee_id.in_(bindparam("eids", expanding=True)))
 _EXISTING = select(P.c.employee_id).where(P.c.employee_id.in_(bindparam("eids", expanding=True)))
 _MATCH: dict[str, Any] = {}  # attribute -> its match statement (a few attributes, built once each)
-_ANY_ACCOUNT = select(A.c.employee_id).limit(1)
-_ACCOUNT_COLUMNS = ("connector", "employee_id", "username", "active", "deleted", "attributes", "remote_id",
-                    "created_at", "updated_at")
-_GRANT_COLUMNS = ("connector", "employee_id", "name", "rule", "since")
-Key = tuple[str, str]
 
 
 @dataclass(slots=True)
@@ -113,30 +93,10 @@ class PersonSummary:
     phase: str
 
 
-@dataclass(frozen=True, slots=True)
-class AccountSummary:
-    username: str
-    active: bool
-    deleted: bool
-    created_at: dt.datetime | None
+class Store(AccountRepo, ExportRepo):
+    """The people repository, with the accounts (store/accounts.py), the exports and settings
+    (store/exports.py) and the other repositories beside it (dialects, SLA clocks, …)."""
 
-
-@dataclass(frozen=True, slots=True)
-class ExportInfo:
-    id: int
-    source: str
-    name: str | None
-    checksum: str | None
-    etag: str | None
-    last_modified: str | None
-    columns: tuple[str, ...]
-    row_count: int
-    status: str
-    reason: str | None
-    read_at: dt.datetime | None
-
-
-class Store:
     def __init__(self, url: str, *, engine: Engine | None = None, migrate_schema: bool = True) -> None:
         self.url = url
         self.engine = engine or make_engine(url)
@@ -189,7 +149,7 @@ class Store:
         """person_index for these people only (an event's, a reconciliation's)."""
         out: dict[str, IndexEntry] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(eids):
+            for chunk in chunks(eids):
                 for r in conn.execute(_INDEX_OF, {"eids": chunk or []}):
                     out[r[0]] = IndexEntry(r[1], utc(r[2]), r[3] or 0, r[4], r[5] is not None)
         return out
@@ -231,7 +191,7 @@ class Store:
             # event's few people) is asked for directly.
             if (ids is None or len(ids) > 900) and conn.execute(_ANY_PERSON).first() is None:
                 return out
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 rows = conn.execute(select(P)) if chunk is None else conn.execute(_STATES_OF, {"eids": chunk})
                 for r in rows.mappings():
                     out[r["employee_id"]] = _state_from_row(r)
@@ -282,7 +242,7 @@ class Store:
                     == len(overrides):
                 return
             eids = list(overrides)
-            present = {r[0] for chunk in _chunks(eids) for r in conn.execute(_EXISTING, {"eids": chunk})}
+            present = {r[0] for chunk in chunks(eids) for r in conn.execute(_EXISTING, {"eids": chunk})}
             for employee_id, override in overrides.items():
                 if employee_id not in present:
                     conn.execute(P.insert().values(employee_id=employee_id, missing_count=0, **values(override)))
@@ -310,57 +270,6 @@ class Store:
                     break
         return hits
 
-    # ---- accounts ----------------------------------------------------------------
-    def load_accounts(self, eids: Iterable[str] | None = None) -> dict[tuple[str, str], AccountRecord]:
-        with self.engine.connect() as conn:
-            if eids is None:
-                return _records(conn.execute(select(A)).mappings(),
-                                conn.execute(select(G.c.connector, G.c.employee_id, G.c.name)))
-            return self._accounts_of(conn, eids)
-
-    def remote_id(self, connector: str, employee_id: str) -> str | None:
-        """The app's id of this person's live account there (a manager's reference)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_REMOTE_ID, {"k_connector": connector, "k_eid": employee_id}).first()
-        return str(row[0]) if row is not None and row[0] else None
-
-    @staticmethod
-    def _accounts_of(conn: Connection, eids: Iterable[str]) -> dict[Key, AccountRecord]:
-        """Every connector's account of these people, 900 at a time (SQLite's bound-parameter cap).
-        Read on the DB-API cursor: the engine reads a person's accounts before every chain and
-        again in every group-committed result, and SQLAlchemy's statement and row handling cost
-        several times SQLite's query (8% of a leaver wave's CPU)."""
-        out: dict[Key, AccountRecord] = {}
-        ids = eids if isinstance(eids, list) else list(eids)
-        if len(ids) > 900 and conn.execute(_ANY_ACCOUNT).first() is None:
-            return out  # (a grant row belongs to an account row: no accounts, no records)
-        mark = "?" if conn.dialect.name == "sqlite" else "%s"
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            for chunk in _chunks(ids):
-                assert chunk is not None
-                marks = ", ".join([mark] * len(chunk))
-                # Identifiers are our own table's; the values are bound.
-                cursor.execute(f"{_ACCOUNT_READ} ({marks})", chunk)
-                accounts = cursor.fetchall()
-                cursor.execute(f"{_GRANT_READ} ({marks})", chunk)
-                out.update(_records_raw(accounts, cursor.fetchall()))
-        finally:
-            cursor.close()
-        return out
-
-    def grant_details(self, eids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            q = select(G)
-            if eids is not None:
-                q = q.where(G.c.employee_id.in_(list(eids)))
-            return [dict(r, since=utc(r["since"])) for r in conn.execute(q.order_by(G.c.employee_id)).mappings()]
-
-    def managed_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            q = select(A.c.connector, func.count()).where(A.c.deleted.is_(False)).group_by(A.c.connector)
-            return {c: int(n) for c, n in conn.execute(q)}
-
     def people_summary(self) -> dict[str, PersonSummary]:
         out: dict[str, PersonSummary] = {}
         with self.engine.connect() as conn:
@@ -372,134 +281,10 @@ class Store:
                 out[eid] = PersonSummary(name, email, phase or "")
         return out
 
-    def account_summaries(self) -> dict[Key, AccountSummary]:
-        """Every recorded account, deleted ones included, by (connector, employee_id)."""
-        with self.engine.connect() as conn:
-            return {(r["connector"], r["employee_id"]): AccountSummary(r["username"], bool(r["active"]),
-                                                                         bool(r["deleted"]), utc(r["created_at"]))
-                    for r in conn.execute(select(A)).mappings()}
-
     def people_on_record(self) -> frozenset[str]:
         """Everyone HR has told jml about (a person row with data, not only an override)."""
         with self.engine.connect() as conn:
             return frozenset(r[0] for r in conn.execute(select(P.c.employee_id).where(P.c.data.is_not(None))))
-
-    def known_groups(self) -> dict[str, frozenset[str]]:
-        out: dict[str, set[str]] = {}
-        with self.engine.connect() as conn:
-            for c, n in conn.execute(select(GR.c.connector, GR.c.name)):
-                out.setdefault(c, set()).add(n)
-        return {c: frozenset(v) for c, v in out.items()}
-
-    def record_success(self, op: Operation, remote_id: str | None, now: dt.datetime, conn: Any = None) -> None:
-        """Fold a succeeded operation into the recorded state (plan.apply, persisted)."""
-        self.record_results([(op, remote_id, now)], conn)
-
-    def record_results(self, results: Sequence[tuple[Operation, str | None, dt.datetime]], conn: Any = None) -> None:
-        """Fold succeeded operations, in order, into the recorded state (plan.apply, persisted):
-        one read of every account they touch, then one executemany per kind of write, so a
-        group commit of many results costs about what one result does."""
-        if conn is None:
-            with self.engine.begin() as c:
-                self.record_results(results, c)
-            return
-        for op, remote_id, _at in results:
-            if op.action is Action.CREATE_GROUP:
-                name = str(op.detail["group"])
-                conn.execute(delete(GR).where(GR.c.connector == op.connector, GR.c.name == name))
-                conn.execute(GR.insert().values(connector=op.connector, name=name, remote_id=remote_id))
-        ops = [r for r in results if r[0].action is not Action.CREATE_GROUP]
-        if not ops:
-            return
-        eids = sorted({e for op, _, _ in ops for e in _touched(op)})
-        before = self._accounts_of(conn, eids)
-        state = dict(before)
-        rule_of: dict[tuple[Key, str], str | None] = {}  # the rule of the operation that added a grant
-        stamped: dict[Key, dt.datetime] = {}
-        for op, remote_id, at in ops:
-            mine = {k: state[k] for k in ((op.connector, e) for e in _touched(op)) if k in state}
-            after = planner.apply(mine, op, remote_id)
-            for key in mine.keys() - after.keys():
-                del state[key]
-            for key, rec in after.items():
-                old = mine.get(key)
-                for name in rec.grants - (old.grants if old is not None else frozenset()):
-                    rule_of[(key, name)] = op.detail.get("rule")
-                if old != rec:
-                    stamped[key] = at
-                state[key] = rec
-        gone = [{"k_connector": c, "k_eid": e} for c, e in before if (c, e) not in state]
-        if gone:
-            conn.execute(_DELETE_ACCOUNT, gone)
-            conn.execute(_DELETE_GRANTS, gone)
-        changed = [(key, rec) for key, rec in state.items() if before.get(key) != rec]
-        # An upsert, not "update, else insert": the row may have appeared since it was read.
-        bulk_write(conn, A, _ACCOUNT_COLUMNS, (
-            (c, e, rec.username, rec.active, rec.deleted, dict(rec.attributes), rec.remote_id, stamped[(c, e)],
-             stamped[(c, e)]) for (c, e), rec in changed),
-            conflict=("connector", "employee_id"), update=(*_ACCOUNT_COLUMNS[2:7], "updated_at"))
-        revoked, granted = [], []
-        for key, rec in changed:
-            old = before.get(key)
-            old_grants = old.grants if old is not None else frozenset()
-            revoked += [{"k_connector": key[0], "k_eid": key[1], "k_name": n} for n in old_grants - rec.grants]
-            granted += [(key[0], key[1], n, rule_of.get((key, n)), stamped[key]) for n in rec.grants - old_grants]
-        if revoked:
-            conn.execute(_DELETE_GRANT, revoked)
-        bulk_write(conn, G, _GRANT_COLUMNS, granted, conflict=("connector", "employee_id", "name"))
-        # A membership names a group the app has: remember it (its id is resolved by the connector).
-        groups = {(op.connector, str(op.detail["group"])) for op, _, _ in ops
-                  if op.action is Action.ADD_MEMBER and op.detail.get("group")}
-        bulk_write(conn, GR, ("connector", "name"), sorted(groups), conflict=("connector", "name"))
-
-    # ---- exports -----------------------------------------------------------------
-    def add_export(self, *, source: str, name: str | None, checksum: str | None, etag: str | None,
-                   last_modified: str | None, columns: Iterable[str], row_count: int, quarantined: int,
-                   status: str, reason: str | None, now: dt.datetime) -> int:
-        with self.engine.begin() as conn:
-            res = conn.execute(E.insert().values(
-                source=source, name=name, checksum=checksum, etag=etag, last_modified=last_modified,
-                columns=list(columns), row_count=row_count, quarantined=quarantined, status=status,
-                reason=reason, read_at=now))
-            return int(res.inserted_primary_key[0])  # type: ignore[index]
-
-    def set_export_status(self, export_id: int, status: str, reason: str | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(E).where(E.c.id == export_id).values(status=status, reason=reason))
-
-    def last_export(self, source: str, *, good: bool = False) -> ExportInfo | None:
-        q = select(E).where(E.c.source == source)
-        if good:
-            q = q.where(E.c.status == "accepted")
-        with self.engine.connect() as conn:
-            r = conn.execute(q.order_by(E.c.id.desc()).limit(1)).mappings().first()
-        if r is None:
-            return None
-        return ExportInfo(r["id"], r["source"], r["name"], r["checksum"], r["etag"], r["last_modified"],
-                          tuple(r["columns"] or ()), r["row_count"], r["status"], r["reason"], utc(r["read_at"]))
-
-    def recent_exports(self, limit: int = 10) -> list[ExportInfo]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(E).order_by(E.c.id.desc()).limit(limit)).mappings().all()
-        return [ExportInfo(r["id"], r["source"], r["name"], r["checksum"], r["etag"], r["last_modified"],
-                           tuple(r["columns"] or ()), r["row_count"], r["status"], r["reason"], utc(r["read_at"]))
-                for r in rows]
-
-    # ---- settings ----------------------------------------------------------------
-    def get_setting(self, key: str, default: Any = None) -> Any:
-        with self.engine.connect() as conn:
-            r = conn.execute(select(S.c.value).where(S.c.key == key)).first()
-        return default if r is None else r[0]
-
-    def set_setting(self, key: str, value: Any) -> None:
-        upsert(self.engine, S, [{"key": key, "value": value}], ["key"], ["value"])
-
-
-def _touched(op: Operation) -> list[str]:
-    """The people whose recorded accounts `op` changes (a conversion moves the old id's)."""
-    if "previous_employee_id" in op.detail:
-        return [op.employee_id, str(op.detail["previous_employee_id"])]
-    return [op.employee_id]
 
 
 _INDEX_READ = "SELECT employee_id, row_hash, next_change_at, missing_count, phase, override_kind FROM person"
@@ -509,47 +294,6 @@ def _index_entries(rows: Iterable[Sequence[Any]]) -> dict[str, IndexEntry]:
     # next_change_at is empty for almost everyone: parse only the stamps there are.
     return {eid: IndexEntry(h, None if due is None else read_stamp(due), missing, phase, kind is not None)
             for eid, h, due, missing, phase, kind in rows}
-
-
-_ACCOUNT_READ = ('SELECT "connector", "employee_id", "username", "active", "attributes", "remote_id", "deleted" '
-                 'FROM "account" WHERE "employee_id" IN')
-_GRANT_READ = 'SELECT "connector", "employee_id", "name" FROM "grant" WHERE "employee_id" IN'
-
-
-def _records_raw(accounts: Iterable[Sequence[Any]], grants: Iterable[Sequence[Any]]) -> dict[Key, AccountRecord]:
-    """_records of the driver's rows (SQLite: JSON as text, booleans as 0/1; PostgreSQL: parsed)."""
-    held: dict[Key, set[str]] = {}
-    for c, e, n in grants:
-        held.setdefault((c, e), set()).add(n)
-    out: dict[Key, AccountRecord] = {}
-    for c, e, username, active, attributes, remote_id, deleted in accounts:
-        if isinstance(attributes, str):
-            attributes = json.loads(attributes)
-        out[(c, e)] = AccountRecord(c, e, username, bool(active), dict(attributes or {}),
-                                    frozenset(held.get((c, e), ())), remote_id, bool(deleted))
-    return out
-
-
-def _records(accounts: Iterable[Any], grants: Iterable[Any]) -> dict[Key, AccountRecord]:
-    held: dict[Key, set[str]] = {}
-    for c, e, n in grants:
-        held.setdefault((c, e), set()).add(n)
-    return {
-        (r["connector"], r["employee_id"]): AccountRecord(
-            r["connector"], r["employee_id"], r["username"], bool(r["active"]), dict(r["attributes"] or {}),
-            frozenset(held.get((r["connector"], r["employee_id"]), ())), r["remote_id"], bool(r["deleted"]))
-        for r in accounts
-    }
-
-
-def _chunks(eids: Iterable[str] | None, size: int = 900) -> Iterable[list[str] | None]:
-    # SQLite caps bound parameters; a None chunk means "everyone".
-    if eids is None:
-        yield None
-        return
-    ids = list(eids)
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
 
 
 def _state_from_row(r: Any) -> PersonState:
